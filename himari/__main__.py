@@ -1,0 +1,3 @@
+from himari.cli.main import main
+
+main()

@@ -1,0 +1,70 @@
+"""Run directories: everything needed to reproduce a result and to serve a model.
+
+Layout (written by the commands that create runs)::
+
+    RUN/
+      run.json          # command, resolved config, seed, config hash, data files with sha256, versions
+      metrics.json      # results (written last, atomically)
+      checkpoints/      # training checkpoints (safetensors + json), atomic
+      bundle/           # the trained model bundle that backtest/serve/paper load
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+from himari import __version__
+from himari.config import config_hash
+from himari.errors import RunDirError
+from himari.utils.io import atomic_write_json, read_json, sha256_file
+
+
+def versions() -> dict[str, str]:
+    out = {"himari": __version__, "python": sys.version.split()[0], "platform": platform.platform()}
+    for name in ("numpy", "pandas", "torch", "scipy"):
+        try:
+            module = __import__(name)
+            out[name] = str(module.__version__)
+        except ImportError:  # pragma: no cover
+            pass
+    return out
+
+
+def data_record(paths: dict[str, str | Path]) -> dict[str, dict[str, str]]:
+    """``{name: {"path": ..., "sha256": ...}}`` for the data files a run read."""
+    return {name: {"path": str(p), "sha256": sha256_file(p)} for name, p in paths.items()}
+
+
+def create_run_dir(
+    out: str | Path,
+    command: str,
+    config: dict[str, Any],
+    seed: int,
+    data_files: dict[str, str | Path] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Create (or reuse) ``out`` and write ``run.json``. Returns the path."""
+    run = Path(out)
+    run.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "command": command,
+        "config": config,
+        "config_hash": config_hash(config),
+        "seed": seed,
+        "data": data_record(data_files or {}),
+        "versions": versions(),
+    }
+    if extra:
+        meta.update(extra)
+    atomic_write_json(run / "run.json", meta)
+    return run
+
+
+def load_run_meta(run: str | Path) -> dict[str, Any]:
+    path = Path(run) / "run.json"
+    if not path.exists():
+        raise RunDirError(f"{run}: not a run directory (no run.json)")
+    return read_json(path)  # type: ignore[no-any-return]
