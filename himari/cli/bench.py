@@ -11,7 +11,7 @@ import importlib
 import click
 
 # Modules that define ``register_bench(group: click.Group) -> None``.
-BENCH_MODULES: tuple[str, ...] = ()
+BENCH_MODULES: tuple[str, ...] = ("himari.bench.features",)
 
 
 @click.group("bench")

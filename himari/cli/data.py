@@ -93,5 +93,198 @@ def repair_cmd(path: str, out: str, drop_duplicates: bool, sort_rows: bool, time
     click.echo(f"wrote {out} ({len(frame)} rows); repairs: {'; '.join(report.repairs) or 'none needed'}")
 
 
+@data_group.command("synth")
+@click.option("--scenarios", default=500, show_default=True, help="Number of scenarios.")
+@click.option("--bars", "n_bars", default=2000, show_default=True, help="Bars per scenario.")
+@click.option("--seed", default=0, show_default=True, help="Random seed (same seed -> byte-identical output).")
+@click.option("--out", required=True, help="Output directory (scenarios.parquet + synth.json).")
+@click.option("--calibrate-from", "calibrate_from", default=None,
+              help="Fit GARCH(1,1) + jump parameters on this data (file or bundled name, e.g. BTCUSDT).")
+@click.option("--calibrate-start", default=None, help="Only use bars from this date for calibration (UTC).")
+@click.option("--calibrate-end", default=None, help="Only use bars before this date for calibration (UTC).")
+@click.option("--mix", default=None,
+              help="Family weights, e.g. 'mixed=0.4,crash=0.2,bear=0.2,vol_cluster=0.1,bull=0.1,flash_crash=0'.")
+@click.option("--config", "config_path", default=None, help="JSON file with SynthConfig fields.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of a table.")
+def synth_cmd(
+    scenarios: int, n_bars: int, seed: int, out: str, calibrate_from: str | None, calibrate_start: str | None,
+    calibrate_end: str | None, mix: str | None, config_path: str | None, as_json: bool,
+) -> None:
+    """Generate synthetic stress scenarios (jump-diffusion + GARCH + regime chain) and print their summary."""
+    from himari.data.synth import SynthConfig, format_summary, generate_batch, save_batch, stress_summary
+    from himari.errors import ConfigError
+    from himari.utils.io import read_json, to_json
+    from himari.utils.progress import progress_bar
+
+    base = read_json(config_path) if config_path else {}
+    overrides: dict[str, object] = {"n_scenarios": scenarios, "n_bars": n_bars}
+    if mix:
+        weights: dict[str, float] = {}
+        for part in mix.split(","):
+            name, sep, value = part.partition("=")
+            try:
+                weights[name.strip()] = float(value)
+            except ValueError:
+                raise ConfigError(f"--mix: cannot read {part!r}; expected family=weight") from None
+            if not sep:
+                raise ConfigError(f"--mix: cannot read {part!r}; expected family=weight")
+        overrides["mix"] = weights
+    config = SynthConfig.parse(base, **overrides)
+    with progress_bar("synth", total=3) as bar:
+        if calibrate_from:
+            from himari.data.calibrate import calibrate_from_bars
+            from himari.data.loaders import load_bars
+
+            real = load_bars(resolve_data_path(calibrate_from))
+            if calibrate_start or calibrate_end:
+                real = real.between(calibrate_start, calibrate_end)
+            calibration = calibrate_from_bars(real)
+            config = calibration.apply(config)
+            g, j = calibration.garch, calibration.jumps
+            click.echo(
+                f"calibrated on {real.describe_range()}: GARCH alpha {g.alpha:.3f} beta {g.beta:.3f} "
+                f"annual vol {g.annual_vol * 100:.0f}%; jumps {j.intensity_per_year:.0f}/year, mean {j.mean * 100:.2f}%, "
+                f"sd {j.std * 100:.2f}%; drift {calibration.drift_annual * 100:.0f}%/year (reported, not applied)",
+                err=True,
+            )
+        bar.advance(1, info="generating")
+        batch = generate_batch(config, seed)
+        bar.advance(1, info="writing")
+        summary = stress_summary(batch)
+        files = save_batch(batch, out, summary)
+        bar.advance(1)
+    if as_json:
+        click.echo(to_json(summary))
+    else:
+        click.echo(f"{batch.n_scenarios} scenarios x {batch.n_bars} bars ({config.timeframe}), seed {seed}")
+        click.echo(format_summary(summary))
+    click.echo(f"wrote {', '.join(files)}", err=True)
+
+
+@data_group.command("fetch")
+@click.option("--exchange", "exchange_id", default="binance", show_default=True, help="ccxt exchange id.")
+@click.option("--symbol", required=True, help="Market symbol, e.g. BTC/USDT.")
+@click.option("--timeframe", default="1h", show_default=True)
+@click.option("--since", required=True, help="First bar to fetch (UTC date/time), e.g. 2017-08-17.")
+@click.option("--until", default=None, help="Stop before this time (UTC); default: the last closed bar.")
+@click.option("--out", default=None, help="Output file (.parquet/.csv/.csv.gz); resumed if it exists. "
+              "Default: the store file for exchange/symbol/timeframe.")
+@click.option("--data-dir", default=None, help="Store directory when --out is omitted (default $HIMARI_DATA_DIR "
+              "or ./himari_store).")
+@click.option("--limit", default=1000, show_default=True, help="Candles per request.")
+@click.option("--max-retries", default=6, show_default=True, help="Retries on network/rate-limit errors.")
+def fetch_cmd(
+    exchange_id: str, symbol: str, timeframe: str, since: str, until: str | None, out: str | None,
+    data_dir: str | None, limit: int, max_retries: int,
+) -> None:
+    """Download OHLCV candles through ccxt: paginated, rate-limited, retried, resumable, validated."""
+    from himari.data import fetch as fetch_module
+    from himari.data.store import DataStore
+    from himari.utils.progress import progress_bar
+
+    target = out or str(DataStore(data_dir).path_for(exchange_id, symbol, timeframe))
+    config = fetch_module.FetchConfig(limit=limit, max_retries=max_retries)
+    with progress_bar(f"fetch {symbol}", total=None) as bar:
+        result = fetch_module.fetch_to_file(
+            exchange_id, symbol, timeframe, since, target, until=until, config=config,
+            factory=fetch_module.ccxt_exchange, clock=fetch_module.SystemClock(),
+            on_page=lambda n, last: bar.advance(n, info=f"{last:%Y-%m-%d %H:%M}"),
+        )
+    click.echo(result.summary())
+    if result.report is not None and result.report.gaps:
+        click.echo("\n".join(result.report.format(show_gaps=20).splitlines()[1:]))
+
+
+@data_group.command("resample")
+@click.argument("path")
+@click.option("--to", "target", required=True, help="Target timeframe, e.g. 4h or 1d (a multiple of the source).")
+@click.option("--out", required=True, help="Output file (.parquet/.csv/.csv.gz).")
+@click.option("--incomplete", type=click.Choice(["drop", "keep"]), default="drop", show_default=True,
+              help="Buckets missing source bars (gaps, partial first/last bucket): drop them or keep them.")
+@click.option("--timeframe", default=None, help="Source timeframe; inferred when omitted.")
+def resample_cmd(path: str, target: str, out: str, incomplete: str, timeframe: str | None) -> None:
+    """Aggregate OHLCV bars to a coarser timeframe on UTC bucket boundaries; incomplete buckets are reported."""
+    from himari.data.loaders import load_bars
+    from himari.data.resample import resample_bars
+    from himari.data.store import write_frame
+
+    bars = load_bars(resolve_data_path(path), timeframe=timeframe)
+    result = resample_bars(bars, target, incomplete)  # type: ignore[arg-type]
+    if len(result.bars) == 0:
+        raise DataError(f"no complete {target} bucket in the data; nothing written (use --incomplete keep)", path)
+    write_frame(result.bars.frame, out)
+    click.echo(result.report())
+    click.echo(f"wrote {out} ({len(result.bars)} bars)")
+
+
+@data_group.group("store")
+@click.option("--data-dir", default=None, help="Store directory (default $HIMARI_DATA_DIR or ./himari_store).")
+@click.pass_context
+def store_group(ctx: click.Context, data_dir: str | None) -> None:
+    """The local store: Parquet files per exchange/symbol/timeframe, queried with DuckDB."""
+    from himari.data.store import DataStore
+
+    ctx.obj = DataStore(data_dir)
+
+
+@store_group.command("add")
+@click.argument("path")
+@click.option("--exchange", required=True, help="Exchange name to file it under, e.g. binance.")
+@click.option("--symbol", default=None, help="Symbol (default: inferred from the file name).")
+@click.option("--timeframe", default=None, help="Timeframe (default: inferred).")
+@click.option("--replace", is_flag=True, help="Replace the stored series instead of merging.")
+@click.pass_obj
+def store_add_cmd(store: object, path: str, exchange: str, symbol: str | None, timeframe: str | None,
+                  replace: bool) -> None:
+    """Validate a file and add (merge) it into the store."""
+    from himari.data.loaders import load_bars
+    from himari.data.store import DataStore
+
+    assert isinstance(store, DataStore)
+    bars = load_bars(resolve_data_path(path), symbol=symbol, timeframe=timeframe)
+    before = {e.path: e.rows for e in store.entries()}
+    entry = store.add(bars, exchange, symbol, replace=replace)
+    added = entry.rows - before.get(entry.path, 0)
+    click.echo(f"stored {entry.exchange} {entry.symbol} {entry.timeframe}: {entry.rows} bars "
+               f"({added:+d}) in {entry.path}")
+
+
+@store_group.command("list")
+@click.pass_obj
+def store_list_cmd(store: object) -> None:
+    """List stored series."""
+    from himari.data.store import DataStore
+
+    assert isinstance(store, DataStore)
+    entries = store.entries()
+    if not entries:
+        click.echo(f"store {store.root} is empty")
+        return
+    click.echo(f"{'exchange':<12}{'symbol':<14}{'tf':<5}{'rows':>9}  range")
+    for e in entries:
+        span = f"{e.first:%Y-%m-%dT%H:%MZ} -> {e.last:%Y-%m-%dT%H:%MZ}" if e.first is not None else "empty"
+        click.echo(f"{e.exchange:<12}{e.symbol:<14}{e.timeframe:<5}{e.rows:>9}  {span}")
+
+
+@store_group.command("query")
+@click.argument("sql")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV instead of a table.")
+@click.option("--max-rows", default=50, show_default=True)
+@click.pass_obj
+def store_query_cmd(store: object, sql: str, as_csv: bool, max_rows: int) -> None:
+    """Run DuckDB SQL over the view 'bars' (exchange, symbol, timeframe, timestamp, open, high, low, close, volume)."""
+    from himari.data.store import DataStore
+
+    assert isinstance(store, DataStore)
+    frame = store.query(sql)
+    if as_csv:
+        click.echo(frame.to_csv(index=False), nl=False)
+    else:
+        import pandas as pd
+
+        with pd.option_context("display.width", 160, "display.max_columns", 20):
+            click.echo(frame.to_string(index=False, max_rows=max_rows))
+
+
 def register(cli: click.Group) -> None:
     cli.add_command(data_group)

@@ -19,6 +19,11 @@ from himari.errors import HimariError
 COMMAND_MODULES: tuple[str, ...] = (
     "himari.cli.data",
     "himari.cli.bench",
+    "himari.cli.features",
+    "himari.cli.regime",
+    "himari.cli.risk",
+    "himari.cli.serve",
+    "himari.cli.paper",
 )
 
 

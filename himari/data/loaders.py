@@ -193,6 +193,8 @@ def _parse_timestamps(col: pd.Series, report: ValidationReport) -> np.ndarray:
     if n == 0:
         return np.zeros(0, dtype=np.int64)
     if isinstance(col.dtype, pd.DatetimeTZDtype):
+        if str(col.dtype.tz) not in ("UTC", "utc", "Etc/UTC", "UTC+00:00"):
+            report.add("warning", "converted_to_utc", f"timestamps in time zone {col.dtype.tz} converted to UTC")
         return col.dt.tz_convert("UTC").dt.as_unit("ns").astype("int64").to_numpy()
     if pd.api.types.is_datetime64_dtype(col.dtype):
         report.add("warning", "naive_timestamps", "timestamps carry no time zone; taken as UTC")

@@ -28,6 +28,7 @@ ACCOUNT_FIELDS: tuple[str, ...] = (
     "time_in_position",  # bars since the position's sign last changed, scaled by 1/episode_length
     "equity_log",  # log(equity / initial equity)
     "drawdown",  # 1 - equity / peak equity
+    "base_position",  # the sizer's base position at t (vol-targeted or constant; see himari.env.sim.base_position)
 )
 
 

@@ -1,0 +1,521 @@
+"""Network builders for the PPO policies: observation layout, normalizer, action distributions, actor-critics.
+
+Every actor-critic takes the flattened, normalized observation ``x`` (``himari.env.protocol.flatten_observation``
+layout: features ``(W, A, F)``, regime posterior ``(W, A, R)``, account ``(A, K)``) and offers
+
+* ``forward_step(x (n, D), state) -> (dist_params, value (n,), new_state)`` for rollouts and inference,
+* ``forward_sequence(x (T, n, D), state0, episode_starts (T, n)) -> (dist_params over T·n, value (T·n,))`` for the
+  PPO update (truncated BPTT over the rollout for recurrent / context policies),
+* ``initial_state(n)``, ``reset_state(state, done)``, ``select_state(state, index)``.
+
+Initialization: orthogonal weights, gain √2 in hidden layers, 0.01 for the policy head and 1 for the value head
+(Engstrom et al. 2020; Huang et al. 2022, "The 37 Implementation Details of PPO").
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import nn
+
+N_DISCRETE_ACTIONS = 3  # HOLD, LONG, SHORT
+_MASKED = -1e9  # additive attention mask (finite, so fully masked rows never produce NaN)
+
+
+class ObsSpec(NamedTuple):
+    """Shape of the observation a policy expects (see ``himari.env.protocol.Observation``)."""
+
+    window: int
+    n_assets: int
+    n_features: int
+    n_regimes: int
+    n_account: int
+
+    @classmethod
+    def from_env(cls, env: Any) -> ObsSpec:
+        return cls(int(env.window), int(env.num_assets), int(env.n_features), int(env.n_regimes), int(env.n_account))
+
+    @property
+    def feature_dim(self) -> int:
+        return self.window * self.n_assets * self.n_features
+
+    @property
+    def regime_dim(self) -> int:
+        return self.window * self.n_assets * self.n_regimes
+
+    @property
+    def obs_dim(self) -> int:
+        return self.feature_dim + self.regime_dim + self.n_assets * self.n_account
+
+    @property
+    def regime_slice(self) -> slice:
+        return slice(self.feature_dim, self.feature_dim + self.regime_dim)
+
+    def split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``x (..., D)`` -> features ``(..., W, A, F)``, regime ``(..., W, A, R)``, account ``(..., A, K)``."""
+        lead = x.shape[:-1]
+        f_end = self.feature_dim
+        r_end = f_end + self.regime_dim
+        features = x[..., :f_end].reshape(*lead, self.window, self.n_assets, self.n_features)
+        regime = x[..., f_end:r_end].reshape(*lead, self.window, self.n_assets, self.n_regimes)
+        account = x[..., r_end:].reshape(*lead, self.n_assets, self.n_account)
+        return features, regime, account
+
+    def last_regime(self, x: torch.Tensor) -> torch.Tensor:
+        """Regime posterior of the decision bar, ``(..., A, R)``."""
+        return self.split(x)[1][..., -1, :, :]
+
+    def to_dict(self) -> dict[str, int]:
+        return dict(self._asdict())
+
+
+class ObsNormalizer(nn.Module):
+    """Running mean/variance of training observations (Chan et al. parallel update), frozen outside training.
+
+    ``normalize(x) = clip((x - μ) / sqrt(σ² + ε), ±clip)`` on the feature and account dimensions; the regime
+    posterior is a probability vector and passes through unchanged (models read it as such).
+    """
+
+    def __init__(self, spec: ObsSpec, clip: float = 10.0, enabled: bool = True) -> None:
+        super().__init__()
+        dim = spec.obs_dim
+        self.clip = float(clip)
+        self.enabled = bool(enabled)
+        self.register_buffer("mean", torch.zeros(dim, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(dim, dtype=torch.float64))
+        self.register_buffer("count", torch.tensor(1e-4, dtype=torch.float64))
+        mask = torch.ones(dim, dtype=torch.bool)
+        mask[spec.regime_slice] = False
+        self.register_buffer("norm_mask", mask)
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        """Fold a batch ``(B, D)`` of raw training observations into the running statistics."""
+        if not self.enabled:
+            return
+        x = x.reshape(-1, x.shape[-1]).to(torch.float64)
+        batch_mean = x.mean(0)
+        batch_var = x.var(0, unbiased=False)
+        batch_count = x.shape[0]
+        delta = batch_mean - self.mean
+        total = self.count + batch_count
+        new_mean = self.mean + delta * batch_count / total
+        m2 = self.var * self.count + batch_var * batch_count + delta.square() * self.count * batch_count / total
+        self.mean.copy_(new_mean)
+        self.var.copy_(m2 / total)
+        self.count.copy_(total)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return x
+        mean = self.mean.to(x.dtype)
+        std = torch.sqrt(self.var + 1e-8).to(x.dtype)
+        normed = torch.clamp((x - mean) / std, -self.clip, self.clip)
+        return torch.where(self.norm_mask, normed, x)
+
+
+def layer_init(layer: nn.Linear, std: float = math.sqrt(2.0), bias: float = 0.0) -> nn.Linear:
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, bias)
+    return layer
+
+
+def _activation(name: str) -> type[nn.Module]:
+    return nn.Tanh if name == "tanh" else nn.ReLU
+
+
+def mlp(sizes: tuple[int, ...], activation: str = "tanh") -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
+        layers += [layer_init(nn.Linear(fan_in, fan_out)), _activation(activation)()]
+    return nn.Sequential(*layers)
+
+
+# ----------------------------------------------------------------------------------------------- distributions
+
+
+class DiscreteHead(nn.Module):
+    """Independent categorical over {HOLD, LONG, SHORT} per asset; params = logits ``(n, A, 3)``."""
+
+    kind = "discrete"
+
+    def __init__(self, in_dim: int, n_assets: int) -> None:
+        super().__init__()
+        self.n_assets = n_assets
+        self.linear = layer_init(nn.Linear(in_dim, n_assets * N_DISCRETE_ACTIONS), std=0.01)
+
+    def forward(self, z: torch.Tensor, x: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        return (self.linear(z).reshape(*z.shape[:-1], self.n_assets, N_DISCRETE_ACTIONS),)
+
+    @staticmethod
+    def sample(params: tuple[torch.Tensor, ...], generator: torch.Generator | None) -> torch.Tensor:
+        """Gumbel-max sampling with an explicit generator: ``argmax(logits + G)``, ``G = -log(-log U)``."""
+        (logits,) = params
+        u = torch.rand(logits.shape, generator=generator).clamp_(1e-12, 1.0 - 1e-7)
+        return torch.argmax(logits - torch.log(-torch.log(u)), dim=-1)
+
+    @staticmethod
+    def mode(params: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return torch.argmax(params[0], dim=-1)
+
+    @staticmethod
+    def log_prob(params: tuple[torch.Tensor, ...], action: torch.Tensor) -> torch.Tensor:
+        logp = torch.log_softmax(params[0], dim=-1)
+        return logp.gather(-1, action.long().unsqueeze(-1)).squeeze(-1).sum(-1)
+
+    @staticmethod
+    def entropy(params: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        logp = torch.log_softmax(params[0], dim=-1)
+        return -(logp.exp() * logp).sum(-1).sum(-1)
+
+    @staticmethod
+    def probs(params: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return torch.softmax(params[0], dim=-1)
+
+
+class GaussianHead(nn.Module):
+    """Diagonal Gaussian per asset with a state-independent log std; params = (mean, log_std) ``(n, A)``.
+
+    Optional ``scale_fn(x) -> (n, A)`` multiplies mean and std (the sizer's regime scaling): the action is then
+    ``s·u`` with ``u ~ N(μ, σ)``, itself Gaussian ``N(sμ, sσ)``, so log-probabilities stay exact.
+    """
+
+    kind = "continuous"
+
+    def __init__(self, in_dim: int, n_assets: int, init_log_std: float, scale_fn: Any = None) -> None:
+        super().__init__()
+        self.linear = layer_init(nn.Linear(in_dim, n_assets), std=0.01)
+        self.log_std = nn.Parameter(torch.full((n_assets,), float(init_log_std)))
+        self.scale_fn = scale_fn
+
+    def forward(self, z: torch.Tensor, x: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        mean = self.linear(z)
+        log_std = self.log_std.expand_as(mean)
+        if self.scale_fn is not None and x is not None:
+            scale = self.scale_fn(x)
+            mean = mean * scale
+            log_std = log_std + torch.log(scale)
+        return (mean, log_std)
+
+    @staticmethod
+    def sample(params: tuple[torch.Tensor, ...], generator: torch.Generator | None) -> torch.Tensor:
+        mean, log_std = params
+        return mean + log_std.exp() * torch.randn(mean.shape, generator=generator)
+
+    @staticmethod
+    def mode(params: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return params[0]
+
+    @staticmethod
+    def log_prob(params: tuple[torch.Tensor, ...], action: torch.Tensor) -> torch.Tensor:
+        mean, log_std = params
+        z = (action - mean) / log_std.exp()
+        return (-0.5 * z.square() - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+    @staticmethod
+    def entropy(params: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return (params[1] + 0.5 * (1.0 + math.log(2 * math.pi))).sum(-1)
+
+    @staticmethod
+    def probs(params: tuple[torch.Tensor, ...]) -> None:
+        return None
+
+
+def make_head(action: str, in_dim: int, n_assets: int, init_log_std: float, scale_fn: Any = None) -> nn.Module:
+    if action == "discrete":
+        return DiscreteHead(in_dim, n_assets)
+    return GaussianHead(in_dim, n_assets, init_log_std, scale_fn)
+
+
+# ----------------------------------------------------------------------------------------------- actor-critics
+
+
+class ActorCritic(nn.Module):
+    """Base: stateless feed-forward behaviour; recurrent subclasses override the state methods."""
+
+    recurrent = False
+    head: nn.Module
+
+    def initial_state(self, n: int) -> Any:
+        return None
+
+    def reset_state(self, state: Any, done: torch.Tensor) -> Any:
+        return state
+
+    def select_state(self, state: Any, index: torch.Tensor) -> Any:
+        return state
+
+    def core(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward_step(self, x: torch.Tensor, state: Any) -> tuple[tuple[torch.Tensor, ...], torch.Tensor, Any]:
+        z, value = self.core(x)
+        return self.head(z, x), value, state
+
+    def forward_sequence(
+        self, x: torch.Tensor, state0: Any, episode_starts: torch.Tensor
+    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        flat = x.reshape(-1, x.shape[-1])
+        z, value = self.core(flat)
+        return self.head(z, flat), value
+
+
+class MLPActorCritic(ActorCritic):
+    """Separate actor and critic MLPs over the flattened observation (CleanRL ``Agent``)."""
+
+    def __init__(self, spec: ObsSpec, hidden_sizes: tuple[int, ...], activation: str, action: str,
+                 init_log_std: float, scale_fn: Any = None) -> None:
+        super().__init__()
+        sizes = (spec.obs_dim, *hidden_sizes)
+        self.actor = mlp(sizes, activation)
+        self.critic = nn.Sequential(mlp(sizes, activation), layer_init(nn.Linear(sizes[-1], 1), std=1.0))
+        self.head = make_head(action, sizes[-1], spec.n_assets, init_log_std, scale_fn)
+
+    def core(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.actor(x), self.critic(x).squeeze(-1)
+
+
+class LSTMActorCritic(ActorCritic):
+    """Encoder -> multi-layer LSTM -> actor/critic heads; state ``(h, c)`` each ``(layers, n, hidden)``.
+
+    The state is zeroed where an episode starts, both when acting and inside the sequence update (CleanRL
+    ``ppo_atari_lstm``), so no information crosses an episode boundary.
+    """
+
+    recurrent = True
+
+    def __init__(self, spec: ObsSpec, encoder_size: int, hidden_size: int, num_layers: int, action: str,
+                 init_log_std: float) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.encoder = nn.Sequential(layer_init(nn.Linear(spec.obs_dim, encoder_size)), nn.Tanh())
+        self.lstm = nn.LSTM(encoder_size, hidden_size, num_layers=num_layers)
+        for name, param in self.lstm.named_parameters():
+            if "bias" in name:
+                nn.init.constant_(param, 0.0)
+            else:
+                nn.init.orthogonal_(param, 1.0)
+        self.critic = layer_init(nn.Linear(hidden_size, 1), std=1.0)
+        self.head = make_head(action, hidden_size, spec.n_assets, init_log_std)
+
+    def initial_state(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        zeros = torch.zeros(self.num_layers, n, self.hidden_size)
+        return (zeros, zeros.clone())
+
+    def reset_state(self, state: Any, done: torch.Tensor) -> Any:
+        keep = (~done).to(torch.float32).view(1, -1, 1)
+        return (state[0] * keep, state[1] * keep)
+
+    def select_state(self, state: Any, index: torch.Tensor) -> Any:
+        return (state[0][:, index], state[1][:, index])
+
+    def forward_step(self, x: torch.Tensor, state: Any) -> tuple[tuple[torch.Tensor, ...], torch.Tensor, Any]:
+        out, new_state = self.lstm(self.encoder(x).unsqueeze(0), state)
+        z = out.squeeze(0)
+        return self.head(z, x), self.critic(z).squeeze(-1), new_state
+
+    def forward_sequence(
+        self, x: torch.Tensor, state0: Any, episode_starts: torch.Tensor
+    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        n_steps = x.shape[0]
+        encoded = self.encoder(x)
+        # Split the rollout where any selected environment starts an episode; run each piece in one LSTM call.
+        cuts = [0, *[t for t in range(1, n_steps) if bool(episode_starts[t].any())], n_steps]
+        h, c = state0
+        outputs = []
+        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+            keep = (~episode_starts[a]).to(torch.float32).view(1, -1, 1)
+            out, (h, c) = self.lstm(encoded[a:b], (h * keep, c * keep))
+            outputs.append(out)
+        z = torch.cat(outputs, 0).reshape(-1, self.hidden_size)
+        flat = x.reshape(-1, x.shape[-1])
+        return self.head(z, flat), self.critic(z).squeeze(-1)
+
+
+class _Block(nn.Module):
+    """Pre-LN transformer block with causal self-attention (additive finite mask)."""
+
+    def __init__(self, d_model: int, n_heads: int, ff_mult: int, dropout: float) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.ln1 = nn.LayerNorm(d_model)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.ln2 = nn.LayerNorm(d_model)
+        self.ff = nn.Sequential(nn.Linear(d_model, ff_mult * d_model), nn.GELU(), nn.Linear(ff_mult * d_model, d_model))
+        self.dropout = dropout
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, c, d = h.shape
+        q, k, v = self.qkv(self.ln1(h)).reshape(b, c, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        h = h + self.proj(attn.transpose(1, 2).reshape(b, c, d))
+        return h + self.ff(self.ln2(h))
+
+
+class TransformerActorCritic(ActorCritic):
+    """Regime-conditioned causal transformer over the last ``context`` decision steps.
+
+    token_t = W_f · x_t + E_regime · p_t + pos_(age)  where ``p_t`` is the decision bar's regime posterior (a soft
+    regime embedding) and ``age`` counts steps back from the current one. The state is a rolling buffer of raw
+    step inputs ``x`` with a validity mask; steps before the episode start are masked out (never attended to).
+    The actor and critic read the output at the current step.
+    """
+
+    recurrent = True
+
+    def __init__(self, spec: ObsSpec, d_model: int, n_layers: int, n_heads: int, ff_mult: int, context: int,
+                 dropout: float, action: str, init_log_std: float) -> None:
+        super().__init__()
+        self.spec = spec
+        self.context = context
+        self.obs_dim = spec.obs_dim
+        self.feature_proj = nn.Linear(spec.obs_dim, d_model)
+        self.regime_embedding = nn.Linear(spec.n_assets * spec.n_regimes, d_model, bias=False)
+        self.pos_embedding = nn.Parameter(torch.zeros(context, d_model))
+        nn.init.normal_(self.pos_embedding, std=0.02)
+        self.blocks = nn.ModuleList(_Block(d_model, n_heads, ff_mult, dropout) for _ in range(n_layers))
+        self.ln_f = nn.LayerNorm(d_model)
+        self.critic = layer_init(nn.Linear(d_model, 1), std=1.0)
+        self.head = make_head(action, d_model, spec.n_assets, init_log_std)
+        causal = torch.ones(context, context, dtype=torch.bool).tril()
+        self.register_buffer("causal", causal, persistent=False)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        regime = self.spec.last_regime(x).reshape(*x.shape[:-1], -1)
+        return self.feature_proj(x) + self.regime_embedding(regime)
+
+    def initial_state(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return (torch.zeros(n, self.context, self.obs_dim), torch.zeros(n, self.context, dtype=torch.bool))
+
+    def reset_state(self, state: Any, done: torch.Tensor) -> Any:
+        ctx, valid = state
+        return (ctx, valid & ~done.view(-1, 1))
+
+    def select_state(self, state: Any, index: torch.Tensor) -> Any:
+        return (state[0][index], state[1][index])
+
+    def _attend(self, tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """``tokens (B, C, d)`` right-aligned (last = current step), ``valid (B, C)`` -> output ``(B, d)``."""
+        h = tokens + self.pos_embedding
+        allowed = self.causal.unsqueeze(0) & valid.unsqueeze(1)  # (B, query, key)
+        mask = torch.zeros(allowed.shape, dtype=h.dtype).masked_fill_(~allowed, _MASKED).unsqueeze(1)
+        for block in self.blocks:
+            h = block(h, mask)
+        return self.ln_f(h[:, -1])
+
+    def forward_step(self, x: torch.Tensor, state: Any) -> tuple[tuple[torch.Tensor, ...], torch.Tensor, Any]:
+        ctx, valid = state
+        ctx = torch.cat([ctx[:, 1:], x.unsqueeze(1)], dim=1)
+        valid = torch.cat([valid[:, 1:], torch.ones_like(valid[:, :1])], dim=1)
+        z = self._attend(self.embed(ctx), valid)
+        return self.head(z, x), self.critic(z).squeeze(-1), (ctx, valid)
+
+    def forward_sequence(
+        self, x: torch.Tensor, state0: Any, episode_starts: torch.Tensor
+    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        n_steps, n = x.shape[:2]
+        c = self.context
+        ctx0, valid0 = state0
+        # Step t's context holds full[t+1 : t+c+1] of full = [ctx0 (c steps), x (T steps)].
+        full_tokens = torch.cat([self.embed(ctx0).transpose(0, 1), self.embed(x)], dim=0)  # (c+T, n, d)
+        segment = torch.cumsum(episode_starts.to(torch.int64), dim=0)  # episode index within the rollout
+        full_segment = torch.cat([torch.zeros(c, n, dtype=torch.int64), segment], dim=0)
+        full_valid = torch.cat([valid0.transpose(0, 1), torch.ones(n_steps, n, dtype=torch.bool)], dim=0)
+        windows = full_tokens.unfold(0, c, 1)[1:]  # (T, n, d, c)
+        seg_windows = full_segment.unfold(0, c, 1)[1:]  # (T, n, c)
+        valid_windows = full_valid.unfold(0, c, 1)[1:] & (seg_windows == segment.unsqueeze(-1))
+        tokens = windows.permute(0, 1, 3, 2).reshape(n_steps * n, c, -1)
+        z = self._attend(tokens, valid_windows.reshape(n_steps * n, c))
+        flat = x.reshape(-1, x.shape[-1])
+        return self.head(z, flat), self.critic(z).squeeze(-1)
+
+
+def window_correlations(series: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation across assets over the window: ``series (n, W, A)`` -> upper triangle ``(n, A(A-1)/2)``.
+
+    ρ_ij = Σ_w (a_iw - ā_i)(a_jw - ā_j) / sqrt(Σ_w (a_iw - ā_i)² Σ_w (a_jw - ā_j)²); 0 when W < 2 or a series is flat.
+    """
+    n, w, a = series.shape
+    iu = torch.triu_indices(a, a, offset=1)
+    if w < 2 or a < 2:
+        return torch.zeros(n, iu.shape[1], dtype=series.dtype)
+    centred = series - series.mean(1, keepdim=True)
+    cov = torch.einsum("nwi,nwj->nij", centred, centred)
+    var = torch.diagonal(cov, dim1=1, dim2=2)
+    denom = torch.sqrt(var.unsqueeze(2) * var.unsqueeze(1)).clamp_min(1e-12)
+    corr = torch.where(denom > 1e-10, cov / denom, torch.zeros_like(cov))
+    return corr[:, iu[0], iu[1]]
+
+
+class MultiAssetActorCritic(ActorCritic):
+    """Joint BTC/ETH/SOL policy: a shared per-asset encoder (with a learned asset embedding), a joint state from
+    the mean over assets plus cross-asset window correlations, and per-asset action outputs."""
+
+    def __init__(self, spec: ObsSpec, asset_hidden: int, joint_hidden: int, correlation_feature: int, action: str,
+                 init_log_std: float) -> None:
+        super().__init__()
+        if correlation_feature >= spec.n_features:
+            raise ValueError(f"correlation_feature {correlation_feature} >= n_features {spec.n_features}")
+        self.spec = spec
+        self.correlation_feature = correlation_feature
+        per_asset = spec.window * (spec.n_features + spec.n_regimes) + spec.n_account
+        n_pairs = spec.n_assets * (spec.n_assets - 1) // 2
+        self.asset_encoder = mlp((per_asset, asset_hidden), "tanh")
+        self.asset_embedding = nn.Parameter(torch.zeros(spec.n_assets, asset_hidden))
+        nn.init.normal_(self.asset_embedding, std=0.1)
+        self.joint = mlp((asset_hidden + n_pairs, joint_hidden), "tanh")
+        self.asset_trunk = mlp((asset_hidden + joint_hidden, asset_hidden), "tanh")
+        self.critic = nn.Sequential(mlp((joint_hidden, joint_hidden), "tanh"), layer_init(nn.Linear(joint_hidden, 1), std=1.0))
+        # per-asset head: shared weights over assets -> one output set per asset
+        self.head = make_head(action, asset_hidden, 1, init_log_std)
+
+    def core(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features, regime, account = self.spec.split(x)
+        n, w, a, _ = features.shape
+        per_asset = torch.cat(
+            [features.permute(0, 2, 1, 3).reshape(n, a, -1), regime.permute(0, 2, 1, 3).reshape(n, a, -1), account],
+            dim=-1,
+        )
+        h = self.asset_encoder(per_asset) + self.asset_embedding  # (n, A, H)
+        corr = window_correlations(features[..., self.correlation_feature])
+        joint = self.joint(torch.cat([h.mean(1), corr], dim=-1))  # (n, J)
+        z = self.asset_trunk(torch.cat([h, joint.unsqueeze(1).expand(n, a, joint.shape[-1])], dim=-1))  # (n, A, H)
+        return z, self.critic(joint).squeeze(-1)
+
+    def forward_step(self, x: torch.Tensor, state: Any) -> tuple[tuple[torch.Tensor, ...], torch.Tensor, Any]:
+        z, value = self.core(x)
+        return self._heads(z, x), value, state
+
+    def forward_sequence(
+        self, x: torch.Tensor, state0: Any, episode_starts: torch.Tensor
+    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        flat = x.reshape(-1, x.shape[-1])
+        z, value = self.core(flat)
+        return self._heads(z, flat), value
+
+    def _heads(self, z: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        # head over (n, A, H) with n_assets=1 gives (n, A, 1, 3) or (n, A, 1): drop the singleton asset axis.
+        return tuple(p.squeeze(-2) if p.ndim == z.ndim + 1 else p.squeeze(-1) for p in self.head(z, x))
+
+
+def regime_scale_fn(spec: ObsSpec, scales: tuple[float, ...]) -> Any:
+    """``x -> s (n, A)`` with ``s = Σ_r P(r | bar t) · scales[r]`` (the sizer's regime scaling)."""
+    table = torch.tensor(scales, dtype=torch.float32)
+
+    def scale(x: torch.Tensor) -> torch.Tensor:
+        posterior = spec.last_regime(x)
+        total = posterior.sum(-1, keepdim=True).clamp_min(1e-6)
+        return ((posterior / total) * table).sum(-1).clamp_min(1e-3)
+
+    return scale
+
+
+def to_tensor(array: np.ndarray) -> torch.Tensor:
+    """Zero-copy view of a float32 NumPy array as a tensor (copies only when dtype or layout demand it)."""
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))

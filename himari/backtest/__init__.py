@@ -1,0 +1,1 @@
+"""Backtesting: decision engine, backtester, walk-forward optimization, metrics, statistics and baselines."""

@@ -1,0 +1,273 @@
+"""Backtests through the one code path, with baselines on the same data, costs and period.
+
+``run_backtest(bundle, bars_by_symbol, start, end)`` builds market data from bars with timestamps < ``end`` (bars
+before ``start`` are warm-up history only: features, normalizers and regimes stay as fitted in the bundle) and runs a
+:class:`~himari.backtest.session.TradingSession` bar by bar from ``start``: the decision at bar t is filled at bar
+t+1 by the simulator's step kernel, with fees and slippage.
+
+The baselines (buy-and-hold, volatility-targeted buy-and-hold, MA crossover, seeded random) are causal target
+position series executed by the same step kernel over the same bars (:func:`simulate_targets`).
+
+Per-bar arrays of a :class:`BacktestResult` cover the bars whose move a decision paid: bar t0+1 .. t1-1 for decisions
+at t0 .. t1-2 (the last decision has no next bar to fill in the range).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from himari.backtest.baselines import baseline_positions
+from himari.backtest.metrics import compute_metrics
+from himari.backtest.session import SessionConfig, TradingSession
+from himari.backtest.statistics import strategy_statistics
+from himari.bundle import Bundle
+from himari.data.bars import Bars, to_utc_timestamp
+from himari.env.market import MarketData
+from himari.env.protocol import ACTION_NAMES
+from himari.env.rewards import initial_reward_state
+from himari.env.sim import SimConfig, SimState, step
+from himari.errors import DataError
+from himari.report.verdict import make_verdict
+from himari.utils.progress import progress_bar
+from himari.utils.seeding import make_rng
+
+
+@dataclass
+class PathResult:
+    """Per-bar results of one position path (strategy or baseline) over the evaluated bars."""
+
+    net_returns: np.ndarray  # (n,) simple returns per bar after costs
+    positions: np.ndarray  # (n, A) at each bar's close
+    turnover: np.ndarray  # (n,) traded notional / equity
+    fees: np.ndarray  # (n,) fees + slippage as a fraction of equity
+
+    def concat(self, other: PathResult) -> PathResult:
+        return PathResult(
+            np.concatenate([self.net_returns, other.net_returns]),
+            np.concatenate([self.positions, other.positions]),
+            np.concatenate([self.turnover, other.turnover]),
+            np.concatenate([self.fees, other.fees]),
+        )
+
+
+@dataclass
+class BacktestResult:
+    symbols: tuple[str, ...]
+    timeframe: str
+    timestamps_ns: np.ndarray  # (n,) bars whose move is paid
+    close: np.ndarray  # (n, A)
+    strategy: PathResult
+    actions: np.ndarray | None  # (n, A) HOLD/LONG/SHORT codes of the decision in force, discrete policies only
+    regimes: np.ndarray  # (n,) regime code of the decision in force (argmax of the posterior, first asset)
+    baselines: dict[str, PathResult]
+    decisions: list[dict[str, Any]] = field(default_factory=list)  # compact decision log
+    fills: list[dict[str, Any]] = field(default_factory=list)
+
+    def concat(self, other: BacktestResult) -> BacktestResult:
+        """Stitch a later period (walk-forward test months) after this one."""
+        return BacktestResult(
+            symbols=self.symbols,
+            timeframe=self.timeframe,
+            timestamps_ns=np.concatenate([self.timestamps_ns, other.timestamps_ns]),
+            close=np.concatenate([self.close, other.close]),
+            strategy=self.strategy.concat(other.strategy),
+            actions=None if self.actions is None or other.actions is None else np.concatenate([self.actions, other.actions]),
+            regimes=np.concatenate([self.regimes, other.regimes]),
+            baselines={k: v.concat(other.baselines[k]) for k, v in self.baselines.items()},
+            decisions=self.decisions + other.decisions,
+            fills=self.fills + other.fills,
+        )
+
+
+def execution_config(sim_config: Mapping[str, Any] | SimConfig) -> SimConfig:
+    cfg = sim_config if isinstance(sim_config, SimConfig) else SimConfig.parse(dict(sim_config))
+    return cfg.replace(action_kind="continuous", max_position=10.0, allow_short=True, max_gross_exposure=None)
+
+
+def simulate_targets(market: MarketData, targets: np.ndarray, t0: int, t1: int, config: SimConfig) -> list[PathResult]:
+    """Execute K target-position paths (K, T, A) decided at bars t0..t1-2 through the simulator's step kernel.
+
+    Returns one :class:`PathResult` per path over bars t0+1..t1-1. Decisions only use ``targets[:, t]``.
+    """
+    k, _, a = targets.shape
+    state = SimState(
+        t=np.full(k, t0, dtype=np.int64),
+        start=np.full(k, t0, dtype=np.int64),
+        length=np.full(k, 1 << 40, dtype=np.int64),
+        steps=np.zeros(k, dtype=np.int64),
+        equity=np.ones(k),
+        peak_equity=np.ones(k),
+        position=np.zeros((k, a)),
+        entry_price=np.zeros((k, a)),
+        time_in_position=np.zeros((k, a), dtype=np.int64),
+        reward=initial_reward_state(k),
+    )
+    n = t1 - 1 - t0
+    rets = np.zeros((k, n))
+    pos = np.zeros((k, n, a))
+    turn = np.zeros((k, n))
+    fees = np.zeros((k, n))
+    for i, t in enumerate(range(t0, t1 - 1)):
+        equity_before = state.equity
+        state, _, info = step(state, targets[:, t, :], market, config)
+        rets[:, i] = info["equity"] / equity_before - 1.0
+        pos[:, i] = info["position"]
+        turn[:, i] = info["turnover"]
+        fees[:, i] = (info["fee"] + info["slippage"]) / equity_before
+    return [PathResult(rets[j], pos[j], turn[j], fees[j]) for j in range(k)]
+
+
+def baseline_targets(market: MarketData, seed: int, max_position: float = 1.0, target_vol_annual: float = 0.5) -> dict[str, np.ndarray]:
+    """Causal baseline targets (T, A) per baseline: each asset gets 1/A of the single-asset baseline."""
+    a = market.num_assets
+    out: dict[str, list[np.ndarray]] = {}
+    gap = np.zeros(market.num_bars, dtype=bool)
+    gap[1:] = np.diff(market.timestamps_ns) != market.timeframe.nanoseconds
+    for j in range(a):
+        paths = baseline_positions(
+            market.mark_close[:, j], market.timeframe, seed + j, max_position=max_position, gap_before=gap,
+            target_vol_annual=target_vol_annual,
+        )
+        for name, p in paths.items():
+            p = np.where(market.present[:, j], p, 0.0)
+            out.setdefault(name, []).append(p / a)
+    return {name: np.stack(cols, axis=1) for name, cols in out.items()}
+
+
+def _index_range(market: MarketData, start: object, end: object) -> tuple[int, int]:
+    t0 = market.index_of(start) if start is not None else 0
+    t1 = market.index_of(end) if end is not None else market.num_bars
+    if t1 - t0 < 3:
+        raise DataError(f"backtest range [{start}, {end}) holds {max(0, t1 - t0)} bars; need at least 3")
+    return t0, t1
+
+
+def run_backtest(
+    bundle: Bundle,
+    bars_by_symbol: Mapping[str, Bars],
+    start: object = None,
+    end: object = None,
+    seed: int = 0,
+    session_config: SessionConfig | None = None,
+    keep_log: bool = True,
+    show_progress: bool = True,
+) -> BacktestResult:
+    """Run the bundle over [start, end) with warm-up history before ``start`` (see the module docstring)."""
+    end_ts = to_utc_timestamp(end) if end is not None else None  # type: ignore[arg-type]
+    trimmed = {s: (b.between(None, end_ts) if end_ts is not None else b) for s, b in bars_by_symbol.items()}
+    session = TradingSession(bundle, session_config or SessionConfig())
+    market = session.engine.build_market(trimmed)
+    t0, t1 = _index_range(market, start, end)
+    t0 = max(t0, session.engine.policy_config.window - 1)
+    a = market.num_assets
+    n = t1 - 1 - t0
+    rets = np.zeros(n)
+    pos = np.zeros((n, a))
+    turn = np.zeros(n)
+    fees = np.zeros(n)
+    discrete = session.engine.policy.action_kind == "discrete"
+    acts = np.zeros((n, a), dtype=np.int64) if discrete else None
+    regimes = np.zeros(n, dtype=np.int64)
+    decisions: list[dict[str, Any]] = []
+    fills: list[dict[str, Any]] = []
+    prev_equity = session.equity
+    prev_decision = None
+    with progress_bar("backtest", total=t1 - t0, enabled=None if show_progress else False) as bar:
+        for t in range(t0, t1):
+            out = session.process(market, t)
+            if t > t0:
+                i = t - t0 - 1
+                rets[i] = out.equity / prev_equity - 1.0
+                pos[i] = out.positions
+                turn[i] = out.turnover
+                fees[i] = (out.fee + out.slippage) / prev_equity
+                assert prev_decision is not None
+                if acts is not None:
+                    acts[i] = prev_decision.raw_action.astype(np.int64)
+                regimes[i] = int(prev_decision.regime_posterior[0].argmax())
+                if keep_log:
+                    fills.extend(f.to_dict() for f in out.fills)
+            prev_equity = out.equity
+            prev_decision = out.decision
+            if keep_log:
+                d = out.decision
+                decisions.append(
+                    {
+                        "timestamp_ns": d.timestamp_ns,
+                        "actions": "|".join(d.actions),
+                        "target": "|".join(f"{v:.6f}" for v in d.target_position),
+                        "proposal": "|".join(f"{v:.6f}" for v in d.proposal),
+                        "regime": "|".join(d.regimes),
+                        "binding_gate": "|".join(d.binding),
+                        "equity": out.equity,
+                    }
+                )
+            bar.advance(1)
+    exec_cfg = session.engine.exec_config
+    base_t = baseline_targets(market, seed)
+    names = list(base_t)
+    paths = simulate_targets(market, np.stack([base_t[k] for k in names]), t0, t1, exec_cfg)
+    return BacktestResult(
+        symbols=tuple(market.symbols),
+        timeframe=str(market.timeframe),
+        timestamps_ns=market.timestamps_ns[t0 + 1 : t1].copy(),
+        close=market.mark_close[t0 + 1 : t1].copy(),
+        strategy=PathResult(rets, pos, turn, fees),
+        actions=acts,
+        regimes=regimes,
+        baselines=dict(zip(names, paths, strict=True)),
+        decisions=decisions,
+        fills=fills,
+    )
+
+
+def evaluate(
+    result: BacktestResult,
+    seed: int = 0,
+    n_trials: int = 1,
+    trial_sharpes_annual: np.ndarray | None = None,
+    returns_matrix: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """``metrics.json`` content: strategy metrics, ``baselines``, ``statistics`` and a plain-language ``verdict``."""
+    from himari.data.timeframe import Timeframe
+
+    tf = Timeframe.parse(result.timeframe)
+    s = result.strategy
+    bench = result.baselines.get("buy_and_hold")
+    metrics = compute_metrics(
+        s.net_returns, s.positions, s.turnover, s.fees, tf, regimes=result.regimes, actions=result.actions,
+        benchmark=None if bench is None else bench.net_returns,
+    )
+    baselines = {
+        name: compute_metrics(p.net_returns, p.positions, p.turnover, p.fees, tf) for name, p in result.baselines.items()
+    }
+    stats = strategy_statistics(
+        s.net_returns, tf.periods_per_year, make_rng(seed), n_trials=n_trials,
+        trial_sharpes_annual=trial_sharpes_annual, returns_matrix=returns_matrix,
+    )
+    verdict = make_verdict(
+        metrics, baselines, sharpe_ci=(stats["sharpe_ci_low"], stats["sharpe_ci_high"]),  # type: ignore[arg-type]
+        dsr=stats["dsr"], n_trials=n_trials, pbo=stats.get("pbo"),  # type: ignore[arg-type]
+    )
+    import pandas as pd
+
+    metrics["period"] = {
+        "start": pd.Timestamp(int(result.timestamps_ns[0]), tz="UTC").isoformat(),
+        "end": pd.Timestamp(int(result.timestamps_ns[-1]), tz="UTC").isoformat(),
+        "n_bars": int(len(result.timestamps_ns)),
+        "symbols": list(result.symbols),
+    }
+    metrics["baselines"] = baselines
+    metrics["statistics"] = stats
+    metrics["verdict"] = verdict.text
+    metrics["edge_claimed"] = bool(verdict.edge)
+    metrics["best_baseline"] = verdict.best_baseline
+    return metrics
+
+
+def action_names() -> tuple[str, ...]:
+    return ACTION_NAMES

@@ -1,0 +1,1 @@
+"""Benchmark implementations (``himari bench ...``); each module defines ``register_bench(group)``."""

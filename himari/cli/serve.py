@@ -1,0 +1,75 @@
+"""``himari serve``: the decision API (FastAPI + uvicorn) for a trained run."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("serve")
+@click.option("--run", "run", required=True, help="Run directory (or bundle directory) to serve.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--api-key-file", default=None, help="File with API keys, one per line (else HIMARI_API_KEY).")
+@click.option("--allow-open-loopback", is_flag=True, help="Run without an API key (only on a loopback host).")
+@click.option("--history-bars", default=None, type=int,
+              help="Bars kept per symbol for POST /v1/bars (default: what the model needs).")
+@click.option("--allow-gaps", is_flag=True, help="Accept bars with missing hours (default: 422 naming the row).")
+@click.option("--paper-db", default=None, help="A 'himari paper' database to show on the dashboard and in /metrics.")
+@click.option("--log-level", default="warning", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@click.option("--access-log/--no-access-log", default=False, show_default=True)
+def serve_cmd(
+    run: str,
+    host: str,
+    port: int,
+    api_key_file: str | None,
+    allow_open_loopback: bool,
+    history_bars: int | None,
+    allow_gaps: bool,
+    paper_db: str | None,
+    log_level: str,
+    access_log: bool,
+) -> None:
+    """Serve POST /v1/decide, POST /v1/bars, GET /health, /metrics, /v1/state, the dashboard (/) and /openapi.json.
+
+    \b
+    HIMARI_API_KEY=$(openssl rand -hex 24) himari serve --run RUN --port 8000
+    curl -s localhost:8000/health
+    """
+    import uvicorn
+
+    from himari.backtest.engine import DecisionEngine
+    from himari.bundle import load_bundle
+    from himari.serve.app import create_app, serve_config_from_bundle
+    from himari.serve.auth import check_startup_auth, load_api_keys
+    from himari.utils.threads import configure_torch_threads
+
+    keys = load_api_keys(api_key_file)
+    check_startup_auth(keys, host, allow_open_loopback)
+    configure_torch_threads()
+    bundle = load_bundle(run)
+    engine = DecisionEngine(bundle)
+    needed = int(getattr(engine, "history_bars", 0) or getattr(engine, "warmup_bars", 0) or 0)
+    bars = history_bars or max(needed, 2048 if not needed else needed)
+    config = serve_config_from_bundle(bundle, bars, allow_gaps, paper_db)
+    app = create_app(engine, config, keys)
+    auth = "API key required" if keys.enabled else "OPEN (no API key, loopback only)"
+    click.echo(f"serving {config.model_id} ({', '.join(config.symbols)} {config.timeframe}) on http://{host}:{port} - {auth}")
+    extra = {}
+    try:
+        import uvloop  # noqa: F401
+
+        extra["loop"] = "uvloop"
+    except ImportError:
+        pass
+    try:
+        import httptools  # noqa: F401
+
+        extra["http"] = "httptools"
+    except ImportError:
+        pass
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log, **extra)
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(serve_cmd)

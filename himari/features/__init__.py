@@ -1,0 +1,1 @@
+"""Causal technical features, Kalman/EKF filters, normalizers and the fitted :class:`TacticalPipeline`."""

@@ -1,0 +1,1 @@
+"""Regimes: rule labeller, Student-t HMM, evaluation and plots."""

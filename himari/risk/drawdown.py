@@ -1,0 +1,34 @@
+"""Gate 4, drawdown brake: thresholds 3 / 6 / 10 % of drawdown cut the position by 30 / 60 / 95 % (defaults).
+
+Drawdown ``d = 1 - equity / peak_equity``; scale = ``1 - cut_k`` for the largest threshold_k <= d (1 below the first
+threshold). The scale depends only on the current drawdown, so it recovers as equity recovers, and it is a
+non-increasing step function of d.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from himari.risk.gate import GateResult
+
+
+def drawdown(equity: float, peak_equity: float) -> float:
+    """``1 - equity / peak`` clipped to [0, 1]; NaN for non-positive or non-finite inputs."""
+    if not (np.isfinite(equity) and np.isfinite(peak_equity)) or peak_equity <= 0:
+        return float("nan")
+    return float(min(max(1.0 - equity / peak_equity, 0.0), 1.0))
+
+
+def drawdown_scale(dd: float, thresholds: tuple[float, ...], cuts: tuple[float, ...]) -> float:
+    """Step scale: ``1 - cuts[k]`` for the largest k with ``dd >= thresholds[k]``; 0 for NaN drawdown."""
+    if not np.isfinite(dd):
+        return 0.0
+    k = int(np.searchsorted(np.asarray(thresholds), dd, side="right"))
+    return 1.0 if k == 0 else 1.0 - float(cuts[k - 1])
+
+
+def drawdown_gate(
+    n_assets: int, dd: float, thresholds: tuple[float, ...], cuts: tuple[float, ...]
+) -> GateResult:
+    s = drawdown_scale(dd, thresholds, cuts)
+    return GateResult("drawdown", np.full(n_assets, s), f"drawdown {dd:.2%} -> cut {1 - s:.0%}")

@@ -1,0 +1,36 @@
+"""The result every risk gate returns: a per-asset scale in [0, 1] and a reason a person can read."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+class GateResult(NamedTuple):
+    name: str
+    scale: np.ndarray  # (A,) in [0, 1]; the final position is proposal · min over gates
+    reason: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {"name": self.name, "scale": [float(v) for v in self.scale], "reason": self.reason}
+
+
+def scale_to_limit(exposure: np.ndarray, limit: float) -> np.ndarray:
+    """``min(1, limit / exposure)`` per element: 1 where exposure <= limit (or is 0), 0 where exposure is NaN."""
+    e = np.asarray(exposure, dtype=np.float64)
+    s = np.ones_like(e)
+    np.divide(limit, e, out=s, where=e > limit)
+    s[np.isnan(e)] = 0.0
+    return s
+
+
+def scalar_scale(exposure: float, limit: float) -> float:
+    """Scalar :func:`scale_to_limit` (plain floats: cheaper than NumPy for one value)."""
+    if exposure != exposure:  # NaN
+        return 0.0
+    return 1.0 if exposure <= limit else max(limit / exposure, 0.0)
+
+
+def passthrough(name: str, n_assets: int, reason: str) -> GateResult:
+    return GateResult(name, np.ones(n_assets), reason)

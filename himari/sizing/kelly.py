@@ -1,0 +1,185 @@
+"""Bayesian Kelly sizing from trailing signal outcomes.
+
+For a bet that wins ``b`` units per unit staked with probability p and loses the stake otherwise, the growth-optimal
+fraction of capital at risk is Kelly's (Kelly 1956; Thorp 2006, "The Kelly criterion in blackjack, sports betting and
+the stock market")::
+
+    f* = p - (1 - p) / b
+
+Trading version used here. Per bar, a unit position in the signal's direction gains on average ``g`` when it wins and
+loses ``l`` when it loses (``b = g / l``). Maximizing ``p log(1 + x g) + (1 - p) log(1 - x l)`` over the position x
+gives ``x* = (p g - (1 - p) l) / (g l) = f* / l``: the Kelly fraction of capital *at risk*, divided by the loss per
+unit of position. We size at a fraction ``c`` of it (quarter Kelly by default) and cap it.
+
+Bayesian part: the win probability has a Beta(α0, β0) prior; after W wins and Ls losses (zero outcomes ignored) the
+posterior is Beta(α0 + W, β0 + Ls). Since f* is linear in p, the posterior expectation of f* is f* at the posterior
+mean ``p̄ = α / (α + β)``; a more conservative choice uses a lower posterior quantile of p. The edge is "not
+positive" when f* <= 0, and the position is then zero.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+from scipy import stats
+
+from himari.errors import ConfigError
+
+
+class KellyEstimate(NamedTuple):
+    """Per-asset Kelly estimate (arrays of shape (A,))."""
+
+    win_prob: np.ndarray  # posterior mean (or quantile) of the win probability
+    payoff_ratio: np.ndarray  # b = mean gain / mean loss (inf when there are no losses, 0 when no wins)
+    mean_loss: np.ndarray  # l, mean loss per unit position per bar (> 0, NaN when no losses)
+    edge: np.ndarray  # f* = p - (1 - p) / b, fraction of capital at risk (full Kelly)
+    position: np.ndarray  # c * f* / l clipped to [0, max_position]; max_position while not informative
+    n_outcomes: np.ndarray  # wins + losses used
+    informative: np.ndarray  # bool: n_outcomes >= min_outcomes
+
+
+def beta_posterior(
+    wins: np.ndarray, losses: np.ndarray, prior_alpha: float, prior_beta: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Beta posterior parameters (α0 + wins, β0 + losses) of the win probability."""
+    return prior_alpha + np.asarray(wins, dtype=np.float64), prior_beta + np.asarray(losses, dtype=np.float64)
+
+
+def kelly_fraction(win_prob: np.ndarray, payoff_ratio: np.ndarray) -> np.ndarray:
+    """Full Kelly fraction of capital at risk ``f* = p - (1 - p) / b``; ``b = 0`` gives -inf (never bet)."""
+    p = np.asarray(win_prob, dtype=np.float64)
+    b = np.asarray(payoff_ratio, dtype=np.float64)
+    loss_term = np.full(np.broadcast(p, b).shape, np.inf)
+    np.divide(1.0 - p, b, out=loss_term, where=b > 0)
+    return p - np.where(p >= 1.0, 0.0, loss_term)
+
+
+def kelly_from_sums(
+    wins: np.ndarray,
+    losses: np.ndarray,
+    sum_gain: np.ndarray,
+    sum_loss: np.ndarray,
+    *,
+    prior_alpha: float = 1.0,
+    prior_beta: float = 1.0,
+    fraction: float = 0.25,
+    max_position: float = 2.0,
+    min_outcomes: int = 50,
+    win_prob_quantile: float | None = None,
+) -> KellyEstimate:
+    """Bayesian fractional Kelly position from outcome counts and sums (``sum_loss`` as a positive number)."""
+    wins = np.asarray(wins, dtype=np.float64)
+    losses = np.asarray(losses, dtype=np.float64)
+    alpha, beta = beta_posterior(wins, losses, prior_alpha, prior_beta)
+    if win_prob_quantile is None:
+        p = alpha / (alpha + beta)
+    else:
+        p = stats.beta.ppf(win_prob_quantile, alpha, beta)
+    has_win = wins > 0
+    has_loss = losses > 0
+    mean_gain = np.zeros_like(wins)
+    np.divide(sum_gain, wins, out=mean_gain, where=has_win)
+    mean_loss = np.full_like(losses, np.nan)
+    np.divide(sum_loss, losses, out=mean_loss, where=has_loss)
+    payoff = np.where(has_win, np.inf, 0.0)
+    np.divide(mean_gain, mean_loss, out=payoff, where=has_loss)
+    edge = kelly_fraction(p, payoff)
+    raw = np.full_like(edge, np.inf)
+    np.divide(fraction * edge, mean_loss, out=raw, where=has_loss)
+    position = np.where(edge > 0.0, np.clip(raw, 0.0, max_position), 0.0)
+    n = wins + losses
+    informative = n >= min_outcomes
+    position = np.where(informative, position, max_position)
+    return KellyEstimate(p, payoff, mean_loss, edge, position, n.astype(np.int64), informative)
+
+
+def bayesian_kelly(outcomes: np.ndarray, **kwargs: Any) -> KellyEstimate:
+    """Bayesian fractional Kelly from per-unit-position outcomes (L, A); NaN entries (no bet) are ignored.
+
+    Keyword arguments are those of :func:`kelly_from_sums`.
+    """
+    x = np.asarray(outcomes, dtype=np.float64)
+    if x.ndim == 1:
+        x = x[:, None]
+    pos = np.where(x > 0, x, 0.0)
+    neg = np.where(x < 0, -x, 0.0)
+    return kelly_from_sums((x > 0).sum(0), (x < 0).sum(0), pos.sum(0), neg.sum(0), **kwargs)
+
+
+class SignalOutcomeTracker:
+    """Ring buffer of the signal's per-bar outcomes ``direction_{t-1} * r_t`` per asset (stateful, JSON-serializable).
+
+    The outcome of the direction proposed at bar t-1 is known at bar t (``r_t`` = bar t's log return). Outcomes are
+    recorded whether or not the risk layer let the position through, so Kelly measures the *signal*, and a strategy
+    that was held flat can still earn back its size. Zero directions and NaN returns (gaps) record nothing.
+    """
+
+    def __init__(self, n_assets: int, window: int) -> None:
+        self.n_assets = int(n_assets)
+        self.window = int(window)
+        self.reset()
+
+    def reset(self) -> None:
+        self.buffer = np.full((self.window, self.n_assets), np.nan)
+        self.cursor = 0
+        self.prev_direction = np.zeros(self.n_assets)
+        self.last_timestamp_ns: int | None = None
+        self._recount()
+
+    def _recount(self) -> None:
+        x = self.buffer
+        self.wins = (x > 0).sum(0).astype(np.float64)
+        self.losses = (x < 0).sum(0).astype(np.float64)
+        self.sum_gain = np.where(x > 0, x, 0.0).sum(0)
+        self.sum_loss = np.where(x < 0, -x, 0.0).sum(0)
+
+    def update(self, timestamp_ns: int, last_returns: np.ndarray, direction: np.ndarray) -> None:
+        """Record the outcome of the previous direction on bar t's return, then remember ``direction``.
+
+        Calls with a timestamp not after the last one only replace the remembered direction (idempotent per bar).
+        """
+        if self.last_timestamp_ns is not None and timestamp_ns > self.last_timestamp_ns:
+            outcome = self.prev_direction * last_returns
+            outcome = np.where((self.prev_direction != 0) & np.isfinite(outcome), outcome, np.nan)
+            old = self.buffer[self.cursor]
+            # incremental sums: remove the evicted row, add the new one
+            self.wins += (outcome > 0).astype(np.float64) - (old > 0)
+            self.losses += (outcome < 0).astype(np.float64) - (old < 0)
+            self.sum_gain += np.where(outcome > 0, outcome, 0.0) - np.where(old > 0, old, 0.0)
+            self.sum_loss += np.where(outcome < 0, -outcome, 0.0) - np.where(old < 0, -old, 0.0)
+            self.buffer[self.cursor] = outcome
+            self.cursor = (self.cursor + 1) % self.window
+            if self.cursor == 0:  # bound floating drift of the running sums
+                self._recount()
+        if self.last_timestamp_ns is None or timestamp_ns >= self.last_timestamp_ns:
+            self.prev_direction = np.sign(np.asarray(direction, dtype=np.float64))
+            self.last_timestamp_ns = int(timestamp_ns)
+
+    def outcomes(self) -> np.ndarray:
+        """Recorded outcomes, oldest first, (window, A) with NaN for none."""
+        return np.roll(self.buffer, -self.cursor, axis=0)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "window": self.window,
+            "n_assets": self.n_assets,
+            "outcomes": [[None if not np.isfinite(v) else float(v) for v in row] for row in self.outcomes()],
+            "prev_direction": self.prev_direction.tolist(),
+            "last_timestamp_ns": self.last_timestamp_ns,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if int(state["window"]) != self.window or int(state["n_assets"]) != self.n_assets:
+            raise ConfigError(
+                f"kelly tracker state has window={state['window']}, n_assets={state['n_assets']}; "
+                f"expected window={self.window}, n_assets={self.n_assets}"
+            )
+        self.buffer = np.array(
+            [[np.nan if v is None else v for v in row] for row in state["outcomes"]], dtype=np.float64
+        )
+        self.cursor = 0
+        self.prev_direction = np.asarray(state["prev_direction"], dtype=np.float64)
+        ts = state["last_timestamp_ns"]
+        self.last_timestamp_ns = None if ts is None else int(ts)
+        self._recount()

@@ -1,0 +1,98 @@
+"""TacticalPipeline: contract shapes/dtypes, truncation invariance of every output, fit-window isolation,
+save/load round trip, leakage refusal; on synthetic bars (Bars.from_arrays) and a real slice."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from himari.data.bars import Bars
+from himari.errors import LeakageError, RunDirError
+from himari.features.pipeline import TacticalConfig, TacticalPipeline
+from himari.features.technical import N_FEATURES
+from tests.features.helpers import synthetic_bars
+
+SMALL_LABELLER = {"pct_window": 300, "pct_min_periods": 100}
+
+
+@pytest.fixture(scope="module")
+def syn() -> Bars:
+    return synthetic_bars(3600, seed=7, gaps=(1700,))
+
+
+@pytest.fixture(scope="module")
+def fitted(syn: Bars) -> TacticalPipeline:
+    cfg = TacticalConfig.parse({"labeller": SMALL_LABELLER, "percentile_window": 200, "percentile_min_periods": 100})
+    return TacticalPipeline(cfg).fit(syn, syn.index[0], syn.index[2400])
+
+
+def test_contract(fitted: TacticalPipeline, syn: Bars) -> None:
+    tf = fitted.transform(syn)
+    t = len(syn)
+    assert tf.timestamps_ns.dtype == np.int64 and np.array_equal(tf.timestamps_ns, syn.timestamps_ns)
+    assert tf.features.shape == (t, N_FEATURES + 4) and tf.features.dtype == np.float32
+    assert len(tf.feature_names) == tf.features.shape[1]
+    assert np.isfinite(tf.features).all()
+    assert tf.regime_posterior.shape == (t, 4) and tf.regime_posterior.dtype == np.float32
+    np.testing.assert_allclose(tf.regime_posterior.sum(axis=1), 1.0, atol=1e-5)
+    assert tf.valid.dtype == bool and 0.7 < tf.valid.mean() < 1.0
+    assert np.all(tf.features[~tf.valid] == 0.0)
+    v = tf.features[tf.valid]
+    assert v.min() >= -1.0 and v.max() <= 1.0  # percentile normalizer maps to (-1, 1)
+    gap = int(np.flatnonzero(syn.gap_before)[0])
+    assert not tf.valid[gap : gap + 168].any()  # windows spanning the gap are invalid
+
+
+def test_truncation_invariance_all_outputs(fitted: TacticalPipeline, syn: Bars) -> None:
+    full = fitted.transform(syn)
+    for cut in (150, 400, 1699, 1700, 1701, 1900, 2500, 3100, len(syn)):
+        part = fitted.transform(syn.head(cut))
+        np.testing.assert_allclose(part.features, full.features[:cut], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(part.regime_posterior, full.regime_posterior[:cut], rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(part.valid, full.valid[:cut])
+
+
+@pytest.mark.parametrize("normalizer", ["zscore", "spectral"])
+def test_fitted_normalizers_truncation_and_leakage(syn: Bars, normalizer: str) -> None:
+    cfg = TacticalConfig.parse({"labeller": SMALL_LABELLER, "normalizer": normalizer, "include_filters": False})
+    pipe = TacticalPipeline(cfg).fit(syn, syn.index[0], syn.index[2400])
+    full = pipe.transform(syn)
+    assert full.features.shape[1] == N_FEATURES and np.isfinite(full.features).all()
+    for cut in (500, 2000, 3000):
+        np.testing.assert_allclose(pipe.transform(syn.head(cut)).features, full.features[:cut], rtol=1e-6, atol=1e-6)
+    with pytest.raises(LeakageError):
+        pipe.transform(syn, eval_start=syn.index[2000])
+    pipe.transform(syn, eval_start=syn.index[2400])  # at the fit end: fine
+
+
+def test_fit_never_reads_bars_after_train_end(syn: Bars) -> None:
+    cfg = TacticalConfig.parse({"labeller": SMALL_LABELLER})
+    a = TacticalPipeline(cfg).fit(syn, syn.index[0], syn.index[2400])
+    frame = syn.frame.copy()
+    frame.iloc[2400:, :4] *= 3.0  # change the future
+    b = TacticalPipeline(cfg).fit(syn.with_frame(frame), syn.index[0], syn.index[2400])
+    assert a.state_dict() == b.state_dict()
+
+
+def test_save_load_round_trip(fitted: TacticalPipeline, syn: Bars, tmp_path) -> None:
+    fitted.save(tmp_path)
+    back = TacticalPipeline.load(tmp_path)
+    x, y = fitted.transform(syn), back.transform(syn)
+    np.testing.assert_array_equal(x.features, y.features)
+    np.testing.assert_array_equal(x.regime_posterior, y.regime_posterior)
+    assert back.fit_window == fitted.fit_window
+    with pytest.raises(RunDirError):
+        TacticalPipeline.load(tmp_path / "missing")
+    with pytest.raises(RunDirError):
+        TacticalPipeline().transform(syn)
+
+
+def test_em_fit_on_real_slice(btc_recent: Bars) -> None:
+    cfg = TacticalConfig.parse({"hmm_fit": "em", "hmm_em_iters": 3, "labeller": {"pct_window": 720, "pct_min_periods": 200}})
+    pipe = TacticalPipeline(cfg).fit(btc_recent, "2022-01-01", "2022-10-01")
+    assert sorted(pipe.hmm.state_to_regime.tolist()) == [0, 1, 2, 3]
+    tf = pipe.transform(btc_recent, eval_start="2022-10-01")
+    late = tf.timestamps_ns >= np.datetime64("2022-10-01", "ns").astype(np.int64)
+    assert tf.valid[late].mean() > 0.9
+    with pytest.raises(LeakageError):
+        pipe.transform(btc_recent, eval_start="2022-06-01")
