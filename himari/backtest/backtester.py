@@ -22,7 +22,7 @@ import numpy as np
 
 from himari.backtest.baselines import baseline_positions
 from himari.backtest.metrics import compute_metrics
-from himari.backtest.session import SessionConfig, TradingSession
+from himari.backtest.session import SessionConfig, TradingSession, apply_rebalance_band, pre_fill_positions
 from himari.backtest.statistics import strategy_statistics
 from himari.bundle import Bundle
 from himari.data.bars import Bars, to_utc_timestamp
@@ -88,8 +88,11 @@ def execution_config(sim_config: Mapping[str, Any] | SimConfig) -> SimConfig:
     return cfg.replace(action_kind="continuous", max_position=10.0, allow_short=True, max_gross_exposure=None)
 
 
-def simulate_targets(market: MarketData, targets: np.ndarray, t0: int, t1: int, config: SimConfig) -> list[PathResult]:
-    """Execute K target-position paths (K, T, A) decided at bars t0..t1-2 through the simulator's step kernel.
+def simulate_targets(
+    market: MarketData, targets: np.ndarray, t0: int, t1: int, config: SimConfig, rebalance_band: float = 0.0
+) -> list[PathResult]:
+    """Execute K target-position paths (K, T, A) decided at bars t0..t1-2 through the simulator's step kernel
+    (with the same rebalance band as the strategy's session).
 
     Returns one :class:`PathResult` per path over bars t0+1..t1-1. Decisions only use ``targets[:, t]``.
     """
@@ -104,7 +107,7 @@ def simulate_targets(market: MarketData, targets: np.ndarray, t0: int, t1: int, 
         position=np.zeros((k, a)),
         entry_price=np.zeros((k, a)),
         time_in_position=np.zeros((k, a), dtype=np.int64),
-        reward=initial_reward_state(k),
+        reward=initial_reward_state(k, config.reward),
     )
     n = t1 - 1 - t0
     rets = np.zeros((k, n))
@@ -113,7 +116,8 @@ def simulate_targets(market: MarketData, targets: np.ndarray, t0: int, t1: int, 
     fees = np.zeros((k, n))
     for i, t in enumerate(range(t0, t1 - 1)):
         equity_before = state.equity
-        state, _, info = step(state, targets[:, t, :], market, config)
+        order = apply_rebalance_band(targets[:, t, :], pre_fill_positions(state, market, config), rebalance_band)
+        state, _, info = step(state, order, market, config)
         rets[:, i] = info["equity"] / equity_before - 1.0
         pos[:, i] = info["position"]
         turn[:, i] = info["turnover"]
@@ -155,12 +159,20 @@ def run_backtest(
     session_config: SessionConfig | None = None,
     keep_log: bool = True,
     show_progress: bool = True,
+    market: MarketData | None = None,
 ) -> BacktestResult:
-    """Run the bundle over [start, end) with warm-up history before ``start`` (see the module docstring)."""
+    """Run the bundle over [start, end) with warm-up history before ``start`` (see the module docstring).
+
+    ``market``: MarketData already built by this bundle's tactical pipelines from the same bars (< end), to share
+    one transform between several policies with the same pipelines (walk-forward candidates).
+    """
     end_ts = to_utc_timestamp(end) if end is not None else None  # type: ignore[arg-type]
-    trimmed = {s: (b.between(None, end_ts) if end_ts is not None else b) for s, b in bars_by_symbol.items()}
     session = TradingSession(bundle, session_config or SessionConfig())
-    market = session.engine.build_market(trimmed)
+    if market is None:
+        trimmed = {s: (b.between(None, end_ts) if end_ts is not None else b) for s, b in bars_by_symbol.items()}
+        market = session.engine.build_market(trimmed)
+    elif end_ts is not None and market.num_bars and market.timestamps_ns[-1] >= end_ts.value:
+        raise DataError("the market passed to run_backtest holds bars at or after the backtest end")
     t0, t1 = _index_range(market, start, end)
     t0 = max(t0, session.engine.policy_config.window - 1)
     a = market.num_assets
@@ -210,7 +222,9 @@ def run_backtest(
     exec_cfg = session.engine.exec_config
     base_t = baseline_targets(market, seed)
     names = list(base_t)
-    paths = simulate_targets(market, np.stack([base_t[k] for k in names]), t0, t1, exec_cfg)
+    paths = simulate_targets(
+        market, np.stack([base_t[k] for k in names]), t0, t1, exec_cfg, session.config.rebalance_band
+    )
     return BacktestResult(
         symbols=tuple(market.symbols),
         timeframe=str(market.timeframe),

@@ -102,7 +102,7 @@ class Decision:
         }
 
 
-def sim_state_from_account(account: AccountSnapshot, t: int) -> SimState:
+def sim_state_from_account(account: AccountSnapshot, t: int, config: SimConfig | None = None) -> SimState:
     """A one-episode :class:`SimState` at decision bar ``t`` holding ``account``."""
     a = len(account.position)
     return SimState(
@@ -115,7 +115,7 @@ def sim_state_from_account(account: AccountSnapshot, t: int) -> SimState:
         position=np.asarray(account.position, dtype=np.float64).reshape(1, a),
         entry_price=np.asarray(account.entry_price, dtype=np.float64).reshape(1, a),
         time_in_position=np.asarray(account.time_in_position, dtype=np.int64).reshape(1, a),
-        reward=initial_reward_state(1),
+        reward=initial_reward_state(1, (config or SimConfig()).reward),
     )
 
 
@@ -210,7 +210,7 @@ class DecisionEngine:
     def observation(self, market: MarketData, t: int, account: AccountSnapshot) -> Observation:
         if t < self.policy_config.window - 1:
             raise DataError(f"decision bar {t} has fewer than window={self.policy_config.window} bars of history")
-        return observe(sim_state_from_account(account, t), market, self.policy_config)
+        return observe(sim_state_from_account(account, t, self.policy_config), market, self.policy_config)
 
     def decide_at(
         self,

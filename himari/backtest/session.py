@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 
 from himari.bundle import Bundle
+from pydantic import Field
+
 from himari.config import FrozenConfig
 from himari.data.bars import Bars
 from himari.env.market import MarketData
@@ -42,6 +44,9 @@ STRATEGY_RETURN_MEMORY = 500
 class SessionConfig(FrozenConfig):
     initial_equity: float = 10_000.0
     history_bars: int = 3000  # bars of history used to rebuild features in on_bar (paper trading, serving)
+    # Orders that change a position by less than this fraction of equity, without opening, closing or flipping it,
+    # are skipped (the position keeps drifting with the price): no paying fees every bar for tiny resizes.
+    rebalance_band: float = Field(0.05, ge=0.0, le=1.0)
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,24 @@ def _from_jsonable(value: Any) -> Any:
     return value
 
 
+def pre_fill_positions(state: Any, market: MarketData, config: Any) -> np.ndarray:
+    """Positions (N, A) just before the fill at bar t+1: after the close[t] -> fill-price move."""
+    from himari.env.execution import mark_to_market
+
+    t1 = state.t + 1
+    pre = market.gap_return[t1] if config.costs.fill == "next_open" else market.log_return[t1]
+    return mark_to_market(state.position, state.equity, pre).position
+
+
+def apply_rebalance_band(target: np.ndarray, pre_fill: np.ndarray, band: float) -> np.ndarray:
+    """Skip small resizes: where |target - position| < band and the sign is unchanged and the target is not flat,
+    the order becomes "keep" (target = the drifted position, so nothing trades)."""
+    if band <= 0:
+        return target
+    small = (np.abs(target - pre_fill) < band) & (np.sign(target) == np.sign(pre_fill)) & (target != 0)
+    return np.where(small, pre_fill, target)
+
+
 class TradingSession:
     """Bar-by-bar trading with one bundle (see the module docstring)."""
 
@@ -149,8 +172,10 @@ class TradingSession:
                     "the bar after the last decision is missing from the feed (expected the bar following "
                     f"{self.pending_timestamp_ns}); bars must arrive in order without skipping"
                 )
-            state = sim_state_from_account(self.account, p)
-            new_state, _, info = step(state, self.pending_target[None, :], market, self.engine.exec_config)
+            state = sim_state_from_account(self.account, p, self.engine.exec_config)
+            pre = pre_fill_positions(state, market, self.engine.exec_config)
+            order = apply_rebalance_band(self.pending_target[None, :], pre, self.config.rebalance_band)
+            new_state, _, info = step(state, order, market, self.engine.exec_config)
             scale = self.config.initial_equity  # info's money amounts are in units of the initial equity
             traded = info["traded"][0]
             fee = float(info["fee"][0]) * scale
@@ -161,7 +186,7 @@ class TradingSession:
                 if traded[a] <= 0:
                     continue
                 share = traded[a] / total_traded if total_traded > 0 else 0.0
-                direction = np.sign(info["target"][0, a] - self._pre_fill_position(state, market, a))
+                direction = np.sign(order[0, a] - pre[0, a])
                 fills.append(
                     Fill(
                         order_id=f"{symbol}:{self.pending_timestamp_ns}",
@@ -198,16 +223,6 @@ class TradingSession:
             slippage=slip,
             turnover=turnover,
         )
-
-    def _pre_fill_position(self, state: Any, market: MarketData, a: int) -> float:
-        """Position of asset ``a`` just before the fill (after the close[t-1] -> fill-price move)."""
-        from himari.env.execution import mark_to_market
-
-        costs = self.engine.exec_config.costs
-        t1 = int(state.t[0]) + 1
-        pre = market.gap_return[t1] if costs.fill == "next_open" else market.log_return[t1]
-        moved = mark_to_market(state.position, state.equity, pre)
-        return float(moved.position[0, a])
 
     def on_bar(self, bars_by_symbol: Mapping[str, Bars] | Bars, data_age_bars: float = 0.0) -> BarOutcome:
         """Paper trading / live: ``bars_by_symbol`` holds history up to the newly closed bar (the last row)."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -61,16 +62,22 @@ def block_length(returns: np.ndarray, method: BootstrapMethod = "stationary") ->
     """
     r = _returns("returns", returns, min_length=8)
     n = r.size
-    try:
-        from arch.bootstrap import optimal_block_length
+    from arch.bootstrap import optimal_block_length
 
-        column = "stationary" if method == "stationary" else "circular"
-        lengths = [float(optimal_block_length(series)[column].iloc[0]) for series in (r, r * r)]
-        length = max(lengths)
-        if not math.isfinite(length):
-            raise ValueError("non-finite block length")
-    except (ValueError, ZeroDivisionError, FloatingPointError, np.linalg.LinAlgError):
-        length = n ** (1.0 / 3.0)
+    column = "stationary" if method == "stationary" else "circular"
+    lengths = []
+    for series in (r, r * r):
+        if float(series.std()) <= 1e-12 * max(1.0, float(np.abs(series).mean())):
+            continue  # constant: no dependence to preserve (and the autocorrelations are undefined)
+        try:
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore")
+                value = float(optimal_block_length(series)[column].iloc[0])
+        except (ValueError, ZeroDivisionError, FloatingPointError, np.linalg.LinAlgError):
+            continue
+        if math.isfinite(value):
+            lengths.append(value)
+    length = max(lengths) if lengths else n ** (1.0 / 3.0)
     return float(min(max(length, 1.0), n / 4.0))
 
 
@@ -163,7 +170,10 @@ def sharpe_confidence_interval(
     length = block_length(r, method) if block is None else float(block)
     scale = math.sqrt(periods_per_year)
     std = float(r.std(ddof=1))
-    point = float(r.mean()) / std * scale if std > 1e-12 else 0.0
+    if std <= 1e-12:  # constant returns: Sharpe 0 when they are all zero, undefined (NaN, not inf) otherwise
+        value = 0.0 if abs(float(r.mean())) <= 1e-12 else math.nan
+        return SharpeCI(value, value, value, confidence, length, method, n_boot)
+    point = float(r.mean()) / std * scale
     replicates = _bootstrap_stat(r, "sharpe", n_boot, length, method, rng) * scale
     alpha = 1.0 - confidence
     low, high = np.quantile(replicates, [alpha / 2.0, 1.0 - alpha / 2.0])
@@ -232,8 +242,9 @@ def sample_moments(returns: np.ndarray) -> tuple[float, float, float, int]:
     """
     r = _returns("returns", returns, min_length=3)
     std = float(r.std(ddof=1))
-    if std <= 1e-12:
-        return 0.0, 0.0, 3.0, int(r.size)
+    if std <= 1e-12:  # constant: Sharpe 0 if all zero, undefined (NaN) otherwise; moments of a point mass
+        sharpe = 0.0 if abs(float(r.mean())) <= 1e-12 else math.nan
+        return sharpe, 0.0, 3.0, int(r.size)
     skew = float(stats.skew(r, bias=True))
     kurt = float(stats.kurtosis(r, fisher=False, bias=True))
     return float(r.mean()) / std, skew, kurt, int(r.size)

@@ -11,7 +11,7 @@ import importlib
 import click
 
 # Modules that define ``register_bench(group: click.Group) -> None``.
-BENCH_MODULES: tuple[str, ...] = ("himari.bench.features",)
+BENCH_MODULES: tuple[str, ...] = ("himari.bench.features", "himari.bench.env", "himari.bench.ppo")
 
 
 @click.group("bench")

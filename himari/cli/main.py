@@ -24,6 +24,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "himari.cli.risk",
     "himari.cli.serve",
     "himari.cli.paper",
+    "himari.cli.backtest",
+    "himari.cli.train",
 )
 
 

@@ -76,13 +76,13 @@ def fit_cmd(data_path: str, train_start: str, train_end: str, out: str, method: 
 
         gauss_sup.state_to_regime = map_states_by_means(gauss_sup.means)
     gauss_sup.save(out_dir / GAUSSIAN_SUPERVISED_FILE)
-    summary: dict[str, Any] = {"train_bars": int(len(z)), "student_t": pipe.hmm.to_dict()}
+    summary: dict[str, Any] = {"train_bars": len(z), "student_t": pipe.hmm.to_dict()}
     try:
         from hmmlearn.hmm import GaussianHMM
 
         ok = np.isfinite(z).all(axis=1)
-        starts = np.flatnonzero(seg[ok])
-        lengths = np.diff(np.append(starts, ok.sum()))
+        seg_ids = np.cumsum(seg)[ok]  # hmmlearn sequences = contiguous segments (rows with observations)
+        lengths = np.unique(seg_ids, return_counts=True)[1]
         gem = GaussianHMM(4, covariance_type="full", n_iter=50, random_state=seed).fit(z[ok], lengths=lengths)
         gaussian_from_hmmlearn(gem).save(out_dir / GAUSSIAN_EM_FILE)
         summary["hmmlearn_gaussian_em"] = "fitted"

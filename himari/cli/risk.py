@@ -78,5 +78,26 @@ def calibrate_cmd(
     click.echo(f"wrote {out}")
 
 
+@risk_group.command("bench")
+@click.option(
+    "--assets", default=1, show_default=True, type=click.IntRange(1, 3), help="BTC, ETH, SOL (in that order)."
+)
+@click.option("--bars", default=5000, show_default=True, type=click.IntRange(10), help="Decisions to time.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_cmd(assets: int, bars: int, seed: int, as_json: bool) -> None:
+    """CPU time per sizing + risk decision on bundled bars (with and without the periodic EVT refit)."""
+    from himari.risk.bench import bench
+    from himari.utils.io import to_json
+
+    result = bench(assets, bars, seed)
+    if as_json:
+        click.echo(to_json(result, indent=None))
+        return
+    click.echo(f"assets {assets}, {int(result['decisions'])} decisions")
+    click.echo(f"  {result['us_per_decision']:.1f} us/decision (with the default EVT refit schedule)")
+    click.echo(f"  {result['us_per_decision_excluding_evt_refit']:.1f} us/decision excluding EVT refits")
+
+
 def register(cli: click.Group) -> None:
     cli.add_command(risk_group)

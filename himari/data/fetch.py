@@ -10,7 +10,8 @@ bar after the last one already in ``out``) up to the last **closed** candle:
 * pages may be shorter than ``limit`` (exchanges cap them) and may repeat or precede the cursor: rows before the
   cursor are dropped, an empty page or a page that does not advance ends the download;
 * the still-open candle (``open_time + timeframe > now``) is never written;
-* resume: an existing ``out`` is validated and extended; bars it already holds are kept and never duplicated;
+* resume: an existing ``out`` is validated and extended forward from its last bar (no backfill before its first
+  bar); bars it already holds are kept and never duplicated;
 * every write (a checkpoint every ``checkpoint_every_pages`` pages, and the final one) validates the merged table
   and replaces the file atomically, so an interrupted download resumes from its last checkpoint.
 
@@ -214,7 +215,10 @@ def fetch_to_file(
     out_path = Path(out)
     label = f"{exchange_id} {symbol} {tf}"
 
-    existing = pd.DataFrame(columns=list(OHLCV_COLUMNS), dtype=np.float64)
+    existing = pd.DataFrame(
+        {c: np.zeros(0) for c in OHLCV_COLUMNS},
+        index=pd.DatetimeIndex([], tz="UTC", name="timestamp").as_unit("ns"),
+    )
     if out_path.exists():
         report, frame = validate_file(out_path, tf)
         if frame is None or not report.ok:
@@ -292,6 +296,9 @@ def fetch_to_file(
             checkpoint()
             pending_pages = 0
     final = merged()
+    if len(final) == 0:
+        raise DataError(f"{label}: the exchange returned no closed candles from {start:%Y-%m-%dT%H:%MZ}; "
+                        "nothing written", str(out_path))
     report = checkpoint()
     return FetchResult(
         path=str(out_path), rows_before=rows_before, rows_added=len(final) - rows_before, rows_total=len(final),

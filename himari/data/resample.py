@@ -4,6 +4,10 @@ Buckets are ``[k * target, (k + 1) * target)`` counted from the Unix epoch in UT
 20 UTC and daily bars at 00:00 UTC (weekly buckets open on Monday 00:00 UTC). Aggregation per bucket: open = first
 open, high = max high, low = min low, close = last close, volume = sum.
 
+Timing: like every bar, a resampled bar is stamped with its open time and is known only at its close (a 4h bar
+stamped 04:00 is complete at 08:00). Complete buckets are truncation invariant: resampling ``bars[:k]`` gives the
+same complete bars as resampling all of ``bars`` (the partial last bucket is dropped by default, never extrapolated).
+
 Missing-bar policy: a bucket is **complete** when it holds all ``target / source`` source bars. An incomplete bucket
 (a gap inside it, or the partial first/last bucket of the file) would silently misstate the range and volume, so by
 default it is **dropped** (``incomplete="drop"``); ``incomplete="keep"`` keeps it. Either way every incomplete bucket

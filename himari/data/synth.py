@@ -10,7 +10,8 @@ Model (per scenario ``s``, bar ``t``; all draws from one explicit :class:`numpy.
                      k = E[e^Y - 1] = exp(mu_J + sd_J^2 / 2) - 1   (the Merton jump compensator)
 
 so ``E[P_t / P_{t-1} | regime, h_t] = exp(mu_r)`` exactly: **the drift is the expected arithmetic (simple) growth
-rate**, ``drift_annual`` per year, ``mu_r = drift_annual / periods_per_year`` per bar (Merton 1976, "Option pricing
+rate, continuously compounded**: ``mu_r = drift_annual / periods_per_year`` per bar, and within a regime
+``E[P_{t+n} / P_t] = exp(n mu_r)``, so ``drift_annual = ln E[P_{t+1 year} / P_t]`` whatever the volatility and jumps (Merton 1976, "Option pricing
 when underlying stock returns are discontinuous", J. Financial Economics 3). The expected *log* return per bar is
 ``mu - sigma^2/2 - lam k + lam mu_J``. Innovations are Gaussian on purpose: with Student-t shocks ``E[e^x]`` is
 infinite and no compensator could exist; heavy tails come from GARCH mixing, jumps and regime switches instead.
@@ -30,6 +31,7 @@ The default mix is the seeds' 40% mixed, 20% crash, 20% bear, 10% vol_cluster, 1
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -74,7 +76,8 @@ class JumpParams(FrozenConfig):
 
 
 class RegimeParams(FrozenConfig):
-    """One regime: expected duration (bars), drift (expected simple return per year), vol and jump modifiers."""
+    """One regime: expected duration (bars); ``drift_annual`` = ln E[P_{t+1y}/P_t] (the compensated Merton drift,
+    see the module docstring); multipliers of the base GARCH vol and jump intensity; jump mean shift (log)."""
 
     duration_bars: float = Field(..., ge=1.0)
     drift_annual: float = Field(..., ge=-200.0, le=200.0)
@@ -330,10 +333,14 @@ def simulate_regimes(trans: np.ndarray, init: np.ndarray, uniforms: np.ndarray) 
     k = init.shape[1]
     out = np.empty((s, t_len), dtype=np.int8)
     rows = np.arange(s)
-    state = np.minimum((uniforms[:, 0, None] >= np.cumsum(init, axis=1)).sum(axis=1), k - 1)
+    # Normalizing each cumulative row by its last entry makes trailing zero-probability states unreachable
+    # (their cumulative value is exactly 1.0 > u) despite rounding in the sums.
+    init_cum = np.cumsum(init, axis=1)
+    init_cum /= init_cum[:, -1:]
+    state = np.minimum((uniforms[:, 0, None] >= init_cum).sum(axis=1), k - 1)
     out[:, 0] = state
     cum = np.cumsum(trans, axis=2)
-    cum[:, :, -1] = 1.0 + 1e-12
+    cum /= cum[:, :, -1:]
     for t in range(1, t_len):
         state = (uniforms[:, t, None] >= cum[rows, state]).sum(axis=1)
         out[:, t] = state
@@ -555,13 +562,12 @@ def batch_to_table(batch: SyntheticBatch) -> Any:
     return pa.table(columns)
 
 
-def save_batch(batch: SyntheticBatch, directory: str, summary: list[dict[str, Any]] | None = None) -> list[str]:
+def save_batch(batch: SyntheticBatch, directory: str | Path, summary: list[dict[str, Any]] | None = None) -> list[str]:
     """Write ``scenarios.parquet`` and ``synth.json`` (config, seed, family counts, summary) atomically.
 
     Output is byte-identical for the same ``(config, seed)`` and library versions (no wall-clock metadata).
     """
     import io
-    from pathlib import Path
 
     import pyarrow.parquet as pq
 
@@ -586,10 +592,8 @@ def save_batch(batch: SyntheticBatch, directory: str, summary: list[dict[str, An
     return [str(p1), str(p2)]
 
 
-def load_batch(directory: str) -> SyntheticBatch:
+def load_batch(directory: str | Path) -> SyntheticBatch:
     """Read a batch written by :func:`save_batch` back into arrays (no pickle)."""
-    from pathlib import Path
-
     import pyarrow.parquet as pq
 
     from himari.utils.io import read_json

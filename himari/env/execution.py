@@ -121,8 +121,9 @@ def mark_to_market(position: np.ndarray, equity: np.ndarray, log_return: np.ndar
     safe = np.where(alive, growth, 1.0)
     new_position = np.where(alive[..., None], position * gross / safe[..., None], 0.0)
     new_equity = np.where(alive, equity * safe, 0.0)
-    with np.errstate(divide="ignore"):
-        log_growth = np.where(alive, np.log(safe), -np.inf)
+    log_growth = np.log(safe)  # safe == 1 where ruined
+    if not alive.all():
+        log_growth = np.where(alive, log_growth, -np.inf)
     return MarkResult(new_position, new_equity, log_growth)
 
 

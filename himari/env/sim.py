@@ -209,6 +209,9 @@ def action_to_target(
     return target
 
 
+_ZERO_INT = np.zeros(1, dtype=np.int64)
+
+
 # -- the step ----------------------------------------------------------------------------------------------------
 def step(
     state: SimState, action: np.ndarray, market: MarketData, config: SimConfig
@@ -266,16 +269,19 @@ def step(
     time_in_pos = np.where(new_sign == 0, 0, np.where(entered, 1, state.time_in_position + 1))
     eq_final = np.maximum(eq_f, 0.0)
     peak = np.maximum(state.peak_equity, eq_final)
-    with np.errstate(divide="ignore"):
-        log_ret = np.log(np.maximum(eq_final, 1e-300)) - np.log(state.equity)
+    log_ret = np.log(np.maximum(eq_final, 1e-300)) - np.log(np.maximum(state.equity, 1e-300))
     drawdown = 1.0 - eq_final / peak
     prev_drawdown = 1.0 - state.equity / state.peak_equity
     turnover = fill.turnover.sum(axis=1)
     flat = (np.abs(m1.position).sum(axis=1) == 0) & (np.abs(fill.position).sum(axis=1) == 0)
 
-    regime = market.regime_posterior[t].mean(axis=1).argmax(axis=1)
-    sigma = market.volatility[t].mean(axis=1)
-    market_ret = market.log_return[t1].mean(axis=1)
+    if config.reward.kind == "regime_adaptive":  # asset-averaged regime, volatility and market move
+        inv_a = 1.0 / market.num_assets
+        regime = (market.regime_posterior[t].sum(axis=1) * np.float32(inv_a)).argmax(axis=1)
+        sigma = market.volatility[t].sum(axis=1) * inv_a
+        market_ret = market.log_return[t1].sum(axis=1) * inv_a
+    else:  # unused by the other kinds
+        regime, sigma, market_ret = _ZERO_INT, log_ret, log_ret
     _, terms, reward_state = compute_reward(
         config.reward,
         state.reward,
@@ -337,25 +343,24 @@ def observe(state: SimState, market: MarketData, config: SimConfig) -> Observati
 def account_fields(state: SimState, market: MarketData, config: SimConfig) -> np.ndarray:
     """(N, A, K) float32 in the order of ``ACCOUNT_FIELDS``."""
     pos = state.position
-    sign = np.sign(pos)
     mark = market.mark_close[state.t]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        unreal = np.where(
-            sign != 0, sign * np.log(mark / np.where(state.entry_price > 0, state.entry_price, mark)), 0.0
-        )
+    held = (state.entry_price > 0) & (pos != 0)
+    unreal = np.where(held, np.sign(pos) * np.log(mark / np.where(held, state.entry_price, mark)), 0.0)
     n, a = pos.shape
-    values = {
-        "position": pos,
-        "unrealized_pnl": unreal,
-        "time_in_position": state.time_in_position / np.maximum(state.length, 1)[:, None],
-        "equity_log": np.broadcast_to(np.log(np.maximum(state.equity, 1e-300))[:, None], (n, a)),
-        "drawdown": np.broadcast_to((1.0 - state.equity / state.peak_equity)[:, None], (n, a)),
-        "base_position": base_position(market, config, state.t),
-    }
     out = np.empty((n, a, len(ACCOUNT_FIELDS)), dtype=np.float32)
-    for k, name in enumerate(ACCOUNT_FIELDS):
-        out[:, :, k] = values[name]
+    out[:, :, _F_POSITION] = pos
+    out[:, :, _F_UNREALIZED] = unreal
+    out[:, :, _F_TIME] = state.time_in_position / np.maximum(state.length, 1)[:, None]
+    out[:, :, _F_EQUITY] = np.log(np.maximum(state.equity, 1e-300))[:, None]
+    out[:, :, _F_DRAWDOWN] = (1.0 - state.equity / state.peak_equity)[:, None]
+    out[:, :, _F_BASE] = base_position(market, config, state.t)
     return out
+
+
+_F_POSITION, _F_UNREALIZED, _F_TIME, _F_EQUITY, _F_DRAWDOWN, _F_BASE = (
+    ACCOUNT_FIELDS.index(name)
+    for name in ("position", "unrealized_pnl", "time_in_position", "equity_log", "drawdown", "base_position")
+)
 
 
 # -- the vectorized environment ----------------------------------------------------------------------------------

@@ -103,14 +103,54 @@ def ekf_loglik(out: EKFOutput) -> float:
     return float(-0.5 * np.sum(np.log(2.0 * np.pi * s) + v * v / s))
 
 
-def fit_ekf_mle(y: np.ndarray, gap_before: np.ndarray | None = None) -> EKFParams:
-    """MLE of ``(R, phi, h_bar, q_h)`` on the training log prices; bounds of ``h`` from training squared returns."""
+def _ekf_loglik_fast(ys: list[float], starts: list[bool], params: EKFParams) -> float:
+    """Same recursion as :func:`ekf_filter`, returning only the log-likelihood (no arrays; for the optimizer)."""
+    r, phi, hbar, qh, lo, hi = (float(v) for v in params)
+    p_h0 = qh / max(1.0 - phi * phi, 1e-6)
+    m = h = pm = ph = 0.0
+    exp = math.exp
+    log = math.log
+    total = 0.0
+    count = 0
+    for yt, st in zip(ys, starts, strict=True):
+        if st:
+            m, h, pm, ph = yt, hbar, r, p_h0
+            continue
+        h_pred = hbar + phi * (h - hbar)
+        ph_pred = phi * phi * ph + qh
+        ev = exp(h_pred)
+        pm_pred = pm + ev
+        v = yt - m
+        s = pm_pred + r
+        k = pm_pred / s
+        m += k * v
+        pm = (1.0 - k) * pm_pred
+        jac = ev / s
+        ls = log(s)
+        kh = ph_pred * jac / (jac * jac * ph_pred + LOG_CHI2_VAR)
+        h = h_pred + kh * (log(v * v + 1e-12) - ls - LOG_CHI2_MEAN)
+        ph = (1.0 - kh * jac) * ph_pred
+        h = lo if h < lo else (hi if h > hi else h)
+        total += ls + v * v / s
+        count += 1
+    return -0.5 * (total + count * math.log(2.0 * math.pi))
+
+
+def fit_ekf_mle(y: np.ndarray, gap_before: np.ndarray | None = None, max_bars: int = 15_000, max_evals: int = 100) -> EKFParams:
+    """MLE of ``(R, phi, h_bar, q_h)``; bounds of ``h`` from the training squared returns.
+
+    The likelihood is evaluated on the last ``max_bars`` bars of the training window (the recursion is sequential, so
+    this caps the fit cost; 15,000 1h bars = 1.7 years) and maximized by bounded Nelder-Mead (at most ``max_evals``
+    likelihood evaluations) from moment-based starting values.
+    """
     y = np.asarray(y, dtype=np.float64)
     if len(y) < 50 or not np.isfinite(y).all():
         raise DataError(f"EKF MLE needs >= 50 finite observations, got {len(y)}")
-    r1 = np.diff(y)
-    if gap_before is not None:
-        r1 = r1[~np.asarray(gap_before, dtype=bool)[1:]]
+    gap = np.zeros(len(y), dtype=bool) if gap_before is None else np.asarray(gap_before, dtype=bool).copy()
+    if len(y) > max_bars:
+        y, gap = y[-max_bars:], gap[-max_bars:]
+    gap[0] = True
+    r1 = np.diff(y)[~gap[1:]]
     sq = r1 * r1
     sq = sq[sq > 0]
     if len(sq) < 10:
@@ -118,22 +158,27 @@ def fit_ekf_mle(y: np.ndarray, gap_before: np.ndarray | None = None) -> EKFParam
     var = float(np.mean(r1 * r1))
     h_lo = float(np.log(np.quantile(sq, 0.001)) - np.log(4.0))
     h_hi = float(np.log(np.quantile(sq, 0.999)) + np.log(4.0))
+    ys = y.tolist()
+    starts = gap.tolist()
+    lower = np.array([math.log(var) - 15.0, -3.0, h_lo, -12.0])
+    upper = np.array([math.log(var) + 3.0, 9.0, h_hi, 1.0])
 
     def unpack(theta: np.ndarray) -> EKFParams:
+        th = np.clip(theta, lower, upper)
         return EKFParams(
-            r_obs=math.exp(theta[0]),
-            phi=1.0 / (1.0 + math.exp(-theta[1])),
-            h_bar=float(theta[2]),
-            q_h=math.exp(theta[3]),
+            r_obs=math.exp(th[0]),
+            phi=1.0 / (1.0 + math.exp(-th[1])),
+            h_bar=float(th[2]),
+            q_h=math.exp(th[3]),
             h_lo=h_lo,
             h_hi=h_hi,
         )
 
     def neg(theta: np.ndarray) -> float:
-        ll = ekf_loglik(ekf_filter(y, unpack(theta), gap_before))
+        ll = _ekf_loglik_fast(ys, starts, unpack(theta))
         return -ll if np.isfinite(ll) else 1e300
 
-    x0 = np.array([math.log(var * 0.05), 3.0, math.log(var), math.log(0.05)])
-    bounds = [(math.log(var) - 15, math.log(var) + 3), (-3.0, 9.0), (h_lo, h_hi), (-12.0, 1.0)]
-    res = optimize.minimize(neg, x0, method="L-BFGS-B", bounds=bounds, options={"maxiter": 60})
+    x0 = np.array([math.log(var * 0.05), 3.5, math.log(var), math.log(0.05)])
+    res = optimize.minimize(neg, x0, method="Nelder-Mead", bounds=list(zip(lower, upper, strict=True)),
+                            options={"maxfev": max_evals, "xatol": 1e-3, "fatol": 1e-2})
     return unpack(res.x)

@@ -15,6 +15,7 @@ Features are float32, NaN-free (invalid rows hold 0 and ``valid=False``).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -31,7 +32,7 @@ from himari.features.normalize import FitWindow, FrozenStandardizer, SpectralNor
 from himari.features.technical import FEATURE_NAMES, compute_features
 from himari.regime.labeller import REGIME_NAMES, LabellerConfig, label_from_inputs, regime_inputs
 from himari.regime.student_t_hmm import StudentTHMM, map_states_by_means
-from himari.utils.io import atomic_write_json, read_json
+from himari.utils.io import atomic_write_json, read_json, sha256_array
 
 FILTER_FEATURE_NAMES: tuple[str, ...] = ("kf_level_dev", "kf_slope", "ekf_vol", "ekf_level_dev")
 PIPELINE_FILE = "tactical_pipeline.json"
@@ -78,14 +79,78 @@ def _ns(value: object, name: str) -> int:
     return int(ts.value)
 
 
-def hmm_observations(bars: Bars, labeller: LabellerConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Raw HMM observations (T, 3): log annualized vol, trend t-stat, crash-window return; and rule labels (T,)."""
+def hmm_observations(bars: Bars, labeller: LabellerConfig, with_labels: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """HMM observations (T, 3) and rule labels (T,). Like the labeller, the observations are relative to a trailing
+    window (``pct_window`` bars) so that regimes mean the same in calm and wild years:
+
+    * ``log(vol_t) - mean(log vol over the trailing window)``  (relative volatility level),
+    * the trend t-stat ``|r_k| / (sigma sqrt k)`` (already scale-free),
+    * ``ret_t / std(ret over the trailing window)`` (the crash-window return in units of its recent spread).
+
+    Trailing statistics skip NaN rows (gaps) and need ``pct_min_periods`` observations.
+    """
+    import pandas as pd
+
     inputs = regime_inputs(bars, labeller)
     with np.errstate(divide="ignore", invalid="ignore"):
-        log_vol = np.log(np.maximum(inputs.vol, 1e-8))
+        log_vol = np.log(np.maximum(inputs.vol, 1e-12))
     log_vol[np.isnan(inputs.vol)] = np.nan
-    obs = np.column_stack([log_vol, inputs.trend, inputs.ret])
-    return obs, label_from_inputs(inputs, labeller)
+    roll = pd.DataFrame({"lv": log_vol, "ret": inputs.ret}).rolling(labeller.pct_window, min_periods=labeller.pct_min_periods)
+    mean = roll.mean().to_numpy()
+    std = roll.std().to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel_ret = np.where(std[:, 1] > 0, inputs.ret / std[:, 1], 0.0)
+    rel_ret[~np.isfinite(std[:, 1]) | np.isnan(inputs.ret)] = np.nan
+    obs = np.column_stack([log_vol - mean[:, 0], inputs.trend, rel_ret])
+    return obs, (label_from_inputs(inputs, labeller) if with_labels else None)
+
+
+@dataclass(frozen=True)
+class _CachedInputs:
+    tech_raw: np.ndarray | None  # (T, 44) raw features (fitted normalizers) or None
+    tech_pct: np.ndarray | None  # (T, 44) float32 percentile features in (-1, 1) (percentile normalizer) or None
+    tech_ok: np.ndarray  # (T,) technical windows complete
+    hmm_obs: np.ndarray  # (T, 3) raw HMM observations
+
+
+class _TransformCache:
+    """Small LRU memo of the fit-independent transform inputs, keyed by the SHA-256 of the bars' timestamps and
+    OHLCV arrays plus the config fields they depend on. Content-keyed, so a hit is exactly what would be recomputed;
+    bounded to ``max_entries`` (a 64k-bar entry holds about 13 MB)."""
+
+    def __init__(self, max_entries: int = 4) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, _CachedInputs] = OrderedDict()
+
+    @staticmethod
+    def key(bars: Bars, cfg: TacticalConfig) -> str:
+        frame = bars.frame
+        digest = sha256_array(bars.timestamps_ns, frame.to_numpy(dtype=np.float64))
+        relevant = {k: v for k, v in cfg.to_dict().items() if k in ("normalizer", "percentile_window", "percentile_min_periods", "labeller")}
+        return f"{digest}:{bars.timeframe.seconds}:{sorted(relevant.items())}"
+
+    def get(self, key: str) -> _CachedInputs | None:
+        hit = self._entries.get(key)
+        if hit is not None:
+            self._entries.move_to_end(key)
+        return hit
+
+    def put(self, key: str, value: _CachedInputs) -> None:
+        self._entries[key] = value
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+_TRANSFORM_CACHE = _TransformCache()
+
+
+def clear_transform_cache() -> None:
+    """Drop the memoized transform inputs (tests, memory)."""
+    _TRANSFORM_CACHE.clear()
 
 
 class TacticalPipeline:
@@ -169,6 +234,7 @@ class TacticalPipeline:
         elif cfg.normalizer == "spectral":
             scaler = SpectralNormalizer.fit(values, ts, start_ns, end_ns, window=cfg.spectral_window, clip=cfg.zscore_clip)
         obs, labels = hmm_observations(history, cfg.labeller)
+        assert labels is not None
         hmm_scaler = FrozenStandardizer.fit(obs, ts, start_ns, end_ns, clip=8.0)
         z = hmm_scaler.transform(obs)
         z_tr, lab_tr, gap_tr = z[in_train], labels[in_train], history.gap_before[in_train]
@@ -179,36 +245,62 @@ class TacticalPipeline:
         if cfg.hmm_fit == "em":
             hmm.fit_em(z_tr, gap_tr, n_iter=cfg.hmm_em_iters, estimate_dof=cfg.hmm_dof is None)
             hmm.state_to_regime = map_states_by_means(hmm.means, vol_col=0, trend_col=1, ret_col=2)
-        hmm.meta.update({"fit_window": window.to_dict(), "observations": ["log_vol", "trend_tstat", "crash_return"]})
+        hmm.meta.update({"fit_window": window.to_dict(), "observations": ["rel_log_vol", "trend_tstat", "rel_crash_return"]})
         self._fitted = _Fitted(window, kalman, ekf, hmm_scaler, hmm, scaler)
         return self
 
     def transform(self, bars: Bars, eval_start: object = None) -> TacticalFrame:
         """Causal features and regime posterior for every bar. With ``eval_start`` (the first bar whose outputs will
-        be evaluated), raise :class:`LeakageError` if it lies before the end of the fit window."""
+        be evaluated), raise :class:`LeakageError` if it lies before the end of the fit window.
+
+        The fit-independent parts (the 44 technical features and, with the percentile normalizer, their
+        percentiles; the HMM observations) are memoized per bar content (see :class:`_TransformCache`), so repeated
+        calls on the same bars (backtests, walk-forward windows) only redo the fitted filters and the HMM filter.
+        """
         fitted = self._require()
         if eval_start is not None:
             fitted.fit_window.check_evaluation_start(_ns(eval_start, "eval_start"), "TacticalPipeline")
         cfg = self.config
-        values, valid = self._raw_features(bars, (fitted.kalman, fitted.ekf))
+        key = _TRANSFORM_CACHE.key(bars, cfg)
+        cached = _TRANSFORM_CACHE.get(key)
+        if cached is None:
+            table = compute_features(bars)
+            tech_ok = table.valid & np.isfinite(table.values).all(axis=1)
+            tech_pct = None
+            if cfg.normalizer == "percentile":
+                pct = rolling_percentile(table.values, cfg.percentile_window, cfg.percentile_min_periods)
+                tech_pct = (2.0 * pct - 1.0).astype(np.float32)
+            obs, _ = hmm_observations(bars, cfg.labeller, with_labels=False)
+            cached = _CachedInputs(table.values if tech_pct is None else None, tech_pct, tech_ok, obs)
+            _TRANSFORM_CACHE.put(key, cached)
         if cfg.normalizer == "percentile":
-            pct = rolling_percentile(values, cfg.percentile_window, cfg.percentile_min_periods)
-            normed = 2.0 * pct - 1.0
+            assert cached.tech_pct is not None
+            parts = [cached.tech_pct]
+            ok = cached.tech_ok & np.isfinite(cached.tech_pct).all(axis=1)
+            if cfg.include_filters:
+                filt = self._filter_features(bars, fitted.kalman, fitted.ekf)
+                fp = 2.0 * rolling_percentile(filt, cfg.percentile_window, cfg.percentile_min_periods) - 1.0
+                parts.append(fp.astype(np.float32))
+                ok &= np.isfinite(filt).all(axis=1) & np.isfinite(fp).all(axis=1)
+            normed = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
         else:
-            assert fitted.feature_scaler is not None
+            assert cached.tech_raw is not None and fitted.feature_scaler is not None
+            values = cached.tech_raw
+            if cfg.include_filters:
+                values = np.concatenate([values, self._filter_features(bars, fitted.kalman, fitted.ekf)], axis=1)
             normed = fitted.feature_scaler.transform(values)
-        ok = np.isfinite(normed).all(axis=1) & valid & np.isfinite(values).all(axis=1)
+            ok = cached.tech_ok & np.isfinite(values).all(axis=1) & np.isfinite(normed).all(axis=1)
         features = np.where(ok[:, None], np.nan_to_num(normed, nan=0.0), 0.0).astype(np.float32)
-        obs, _ = hmm_observations(bars, cfg.labeller)
-        z = fitted.hmm_scaler.transform(obs)
-        gap = bars.gap_before.copy()
-        posterior = fitted.hmm.regime_posterior(z, gap).astype(np.float32)
+        z = fitted.hmm_scaler.transform(cached.hmm_obs)
+        posterior = fitted.hmm.regime_posterior(z, bars.gap_before).astype(np.float32)
         ok &= np.isfinite(z).all(axis=1)
         return TacticalFrame(bars.timestamps_ns, features, self.feature_names, posterior, ok)
 
     def regime_labels(self, bars: Bars) -> np.ndarray:
         """Rule labels (T,) of ``bars`` under this pipeline's labeller config (-1 = warm-up)."""
-        return hmm_observations(bars, self.config.labeller)[1]
+        labels = hmm_observations(bars, self.config.labeller)[1]
+        assert labels is not None
+        return labels
 
     # ------------------------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

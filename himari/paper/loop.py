@@ -53,11 +53,11 @@ def _as_dict(obj: Any) -> dict[str, Any]:
 
 
 def fill_record(fill: Any) -> dict[str, Any]:
-    """A session ``Fill`` as a store row (timestamp -> ``ts_ns``; side normalized to lower case)."""
+    """A session ``Fill`` as a store row (``timestamp_ns`` -> ``ts_ns``; side normalized to lower case)."""
     d = _as_dict(fill)
     return {
         "order_id": str(d["order_id"]),
-        "ts_ns": to_ns(d["timestamp"]),
+        "ts_ns": to_ns(d["timestamp_ns"] if "timestamp_ns" in d else d["timestamp"]),
         "symbol": str(d["symbol"]),
         "side": str(d["side"]).lower(),
         "quantity_change": float(d["quantity_change"]),
@@ -67,10 +67,9 @@ def fill_record(fill: Any) -> dict[str, Any]:
     }
 
 
-def order_records(decision: Mapping[str, Any], positions: Mapping[str, float]) -> list[dict[str, Any]]:
-    """Orders implied by a decision at t: per symbol whose target differs from the position held after bar t.
-
-    ``order_id = f"{symbol}:{decision timestamp}"``, the id the session gives the fill at t+1.
+def order_records(decision: Mapping[str, Any], positions: Mapping[str, float], ts_ns: int) -> list[dict[str, Any]]:
+    """Orders implied by the decision at bar ``ts_ns``: per symbol whose target differs from the position held at
+    t's close. ``order_id = f"{symbol}:{ts_ns}"``, the id ``TradingSession`` gives the fill at t+1.
     """
     symbols = [str(s) for s in decision.get("symbols", [])]
     targets = per_symbol(decision.get("target_position", {}), symbols)
@@ -81,7 +80,7 @@ def order_records(decision: Mapping[str, Any], positions: Mapping[str, float]) -
         if abs(target - before) > 1e-12:
             out.append(
                 {
-                    "order_id": f"{symbol}:{decision['timestamp']}",
+                    "order_id": f"{symbol}:{int(ts_ns)}",
                     "symbol": symbol,
                     "target_position": target,
                     "position_before": before,
@@ -155,14 +154,14 @@ def run_paper(
         for stream, session in sessions.items():
             outcome = session.on_bar(bars_by_symbol)
             decision = outcome.decision.to_dict()
-            positions = {str(k): float(v) for k, v in dict(outcome.positions).items()}
+            positions = _positions(outcome.positions, symbols)
             fills = [fill_record(f) for f in outcome.fills]
             records.append(
                 BarRecord(
                     stream=stream,
                     ts_ns=ts,
                     decision=decision,
-                    orders=order_records(decision, positions),
+                    orders=order_records(decision, positions, ts),
                     fills=fills,
                     equity=float(outcome.equity),
                     drawdown=float(outcome.drawdown),
@@ -190,6 +189,16 @@ def run_paper(
         if max_bars is not None and traded >= max_bars:
             break
     return PaperSummary(traded, warmup, resume_ns, last_ts, fills_count, final_equity)
+
+
+def _positions(value: Any, symbols: tuple[str, ...]) -> dict[str, float]:
+    """``BarOutcome.positions`` ((A,) array in symbol order, or a mapping) as ``{symbol: position}``."""
+    if value is None:
+        return {s: 0.0 for s in symbols}
+    if isinstance(value, Mapping):
+        return {str(k): float(v) for k, v in value.items()}
+    arr = np.asarray(value, dtype=np.float64).reshape(-1)
+    return {s: float(v) for s, v in zip(symbols, arr, strict=True)}
 
 
 def _json_default(value: Any) -> Any:

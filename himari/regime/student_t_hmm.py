@@ -240,21 +240,99 @@ def forward_filter(
     starts = np.zeros(t_len, dtype=bool) if segment_start is None else np.asarray(segment_start, dtype=bool).copy()
     if t_len:
         starts[0] = True
-    a_t = transmat
-    alpha = startprob
+    if k == 4:
+        _forward4(b, observed, starts, transmat, startprob, post, step_ll, shift[:, 0])
+    else:
+        alpha = startprob
+        obs = observed.tolist()
+        st = starts.tolist()
+        for t in range(t_len):
+            pred = startprob if st[t] else alpha @ transmat
+            if obs[t]:
+                un = pred * b[t]
+                c = un.sum()
+                alpha = un / c
+                step_ll[t] = math.log(c) + shift[t, 0]
+            else:
+                alpha = pred
+            post[t] = alpha
+    return ForwardResult(post, float(step_ll.sum()), step_ll)
+
+
+def _forward4(
+    b: np.ndarray,
+    observed: np.ndarray,
+    starts: np.ndarray,
+    transmat: np.ndarray,
+    startprob: np.ndarray,
+    post: np.ndarray,
+    step_ll: np.ndarray,
+    shift: np.ndarray,
+    scale: np.ndarray | None = None,
+) -> None:
+    """The forward recursion unrolled for 4 states on Python floats (about 2x faster than small NumPy ops)."""
+    (a00, a01, a02, a03), (a10, a11, a12, a13), (a20, a21, a22, a23), (a30, a31, a32, a33) = transmat.tolist()
+    s0, s1, s2, s3 = startprob.tolist()
+    bl = b.tolist()
     obs = observed.tolist()
     st = starts.tolist()
-    for t in range(t_len):
-        pred = startprob if st[t] else alpha @ a_t
-        if obs[t]:
-            un = pred * b[t]
-            c = un.sum()
-            alpha = un / c
-            step_ll[t] = math.log(c) + shift[t, 0]
+    sh = shift.tolist()
+    out: list[tuple[float, float, float, float]] = [(0.0, 0.0, 0.0, 0.0)] * len(bl)
+    lls = [0.0] * len(bl)
+    cs = [1.0] * len(bl)
+    log = math.log
+    x0 = x1 = x2 = x3 = 0.0
+    for t in range(len(bl)):
+        if st[t]:
+            p0, p1, p2, p3 = s0, s1, s2, s3
         else:
-            alpha = pred
-        post[t] = alpha
-    return ForwardResult(post, float(step_ll.sum()), step_ll)
+            p0 = x0 * a00 + x1 * a10 + x2 * a20 + x3 * a30
+            p1 = x0 * a01 + x1 * a11 + x2 * a21 + x3 * a31
+            p2 = x0 * a02 + x1 * a12 + x2 * a22 + x3 * a32
+            p3 = x0 * a03 + x1 * a13 + x2 * a23 + x3 * a33
+        if obs[t]:
+            bt = bl[t]
+            p0 *= bt[0]
+            p1 *= bt[1]
+            p2 *= bt[2]
+            p3 *= bt[3]
+            c = p0 + p1 + p2 + p3
+            x0, x1, x2, x3 = p0 / c, p1 / c, p2 / c, p3 / c
+            lls[t] = log(c) + sh[t]
+            cs[t] = c
+        else:
+            x0, x1, x2, x3 = p0, p1, p2, p3
+        out[t] = (x0, x1, x2, x3)
+    if len(bl):
+        post[:] = np.asarray(out)
+        step_ll[:] = lls
+        if scale is not None:
+            scale[:] = cs
+
+
+def _backward4(b: np.ndarray, observed: np.ndarray, starts: np.ndarray, transmat: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Scaled backward recursion ``beta_t = A (b_{t+1} * beta_{t+1}) / c_{t+1}`` unrolled for 4 states;
+    ``beta = 1`` at the last row of every segment. Unobserved rows have ``b = 1``."""
+    (a00, a01, a02, a03), (a10, a11, a12, a13), (a20, a21, a22, a23), (a30, a31, a32, a33) = transmat.tolist()
+    t_len = len(b)
+    bl = np.where(observed[:, None], b, 1.0).tolist()
+    st = starts.tolist()
+    cs = scale.tolist()
+    out: list[tuple[float, float, float, float]] = [(1.0, 1.0, 1.0, 1.0)] * t_len
+    y0 = y1 = y2 = y3 = 1.0
+    for t in range(t_len - 2, -1, -1):
+        if st[t + 1]:
+            y0 = y1 = y2 = y3 = 1.0
+        else:
+            bt = bl[t + 1]
+            c = cs[t + 1]
+            n0, n1, n2, n3 = bt[0] * y0 / c, bt[1] * y1 / c, bt[2] * y2 / c, bt[3] * y3 / c
+            y0 = a00 * n0 + a01 * n1 + a02 * n2 + a03 * n3
+            y1 = a10 * n0 + a11 * n1 + a12 * n2 + a13 * n3
+            y2 = a20 * n0 + a21 * n1 + a22 * n2 + a23 * n3
+            y3 = a30 * n0 + a31 * n1 + a32 * n2 + a33 * n3
+        out[t] = (y0, y1, y2, y3)
+    return np.asarray(out).reshape(t_len, 4)
 
 
 def forward_backward(
@@ -271,25 +349,31 @@ def forward_backward(
     b = np.where(observed[:, None], np.exp(logb - shift[:, None]), 1.0)
     starts = np.zeros(t_len, dtype=bool) if segment_start is None else np.asarray(segment_start, dtype=bool).copy()
     starts[0] = True
-    alpha = np.empty((t_len, k))
-    scale = np.empty(t_len)
-    prev = startprob
-    for t in range(t_len):
-        pred = startprob if starts[t] else prev @ transmat
-        un = pred * b[t]
-        c = un.sum()
-        alpha[t] = un / c
-        scale[t] = c
-        prev = alpha[t]
-    beta = np.ones((t_len, k))
-    xi_sum = np.zeros((k, k))
-    for t in range(t_len - 2, -1, -1):
-        if starts[t + 1]:
-            beta[t] = 1.0
-            continue
-        nb = b[t + 1] * beta[t + 1]
-        beta[t] = (transmat @ nb) / scale[t + 1]
-        xi_sum += np.outer(alpha[t], nb) * transmat / scale[t + 1]
+    if k == 4:
+        alpha = np.empty((t_len, 4))
+        step_ll = np.zeros(t_len)
+        scale = np.ones(t_len)
+        _forward4(b, observed, starts, transmat, startprob, alpha, step_ll, shift, scale)
+        beta = _backward4(b, observed, starts, transmat, scale)
+    else:
+        alpha = np.empty((t_len, k))
+        scale = np.empty(t_len)
+        prev = startprob
+        for t in range(t_len):
+            pred = startprob if starts[t] else prev @ transmat
+            un = pred * b[t]
+            c = un.sum()
+            alpha[t] = un / c
+            scale[t] = c
+            prev = alpha[t]
+        beta = np.ones((t_len, k))
+        for t in range(t_len - 2, -1, -1):
+            if not starts[t + 1]:
+                beta[t] = (transmat @ (b[t + 1] * beta[t + 1])) / scale[t + 1]
+    # expected transitions: xi_t(i, j) = alpha_t(i) A_ij b_{t+1}(j) beta_{t+1}(j) / c_{t+1}, within segments only
+    link = ~starts[1:]
+    nb = (b[1:] * beta[1:] / scale[1:, None])[link]
+    xi_sum = transmat * (alpha[:-1][link].T @ nb)
     gamma = alpha * beta
     gamma /= gamma.sum(axis=1, keepdims=True)
     start_sum = gamma[starts].sum(axis=0)

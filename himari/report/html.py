@@ -177,8 +177,18 @@ def _equity_chart(data: ReportData, edges: np.ndarray) -> str:
                 linewidth=1.0, label=baseline_label(name))
     ax.plot(x, _bucket_last(equity_curve(data.strategy_returns), edges), color=STRATEGY_COLOR, linewidth=1.6,
             label="strategy")
-    ax.set_yscale("log")
-    _style(ax, "equity (log, start = 1)")
+    curves = [equity_curve(data.strategy_returns), *(equity_curve(r) for r in data.baseline_returns.values())]
+    low = min(float(c.min()) for c in curves)
+    high = max(float(c.max()) for c in curves)
+    if low > 0 and high / low > 8:  # log scale only when it spans enough to matter; plain tick labels either way
+        from matplotlib.ticker import FuncFormatter
+
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+        _style(ax, "equity (log scale, start = 1)")
+    else:
+        _style(ax, "equity (start = 1)")
     ax.legend(loc="upper left", fontsize=8, frameon=False)
     return _png(fig, "Equity curves of the strategy and baselines")
 

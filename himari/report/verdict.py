@@ -20,8 +20,8 @@ from typing import Any, NamedTuple
 BASELINE_LABELS: dict[str, str] = {
     "buy_and_hold": "buy-and-hold",
     "vol_target_buy_and_hold": "volatility-targeted buy-and-hold",
-    "ma_crossover": "the moving-average crossover",
-    "random": "the random trader",
+    "ma_crossover": "moving-average crossover",
+    "random": "random trader",
 }
 DSR_THRESHOLD = 0.95
 PBO_THRESHOLD = 0.5

@@ -12,6 +12,7 @@ loosens the loss limits of the EVT, volatility and VaR gates by b (a gate's scal
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -33,14 +34,19 @@ def budget_target(
     if strategy_returns is None:
         return 1.0
     r = np.asarray(strategy_returns, dtype=np.float64)[-window:]
-    r = r[np.isfinite(r)]
-    if r.size < max(min_bars, 2):
+    finite = np.isfinite(r)
+    if not finite.all():
+        r = r[finite]
+    n = r.size
+    if n < max(min_bars, 2):
         return 1.0
-    sd = float(r.std(ddof=1))
-    if sd <= 0:
+    mean = float(r.sum()) / n
+    centered = r - mean
+    var = float(centered @ centered) / (n - 1)
+    if var <= 0:
         return 1.0
-    sharpe = float(r.mean()) / sd * np.sqrt(periods_per_year)
-    return float(np.clip(1.0 + sensitivity * sharpe, budget_min, budget_max))
+    sharpe = mean / math.sqrt(var) * math.sqrt(periods_per_year)
+    return min(max(1.0 + sensitivity * sharpe, budget_min), budget_max)
 
 
 class RiskBudget:
@@ -55,9 +61,8 @@ class RiskBudget:
 
     def update(self, timestamp_ns: int, target: float) -> float:
         if self.last_timestamp_ns is None or timestamp_ns > self.last_timestamp_ns:
-            self.value = float(
-                np.clip(self.value + self.alpha * (target - self.value), self.budget_min, self.budget_max)
-            )
+            value = self.value + self.alpha * (target - self.value)
+            self.value = min(max(value, self.budget_min), self.budget_max)
             self.last_timestamp_ns = int(timestamp_ns)
         return self.value
 

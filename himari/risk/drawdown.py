@@ -7,6 +7,9 @@ non-increasing step function of d.
 
 from __future__ import annotations
 
+import bisect
+import math
+
 import numpy as np
 
 from himari.risk.gate import GateResult
@@ -14,16 +17,16 @@ from himari.risk.gate import GateResult
 
 def drawdown(equity: float, peak_equity: float) -> float:
     """``1 - equity / peak`` clipped to [0, 1]; NaN for non-positive or non-finite inputs."""
-    if not (np.isfinite(equity) and np.isfinite(peak_equity)) or peak_equity <= 0:
-        return float("nan")
+    if not (math.isfinite(equity) and math.isfinite(peak_equity)) or peak_equity <= 0:
+        return math.nan
     return float(min(max(1.0 - equity / peak_equity, 0.0), 1.0))
 
 
 def drawdown_scale(dd: float, thresholds: tuple[float, ...], cuts: tuple[float, ...]) -> float:
     """Step scale: ``1 - cuts[k]`` for the largest k with ``dd >= thresholds[k]``; 0 for NaN drawdown."""
-    if not np.isfinite(dd):
+    if not math.isfinite(dd):
         return 0.0
-    k = int(np.searchsorted(np.asarray(thresholds), dd, side="right"))
+    k = bisect.bisect_right(thresholds, dd)
     return 1.0 if k == 0 else 1.0 - float(cuts[k - 1])
 
 

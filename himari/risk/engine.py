@@ -17,6 +17,7 @@ decision timestamp, so paper trading can persist and resume with identical decis
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -35,7 +36,6 @@ from himari.risk.validity import check_inputs
 from himari.risk.vol_target import vol_target_gate
 from himari.sizing.context import DecisionContext
 from himari.sizing.sizer import SizingResult
-from himari.sizing.vol_target import trailing_vol_per_bar
 
 
 class RiskDecision(NamedTuple):
@@ -80,19 +80,24 @@ def _covariance(window: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.n
     Returns (cov (A, A), clean window (n, A) with invalid columns zeroed).
     """
     a = window.shape[1]
+    if valid.all():
+        rows = np.isfinite(window).all(1)
+        sub = window if rows.all() else window[rows]
+        if sub.shape[0] < 2:
+            return np.zeros((a, a)), np.zeros((0, a))
+        centered = sub - sub.mean(0)
+        return centered.T @ centered / (sub.shape[0] - 1), sub
     cols = np.flatnonzero(valid)
     clean = np.zeros((0, a))
     cov = np.zeros((a, a))
     if cols.size == 0:
         return cov, clean
     sub = window[:, cols]
-    rows = np.isfinite(sub).all(1)
-    sub = sub[rows]
+    sub = sub[np.isfinite(sub).all(1)]
     if sub.shape[0] < 2:
         return cov, clean
     centered = sub - sub.mean(0)
-    cov_sub = centered.T @ centered / (sub.shape[0] - 1)
-    cov[np.ix_(cols, cols)] = cov_sub
+    cov[np.ix_(cols, cols)] = centered.T @ centered / (sub.shape[0] - 1)
     clean = np.zeros((sub.shape[0], a))
     clean[:, cols] = sub
     return cov, clean
@@ -125,7 +130,7 @@ class RiskEngine:
         ts = int(ctx.timestamp_ns)
         tf = ctx.timeframe
         ppy = tf.periods_per_year
-        if np.isfinite(ctx.equity) and ctx.equity > 0:
+        if math.isfinite(ctx.equity) and ctx.equity > 0:
             self.peak_equity = ctx.equity if self.peak_equity is None else max(self.peak_equity, ctx.equity)
         peak = ctx.peak_equity if ctx.peak_equity is not None else self.peak_equity
 
@@ -149,7 +154,8 @@ class RiskEngine:
 
         window = returns[-cfg.cov_window_bars :]
         cov, clean = _covariance(window, valid)
-        sigma = trailing_vol_per_bar(returns, cfg.cov_window_bars, 2)
+        # per-bar σ over the same rows (0 for invalid assets, which hold nothing)
+        sigma = np.sqrt(np.diagonal(cov))
         if (
             returns.shape[0] > cfg.portfolio_var_window_bars
             and cfg.portfolio_var_window_bars != cfg.cov_window_bars
@@ -229,29 +235,24 @@ class RiskEngine:
             else passthrough("risk_budget", n, "disabled")
         )
 
-        scales = np.stack([g.scale for g in gates])
+        scales = np.array([g.scale for g in gates])
         scale = scales.min(0)
         target = x * scale
-        # second pass of the portfolio gates on the scaled book (hedged books can gain risk when one leg shrinks)
+        # Second pass of the portfolio gates on the scaled book: a hedged book can gain risk when one leg shrinks.
+        # Only needed when assets were scaled differently; a common scale keeps every portfolio gate satisfied.
         post = 1.0
-        if cfg.vol_enabled:
-            post = min(post, float(vol_target_gate(target, cov, ppy, vol_cap).scale[0]) if n else 1.0)
-        if cfg.portfolio_var_enabled:
-            post = min(
-                post,
-                float(
-                    portfolio_var_gate(target, var_cov, var_clean, cfg.portfolio_var_level, var_limit).scale[
-                        0
-                    ]
-                ),
-            )
+        if n > 1 and float(scale.max() - scale.min()) > 0.0:
+            if cfg.vol_enabled:
+                post = min(post, float(vol_target_gate(target, cov, ppy, vol_cap).scale[0]))
+            if cfg.portfolio_var_enabled:
+                recheck = portfolio_var_gate(target, var_cov, var_clean, cfg.portfolio_var_level, var_limit)
+                post = min(post, float(recheck.scale[0]))
         if post < 1.0:
             scale = scale * post
             target = target * post
         gross = float(np.abs(target).sum())
         if gross > lev_cap:  # numerical guard: the leverage cap holds exactly
             target = target * (lev_cap / gross)
-        target = np.where(np.abs(target) < 1e-15, 0.0, target)
 
         idx = scales.argmin(0)
         binding = tuple(

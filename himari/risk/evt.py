@@ -2,7 +2,8 @@
 
 Losses L (simple-return loss of a unit position: ``-expm1(r)`` for longs, ``expm1(r)`` for shorts) over a trailing
 window of n bars. With threshold u (a high quantile of the losses), the N_u exceedances ``y = L - u > 0`` are fitted
-by a GPD(ξ, β) by maximum likelihood (``scipy.stats.genpareto.fit`` with location 0). The tail estimator
+by a GPD(ξ, β) by maximum likelihood (profile likelihood via ``scipy.optimize``, identical to ``scipy.stats.genpareto.fit``
+with location 0, see :func:`gpd_mle`). The tail estimator
 (McNeil & Frey 2000, "Estimation of tail-related risk measures for heteroscedastic financial time series", eq. 6-7;
 McNeil, Frey & Embrechts, *Quantitative Risk Management*, 2015, §5.2.3)::
 
@@ -21,10 +22,10 @@ import warnings
 from typing import Any, NamedTuple
 
 import numpy as np
-from scipy import stats
+from scipy import optimize, stats
 
 from himari.errors import ConfigError
-from himari.risk.gate import GateResult, scale_to_limit
+from himari.risk.gate import GateResult, scalar_scale
 
 XI_MAX_FOR_ES = 0.9  # ES is infinite for ξ >= 1; clamp the shape used for ES (and say so in the fit's method)
 
@@ -63,15 +64,54 @@ def empirical_var_es(losses: np.ndarray, level: float) -> tuple[float, float]:
     return var, float(tail.mean()) if tail.size else var
 
 
+def gpd_mle(excess: np.ndarray) -> tuple[float, float]:
+    """Maximum-likelihood GPD(ξ, β) of exceedances ``y > 0`` (location 0) by the profile likelihood (Grimshaw 1993).
+
+    With θ = ξ/β the likelihood maximized over ξ for fixed θ gives ``ξ(θ) = mean(log(1 + θ y))`` and the profile
+    ``-ℓ(θ) = n log(ξ(θ)/θ) + n (1 + ξ(θ))``; θ is found by bounded scalar minimization (``scipy.optimize``) on
+    ``(-1/max(y), 50/mean(y))``. Same optimum as ``scipy.stats.genpareto.fit(y, floc=0)`` (tested), about 50× faster,
+    which matters because the gate refits on a trailing window. Falls back to scipy's fit if the search fails.
+    """
+    y = np.asarray(excess, dtype=np.float64)
+    n = y.size
+    scale = float(y.mean())
+    z = y / scale  # unit-mean exceedances: better conditioned, θ in units of 1/scale
+
+    def neg_profile(theta: float) -> float:
+        if abs(theta) < 1e-12:
+            return float(n)  # exponential limit: β = mean(z) = 1, -ℓ = n log 1 + n
+        logs = np.log1p(theta * z)
+        xi = float(logs.mean())
+        if xi == 0.0 or not math.isfinite(xi):
+            return math.inf
+        beta = xi / theta
+        if beta <= 0:
+            return math.inf
+        return n * math.log(beta) + (1.0 + 1.0 / xi) * float(logs.sum())
+
+    lower = -(1.0 - 1e-9) / float(z.max())
+    res = optimize.minimize_scalar(
+        neg_profile, bounds=(lower, 50.0), method="bounded", options={"xatol": 1e-10}
+    )
+    theta = float(res.x)
+    if res.success and math.isfinite(res.fun) and abs(theta) >= 1e-12:
+        xi = float(np.log1p(theta * z).mean())
+        return xi, xi / theta * scale
+    if res.success and abs(theta) < 1e-12:
+        return 0.0, scale
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        xi, _, beta = stats.genpareto.fit(y, floc=0.0)
+    return float(xi), float(beta)
+
+
 def fit_pot(losses: np.ndarray, threshold_quantile: float) -> tuple[float, float, float, int]:
     """Threshold u (quantile of losses) and the GPD MLE (ξ, β) of the exceedances; returns (u, ξ, β, N_u)."""
     losses = np.asarray(losses, dtype=np.float64)
     u = float(np.quantile(losses, threshold_quantile))
     excess = losses[losses > u] - u
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        xi, _, beta = stats.genpareto.fit(excess, floc=0.0)
-    return u, float(xi), float(beta), int(excess.size)
+    xi, beta = gpd_mle(excess)
+    return u, xi, beta, int(excess.size)
 
 
 def tail_risk(
@@ -191,16 +231,26 @@ class EvtTailCache:
 def evt_gate(
     proposal: np.ndarray, es_long: np.ndarray, es_short: np.ndarray, limit_per_bar: float, level: float
 ) -> GateResult:
-    """Scale each position so that its tail loss ``|x| · ES_q(side)`` stays within ``limit_per_bar``."""
-    x = np.asarray(proposal, dtype=np.float64)
-    es = np.where(x >= 0, es_long, es_short)
-    exposure = np.abs(x) * np.maximum(es, 0.0)
-    exposure = np.where(x == 0, 0.0, exposure)
-    scale = scale_to_limit(exposure, limit_per_bar)
-    worst = int(np.argmin(scale)) if scale.size else 0
+    """Scale each position so that its tail loss ``|x| · ES_q(side)`` stays within ``limit_per_bar``.
+
+    A position whose side has no tail estimate (NaN) is denied. Per-asset arithmetic on Python floats (few assets).
+    """
+    scales, exposures = [], []
+    for x, el, es_ in zip(
+        np.asarray(proposal, dtype=np.float64).tolist(), es_long.tolist(), es_short.tolist(), strict=True
+    ):
+        exposure = 0.0 if x == 0 else abs(x) * max(el if x > 0 else es_, 0.0)  # max(NaN, 0) is NaN
+        if (el != el and x > 0) or (es_ != es_ and x < 0):
+            exposure = math.nan
+        exposures.append(exposure)
+        scales.append(scalar_scale(exposure, limit_per_bar))
+    if not scales:
+        return GateResult("evt", np.ones(0), "no assets")
+    worst = min(range(len(scales)), key=scales.__getitem__)
+    e = exposures[worst]
     reason = (
-        f"ES{level:.0%} of position {exposure[worst]:.2%}/bar vs limit {limit_per_bar:.2%}"
-        if scale.size and np.isfinite(exposure[worst])
+        f"ES{level:.0%} of position {e:.2%}/bar vs limit {limit_per_bar:.2%}"
+        if e == e
         else "EVT: no tail estimate"
     )
-    return GateResult("evt", scale, reason)
+    return GateResult("evt", np.array(scales), reason)

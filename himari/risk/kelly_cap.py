@@ -8,20 +8,37 @@ from __future__ import annotations
 
 import numpy as np
 
-from himari.risk.gate import GateResult, scale_to_limit
+from himari.risk.gate import GateResult
 from himari.sizing.kelly import KellyEstimate
 
 
 def kelly_cap_gate(proposal: np.ndarray, kelly: KellyEstimate) -> GateResult:
-    x = np.abs(np.asarray(proposal, dtype=np.float64))
-    ratio = np.where(x > 0, np.inf, 0.0)  # exposure in units of the Kelly size (inf when the Kelly size is 0)
-    np.divide(x, kelly.position, out=ratio, where=(x > 0) & (kelly.position > 0))
-    scale = np.where(kelly.informative, scale_to_limit(ratio, 1.0), 1.0)
-    i = int(np.argmin(scale)) if scale.size else 0
-    if not scale.size or not kelly.informative[i]:
-        reason = f"Kelly not yet informative ({int(kelly.n_outcomes.min()) if scale.size else 0} outcomes)"
+    """``min(1, x_kelly / |x|)`` per informative asset; 1 while not informative; 0 when the Kelly size is 0."""
+    scales = []
+    for x, size, informative in zip(
+        np.asarray(proposal, dtype=np.float64).tolist(),
+        kelly.position.tolist(),
+        kelly.informative.tolist(),
+        strict=True,
+    ):
+        x = abs(x)
+        if not informative or x == 0 or x <= size:
+            scales.append(1.0)
+        else:
+            scales.append(size / x if size > 0 else 0.0)
+    if not scales:
+        return GateResult("kelly_cap", np.ones(0), "no assets")
+    i = min(range(len(scales)), key=scales.__getitem__)
+    if not kelly.informative[i]:
+        reason = f"Kelly not yet informative ({int(kelly.n_outcomes.min())} outcomes)"
     elif kelly.edge[i] <= 0:
-        reason = f"no positive posterior edge: p={kelly.win_prob[i]:.3f}, b={kelly.payoff_ratio[i]:.2f}, f*={kelly.edge[i]:.4f}"
+        reason = (
+            f"no positive posterior edge: p={float(kelly.win_prob[i]):.3f}, b={float(kelly.payoff_ratio[i]):.2f}, "
+            f"f*={float(kelly.edge[i]):.4f}"
+        )
     else:
-        reason = f"Kelly size {kelly.position[i]:.3f} (p={kelly.win_prob[i]:.3f}, b={kelly.payoff_ratio[i]:.2f}, n={int(kelly.n_outcomes[i])})"
-    return GateResult("kelly_cap", scale, reason)
+        reason = (
+            f"Kelly size {float(kelly.position[i]):.3f} (p={float(kelly.win_prob[i]):.3f}, "
+            f"b={float(kelly.payoff_ratio[i]):.2f}, n={int(kelly.n_outcomes[i])})"
+        )
+    return GateResult("kelly_cap", np.array(scales), reason)

@@ -8,6 +8,8 @@ asset that holds a position sets the cap.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from himari.risk.gate import GateResult, scalar_scale
@@ -16,12 +18,13 @@ from himari.risk.gate import GateResult, scalar_scale
 def regime_leverage_cap(
     regime_posterior: np.ndarray, leverage_by_regime: np.ndarray, max_leverage: float, active: np.ndarray
 ) -> float:
-    per_asset = np.asarray(regime_posterior, dtype=np.float64) @ np.asarray(
-        leverage_by_regime, dtype=np.float64
-    )
-    per_asset = np.where(np.isfinite(per_asset), per_asset, 0.0)
-    cap = float(per_asset[active].min()) if np.any(active) else float(per_asset.min())
-    return min(max(cap, 0.0), max_leverage)
+    """``min over active assets of Σ_k p_ak L_k`` (all assets when none is active), within [0, max_leverage]."""
+    per_asset = (np.asarray(regime_posterior, dtype=np.float64) @ leverage_by_regime).tolist()
+    flags = np.asarray(active).tolist()
+    chosen = [v if math.isfinite(v) else 0.0 for v, on in zip(per_asset, flags, strict=True) if on] or [
+        v if math.isfinite(v) else 0.0 for v in per_asset
+    ]
+    return min(max(min(chosen), 0.0), max_leverage)
 
 
 def leverage_gate(proposal: np.ndarray, cap: float) -> GateResult:

@@ -10,6 +10,8 @@ and scale all positions by ``min(1, (1 - buffer) / lhs)``.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from himari.risk.gate import GateResult, scalar_scale
@@ -23,11 +25,16 @@ def margin_usage(
     cost_frac: float,
     maintenance: float,
 ) -> float:
-    x = np.abs(np.asarray(proposal, dtype=np.float64))
-    sigma = np.asarray(sigma_per_bar, dtype=np.float64)
-    move = k * np.where(np.isfinite(sigma), sigma, np.inf) * np.sqrt(horizon_bars)
-    per_unit = np.where(x > 0, move + cost_frac + maintenance, 0.0)
-    return float(np.sum(x * per_unit))
+    """``Σ_a |x_a| (k σ_a sqrt(h) + c + mm)``; an unknown σ (NaN) on a held asset gives inf."""
+    root_h = math.sqrt(horizon_bars)
+    usage = 0.0
+    for x, sigma in zip(
+        np.asarray(proposal, dtype=np.float64).tolist(), np.asarray(sigma_per_bar).tolist(), strict=True
+    ):
+        if x != 0:
+            move = k * sigma * root_h if math.isfinite(sigma) else math.inf
+            usage += abs(x) * (move + cost_frac + maintenance)
+    return usage
 
 
 def safe_margin_gate(

@@ -9,11 +9,17 @@ trailing window.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from himari.risk.config import RiskConfig
 from himari.risk.gate import GateResult
 from himari.sizing.context import DecisionContext
+
+
+def _names(symbols: tuple[str, ...], bad: np.ndarray) -> str:
+    return ", ".join(s for s, b in zip(symbols, bad.tolist(), strict=True) if b)
 
 
 def check_inputs(
@@ -26,52 +32,44 @@ def check_inputs(
     """Scale 1 for usable assets, 0 for the others, with every problem listed in the reason."""
     n = len(symbols)
     problems: list[str] = []
-    valid = np.ones(n, dtype=bool)
     if ctx.is_stale:
         problems.append("data flagged stale by the feed")
-    if not np.isfinite(ctx.data_age_bars) or ctx.data_age_bars > cfg.max_data_age_bars:
-        problems.append(f"newest data is {ctx.data_age_bars:g} bars old (max {cfg.max_data_age_bars:g})")
-    if not np.isfinite(ctx.equity) or ctx.equity <= 0:
-        problems.append(f"equity {ctx.equity!r} is not positive")
-    if ctx.peak_equity is not None and (not np.isfinite(ctx.peak_equity) or ctx.peak_equity <= 0):
+    age = float(ctx.data_age_bars)
+    if not age <= cfg.max_data_age_bars:  # also catches NaN
+        problems.append(f"newest data is {age:g} bars old (max {cfg.max_data_age_bars:g})")
+    equity = float(ctx.equity)
+    if not (math.isfinite(equity) and equity > 0):
+        problems.append(f"equity {equity!r} is not positive")
+    if ctx.peak_equity is not None and not (math.isfinite(ctx.peak_equity) and ctx.peak_equity > 0):
         problems.append(f"peak equity {ctx.peak_equity!r} is not positive")
     if last_timestamp_ns is not None and ctx.timestamp_ns < last_timestamp_ns:
         problems.append(f"timestamp {ctx.timestamp_ns} is before the last decision {last_timestamp_ns}")
+    returns = ctx.returns
+    posterior = np.asarray(ctx.regime_posterior, dtype=np.float64)
+    # NaN compares False, so these masks are False for NaN inputs as well
+    ok_proposal = np.isfinite(proposal)
+    ok_position = np.isfinite(np.asarray(ctx.position, dtype=np.float64))
+    ok_posterior = (np.abs(posterior.sum(1) - 1.0) <= cfg.posterior_tolerance) & (posterior.min(1) >= 0.0)
+    valid = ok_proposal & ok_position & ok_posterior
+    if len(returns) == 0:
+        problems.append("no returns history")
+        ok_gap = ok_history = np.zeros(n, dtype=bool)
+    else:
+        ok_gap = np.isfinite(returns[-1]) if cfg.flat_after_gap else np.ones(n, dtype=bool)
+        window = returns[-max(cfg.min_history_bars, cfg.cov_window_bars) :]
+        ok_history = np.count_nonzero(np.isfinite(window), axis=0) >= cfg.min_history_bars
+        valid &= ok_gap & ok_history
     if problems:
         valid[:] = False
-    returns = np.asarray(ctx.returns, dtype=np.float64)
-    posterior = np.asarray(ctx.regime_posterior, dtype=np.float64)
-    checks = (
-        (~np.isfinite(proposal), "proposal is not finite"),
-        (~np.isfinite(np.asarray(ctx.position, dtype=np.float64)), "current position is not finite"),
-        (
-            ~np.isfinite(posterior).all(1)
-            | (posterior < 0).any(1)
-            | (np.abs(posterior.sum(1) - 1.0) > cfg.posterior_tolerance),
-            "regime posterior invalid",
-        ),
-    )
-    for bad, text in checks:
-        if bad.any():
-            valid &= ~bad
-            problems.append(f"{text} for {', '.join(s for s, b in zip(symbols, bad, strict=True) if b)}")
-    if len(returns) == 0:
-        valid[:] = False
-        problems.append("no returns history")
-    else:
-        if cfg.flat_after_gap:
-            gap = ~np.isfinite(returns[-1])
-            if gap.any():
-                valid &= ~gap
-                problems.append(
-                    f"no return at this bar (gap) for {', '.join(s for s, b in zip(symbols, gap, strict=True) if b)}"
-                )
-        window = returns[-max(cfg.min_history_bars, cfg.cov_window_bars) :]
-        short = np.isfinite(window).sum(0) < cfg.min_history_bars
-        if short.any():
-            valid &= ~short
-            problems.append(
-                f"fewer than {cfg.min_history_bars} finite returns for {', '.join(s for s, b in zip(symbols, short, strict=True) if b)}"
-            )
+    if not valid.all():
+        for ok, text in (
+            (ok_proposal, "proposal is not finite"),
+            (ok_position, "current position is not finite"),
+            (ok_posterior, "regime posterior invalid (NaN, negative or not summing to 1)"),
+            (ok_gap, "no return at this bar (gap)"),
+            (ok_history, f"fewer than {cfg.min_history_bars} finite returns in the trailing window"),
+        ):
+            if not ok.all() and len(returns):
+                problems.append(f"{text} for {_names(symbols, ~ok)}")
     reason = "; ".join(problems) if problems else "inputs valid"
     return GateResult("validity", valid.astype(np.float64), reason)

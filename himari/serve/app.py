@@ -34,6 +34,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from himari.data.timeframe import Timeframe
 from himari.errors import ConfigError, DataError, HimariError
 from himari.serve.auth import API_KEY_HEADER, ApiKeys
+from himari.serve.decider import Decider
 from himari.serve.history import BarHistory, bars_from_rows
 from himari.serve.metrics import Metrics
 from himari.serve.schemas import (
@@ -63,22 +64,24 @@ class ServeConfig:
     history_bars: int = 2048
     allow_gaps: bool = False
     paper_db: str | None = None
+    market_cache: int = 8  # bar histories whose built market data is memoized (0 = off)
 
 
-def default_account_factory(account: AccountIn) -> Any:
-    """Build the engine's ``AccountSnapshot`` from the request's account (fields matched by name)."""
+def default_account_factory(account: AccountIn, symbols: tuple[str, ...]) -> Any:
+    """The engine's :class:`~himari.backtest.engine.AccountSnapshot` from the request's account (symbol order)."""
     from himari.backtest.engine import AccountSnapshot
 
-    payload = account.model_dump()
-    if dataclasses.is_dataclass(AccountSnapshot):
-        names = {f.name for f in dataclasses.fields(AccountSnapshot)}
-        payload = {k: v for k, v in payload.items() if k in names}
-    if payload.get("peak_equity", 0) is None:
-        payload["peak_equity"] = payload["equity"]
-    try:
-        return AccountSnapshot(**payload)
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"account: {exc}", "request.account") from None
+    named = set(account.positions) | set(account.entry_prices) | set(account.time_in_position)
+    unknown = sorted(named - set(symbols))
+    if unknown:
+        raise DataError(f"unknown symbol {unknown[0]!r} in account; this model trades {', '.join(symbols)}", "request.account")
+    return AccountSnapshot(
+        equity=float(account.equity),
+        peak_equity=float(account.peak_equity or account.equity),
+        position=np.array([account.positions.get(s, 0.0) for s in symbols], dtype=np.float64),
+        entry_price=np.array([account.entry_prices.get(s, 0.0) for s in symbols], dtype=np.float64),
+        time_in_position=np.array([account.time_in_position.get(s, 0) for s in symbols], dtype=np.int64),
+    )
 
 
 class _AuthAndSizeMiddleware:
@@ -164,7 +167,7 @@ def create_app(
     engine: Any,
     config: ServeConfig,
     keys: ApiKeys,
-    account_factory: Callable[[AccountIn], Any] | None = None,
+    account_factory: Callable[[AccountIn, tuple[str, ...]], Any] | None = None,
     clock: Callable[[], float] = time.time,
 ) -> FastAPI:
     """The API around a loaded decision engine (``engine.decide(bars_by_symbol, account) -> Decision``)."""
@@ -175,6 +178,7 @@ def create_app(
     last_decisions: dict[str, Any] = {}
     started_at = time.monotonic()
     make_account = account_factory or default_account_factory
+    decider = Decider(engine, config.symbols, cache_size=config.market_cache)
     paper_store = None
     if config.paper_db is not None:
         from himari.paper.store import PaperStore
@@ -295,12 +299,14 @@ def create_app(
             if missing:
                 raise DataError(f"symbols {', '.join(missing)} are missing; this model needs {', '.join(config.symbols)}", "request.symbols")
             bars_by_symbol = {s: histories[s].bars() for s in config.symbols}
-        account = make_account(request.account) if request.account is not None else None
+        account = make_account(request.account, config.symbols) if request.account is not None else None
         started = time.perf_counter()
-        decision = engine.decide(bars_by_symbol, account)
+        decision, market_cached = decider.decide(bars_by_symbol, account)
         latency_s = time.perf_counter() - started
         payload = decision.to_dict()
         payload["latency_ms"] = latency_s * 1e3
+        payload["market_cached"] = market_cached
+        metrics.market_cache.labels(result="hit" if market_cached else "miss").inc()
         step_s = timeframe.seconds
         last_close_s = {s: b.timestamps_ns[-1] / 1e9 + step_s for s, b in bars_by_symbol.items()}
         metrics.observe_decision(payload, latency_s, last_close_s, now_s=clock())

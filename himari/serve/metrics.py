@@ -20,6 +20,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -78,6 +79,10 @@ class Metrics:
         self.model_info = Gauge("himari_model_info", "Loaded model", ["model_id", "model_version"], registry=r)
         self.fills = Counter("himari_fills", "Paper fills", ["stream", "side"], registry=r)
         self.errors = Counter("himari_errors", "Errors by kind", ["kind"], registry=r)
+        self.market_cache = Counter(
+            "himari_market_cache", "Decisions whose market data (features, regimes) was memoized", ["result"],
+            registry=r,
+        )
         self.last_decision_time = Gauge(
             "himari_last_decision_timestamp_seconds", "Unix time of the last decision", registry=r
         )
@@ -111,7 +116,8 @@ class Metrics:
         self.gross_exposure.set(gross)
         for gate in decision.get("gates", []) or []:
             try:
-                if float(gate.get("scale", 1.0)) < 1.0:
+                scale = np.asarray(gate.get("scale", 1.0), dtype=np.float64)  # scalar or one per asset
+                if scale.size and float(np.nanmin(scale)) < 1.0:
                     self.gate_activations.labels(gate=str(gate.get("name", "?"))).inc()
             except (TypeError, ValueError, AttributeError):
                 continue

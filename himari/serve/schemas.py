@@ -86,7 +86,13 @@ class AccountIn(BaseModel):
     equity: float = Field(gt=0, lt=1e15, description="current account equity (quote currency)")
     peak_equity: float | None = Field(default=None, gt=0, lt=1e15, description="running peak equity")
     positions: dict[str, float] = Field(
-        default_factory=dict, description="signed position per symbol as a fraction of equity"
+        default_factory=dict, description="signed position per symbol as a fraction of equity (missing = flat)"
+    )
+    entry_prices: dict[str, float] = Field(
+        default_factory=dict, description="entry price of the open position per symbol (missing = unknown/flat)"
+    )
+    time_in_position: dict[str, int] = Field(
+        default_factory=dict, description="bars since the position's sign last changed, per symbol"
     )
 
     @field_validator("positions")
@@ -95,6 +101,22 @@ class AccountIn(BaseModel):
         for symbol, position in value.items():
             if not -10.0 <= position <= 10.0:
                 raise ValueError(f"position {position:g} for {symbol} is outside [-10, 10] (fraction of equity)")
+        return value
+
+    @field_validator("entry_prices")
+    @classmethod
+    def _check_entry_prices(cls, value: dict[str, float]) -> dict[str, float]:
+        for symbol, price in value.items():
+            if not 0.0 < price < 1e12:
+                raise ValueError(f"entry price {price:g} for {symbol} must be positive")
+        return value
+
+    @field_validator("time_in_position")
+    @classmethod
+    def _check_time(cls, value: dict[str, int]) -> dict[str, int]:
+        for symbol, bars in value.items():
+            if not 0 <= bars <= 10_000_000:
+                raise ValueError(f"time_in_position {bars} for {symbol} must be >= 0 bars")
         return value
 
     @model_validator(mode="after")

@@ -19,6 +19,7 @@ positive" when f* <= 0, and the position is then zero.
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -68,30 +69,63 @@ def kelly_from_sums(
     min_outcomes: int = 50,
     win_prob_quantile: float | None = None,
 ) -> KellyEstimate:
-    """Bayesian fractional Kelly position from outcome counts and sums (``sum_loss`` as a positive number)."""
-    wins = np.asarray(wins, dtype=np.float64)
-    losses = np.asarray(losses, dtype=np.float64)
-    alpha, beta = beta_posterior(wins, losses, prior_alpha, prior_beta)
+    """Bayesian fractional Kelly position from outcome counts and sums (``sum_loss`` as a positive number).
+
+    The arithmetic runs per asset on Python floats: with a handful of assets that is several times cheaper than
+    NumPy on tiny arrays, and this runs once per decision.
+    """
+    w_list = np.asarray(wins, dtype=np.float64).tolist()
+    l_list = np.asarray(losses, dtype=np.float64).tolist()
+    g_list = np.asarray(sum_gain, dtype=np.float64).tolist()
+    s_list = np.asarray(sum_loss, dtype=np.float64).tolist()
     if win_prob_quantile is None:
-        p = alpha / (alpha + beta)
+        p_list = [
+            (prior_alpha + w) / (prior_alpha + prior_beta + w + lo)
+            for w, lo in zip(w_list, l_list, strict=True)
+        ]
     else:
-        p = stats.beta.ppf(win_prob_quantile, alpha, beta)
-    has_win = wins > 0
-    has_loss = losses > 0
-    mean_gain = np.zeros_like(wins)
-    np.divide(sum_gain, wins, out=mean_gain, where=has_win)
-    mean_loss = np.full_like(losses, np.nan)
-    np.divide(sum_loss, losses, out=mean_loss, where=has_loss)
-    payoff = np.where(has_win, np.inf, 0.0)
-    np.divide(mean_gain, mean_loss, out=payoff, where=has_loss)
-    edge = kelly_fraction(p, payoff)
-    raw = np.full_like(edge, np.inf)
-    np.divide(fraction * edge, mean_loss, out=raw, where=has_loss)
-    position = np.where(edge > 0.0, np.clip(raw, 0.0, max_position), 0.0)
-    n = wins + losses
-    informative = n >= min_outcomes
-    position = np.where(informative, position, max_position)
-    return KellyEstimate(p, payoff, mean_loss, edge, position, n.astype(np.int64), informative)
+        p_list = np.atleast_1d(
+            stats.beta.ppf(
+                win_prob_quantile, prior_alpha + np.asarray(w_list), prior_beta + np.asarray(l_list)
+            )
+        ).tolist()
+    p_out, b_out, l_out, f_out, x_out = [], [], [], [], []
+    for w, lo, g_sum, l_sum, p in zip(w_list, l_list, g_list, s_list, p_list, strict=True):
+        mean_gain = g_sum / w if w > 0 else 0.0
+        mean_loss = l_sum / lo if lo > 0 else math.nan
+        if lo > 0:
+            payoff = mean_gain / mean_loss if mean_loss > 0 else math.inf
+        else:
+            payoff = math.inf if w > 0 else 0.0
+        if p >= 1.0:
+            edge = p
+        elif payoff > 0:
+            edge = p - (1.0 - p) / payoff
+        else:
+            edge = -math.inf
+        if w + lo < min_outcomes:
+            position = max_position
+        elif edge <= 0:
+            position = 0.0
+        elif lo > 0 and mean_loss > 0:
+            position = min(max(fraction * edge / mean_loss, 0.0), max_position)
+        else:
+            position = max_position
+        p_out.append(p)
+        b_out.append(payoff)
+        l_out.append(mean_loss)
+        f_out.append(edge)
+        x_out.append(position)
+    n = np.asarray(w_list) + np.asarray(l_list)
+    return KellyEstimate(
+        np.array(p_out),
+        np.array(b_out),
+        np.array(l_out),
+        np.array(f_out),
+        np.array(x_out),
+        n.astype(np.int64),
+        n >= min_outcomes,
+    )
 
 
 def bayesian_kelly(outcomes: np.ndarray, **kwargs: Any) -> KellyEstimate:
@@ -140,15 +174,33 @@ class SignalOutcomeTracker:
         Calls with a timestamp not after the last one only replace the remembered direction (idempotent per bar).
         """
         if self.last_timestamp_ns is not None and timestamp_ns > self.last_timestamp_ns:
-            outcome = self.prev_direction * last_returns
-            outcome = np.where((self.prev_direction != 0) & np.isfinite(outcome), outcome, np.nan)
-            old = self.buffer[self.cursor]
-            # incremental sums: remove the evicted row, add the new one
-            self.wins += (outcome > 0).astype(np.float64) - (old > 0)
-            self.losses += (outcome < 0).astype(np.float64) - (old < 0)
-            self.sum_gain += np.where(outcome > 0, outcome, 0.0) - np.where(old > 0, old, 0.0)
-            self.sum_loss += np.where(outcome < 0, -outcome, 0.0) - np.where(old < 0, -old, 0.0)
-            self.buffer[self.cursor] = outcome
+            prev = self.prev_direction.tolist()
+            last = np.asarray(last_returns, dtype=np.float64).tolist()
+            old_row = self.buffer[self.cursor].tolist()
+            wins, losses = self.wins.tolist(), self.losses.tolist()
+            gains, loss_sums = self.sum_gain.tolist(), self.sum_loss.tolist()
+            row = []
+            for a in range(self.n_assets):
+                old = old_row[a]
+                if old > 0:  # evict the oldest outcome from the running sums
+                    wins[a] -= 1.0
+                    gains[a] -= old
+                elif old < 0:
+                    losses[a] -= 1.0
+                    loss_sums[a] += old
+                o = prev[a] * last[a] if prev[a] != 0.0 else math.nan
+                if not math.isfinite(o):
+                    o = math.nan
+                elif o > 0:
+                    wins[a] += 1.0
+                    gains[a] += o
+                elif o < 0:
+                    losses[a] += 1.0
+                    loss_sums[a] -= o
+                row.append(o)
+            self.buffer[self.cursor] = row
+            self.wins, self.losses = np.array(wins), np.array(losses)
+            self.sum_gain, self.sum_loss = np.array(gains), np.array(loss_sums)
             self.cursor = (self.cursor + 1) % self.window
             if self.cursor == 0:  # bound floating drift of the running sums
                 self._recount()

@@ -5,7 +5,7 @@ Composition, per asset (σ from the trailing ``vol_lookback_bars`` returns, m fr
     base      = min(max_position, σ_target / (σ_bar sqrt(P)))             (vol_target.py)
     discrete  : proposal = direction · base · m · confidence               direction ∈ {-1, 0, +1}
     continuous: proposal = clip(target, ±max_position) [· m if configured]
-    delta (L3): proposal = direction · base · (1 + delta_max tanh(raw)) · m
+    delta (L3): proposal = direction · (base + delta_max tanh(raw)) · m     (or base · (1 + δ): delta_mode)
 
 ``confidence`` is 1 unless ``use_confidence`` is set and the policy gave probabilities; then it is
 ``clip(P(chosen direction) - P(opposite direction), 0, 1)``. HOLD proposes flat, or keeps the current position when
@@ -15,6 +15,7 @@ the risk layer's Kelly-cap gate, so it also bounds continuous targets that bypas
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
@@ -55,6 +56,9 @@ class SizingConfig(FrozenConfig):
     scale_continuous_by_regime: bool = False
     delta_max: float = Field(0.30, gt=0.0, lt=1.0)
     delta_squash: Literal["tanh", "clip"] = "tanh"
+    delta_mode: Literal["additive", "multiplicative"] = Field(
+        "additive", description="additive matches the simulator's delta action (target = base + 0.30 tanh(x))"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> SizingConfig:
@@ -130,18 +134,20 @@ class PositionSizer:
             if cfg.use_confidence and signal.probs is not None:
                 probs = np.nan_to_num(np.asarray(signal.probs, dtype=np.float64), nan=0.0)
                 p_long, p_short = probs[:, 1], probs[:, 2]
-                conf = np.clip(np.where(direction > 0, p_long - p_short, p_short - p_long), 0.0, 1.0)
+                conf = np.minimum(
+                    np.maximum(np.where(direction > 0, p_long - p_short, p_short - p_long), 0.0), 1.0
+                )
             proposal = direction * base * mult * conf
             if cfg.hold_keeps_position:
                 proposal = np.where(direction == 0, np.asarray(ctx.position, dtype=np.float64), proposal)
         elif signal.kind == "continuous":
-            target = np.clip(values, -cfg.max_position, cfg.max_position)
+            target = np.minimum(np.maximum(values, -cfg.max_position), cfg.max_position)
             direction = np.sign(target)
             proposal = target * mult if cfg.scale_continuous_by_regime else target
         elif signal.kind == "delta":
             delta = bounded_delta(values, cfg.delta_max, cfg.delta_squash)
             direction = np.ones(self.n_assets) if signal.direction is None else np.sign(signal.direction)
-            proposal = direction * apply_delta(base, delta) * mult
+            proposal = direction * apply_delta(base, delta, cfg.delta_mode) * mult
         else:
             raise ConfigError(
                 f"policy signal: unknown kind {signal.kind!r} (expected discrete, continuous or delta)"
@@ -161,11 +167,20 @@ class PositionSizer:
             min_outcomes=cfg.kelly_min_outcomes,
             win_prob_quantile=cfg.kelly_win_prob_quantile,
         )
+        ann = math.sqrt(ctx.timeframe.periods_per_year)
         reasons = tuple(
-            f"{self.symbols[i]}: {signal.kind} signal {values[i]:+.3g} -> proposal {proposal[i]:+.3f} "
-            f"(vol-target base {base[i]:.3f} at σ_ann {sigma[i] * np.sqrt(ctx.timeframe.periods_per_year):.1%}, "
-            f"regime x{mult[i]:.2f}, confidence {conf[i]:.2f})"
-            for i in range(self.n_assets)
+            f"{name}: {signal.kind} signal {v:+.3g} -> proposal {x:+.3f} (vol-target base {b:.3f} at σ_ann {sd * ann:.1%}, "
+            f"regime x{m:.2f}, confidence {c:.2f})"
+            for name, v, x, b, sd, m, c in zip(
+                self.symbols,
+                values.tolist(),
+                proposal.tolist(),
+                base.tolist(),
+                sigma.tolist(),
+                mult.tolist(),
+                conf.tolist(),
+                strict=True,
+            )
         )
         return SizingResult(proposal, direction, base, mult, conf, sigma, kelly, reasons)
 

@@ -8,7 +8,8 @@ with σ_bar the per-bar standard deviation of log returns over a trailing window
 timeframe (``Timeframe.periods_per_year``: 8760 for 1h, 365 for 1d), so σ_bar·sqrt(P) is the annualized volatility.
 
 Bounded delta (the L3 sizer policy's action): ``delta = delta_max · tanh(raw)`` (or ``clip(raw, ±delta_max)``), applied
-multiplicatively, ``x = x_base · (1 + delta)``: the policy can move the base size by at most ±30 % by default.
+additively, ``x = x_base + delta`` (as the simulator's delta action does, so training and trading agree: at most
+±0.30 of equity around the base by default), or multiplicatively, ``x = x_base · (1 + delta)`` (±30 % of the base).
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ def trailing_vol_per_bar(returns: np.ndarray, lookback: int, min_bars: int) -> n
     if window.ndim == 1:
         window = window[:, None]
     finite = np.isfinite(window)
+    rows = window.shape[0]
+    if finite.all():  # common case: no gaps in the window
+        if rows < max(min_bars, 2):
+            return np.full(window.shape[1], np.nan)
+        centered = window - window.sum(0) / rows
+        return np.sqrt(np.einsum("ij,ij->j", centered, centered) / (rows - 1))
     n = finite.sum(0)
     x = np.where(finite, window, 0.0)
     s1 = x.sum(0)
@@ -55,6 +62,10 @@ def bounded_delta(
     return np.clip(raw, -delta_max, delta_max)
 
 
-def apply_delta(base: np.ndarray, delta: np.ndarray) -> np.ndarray:
-    """``base · (1 + delta)``: the L3 sizer's position around its base."""
-    return np.asarray(base, dtype=np.float64) * (1.0 + np.asarray(delta, dtype=np.float64))
+def apply_delta(
+    base: np.ndarray, delta: np.ndarray, mode: Literal["additive", "multiplicative"] = "additive"
+) -> np.ndarray:
+    """The L3 sizer's position around its base: ``base + delta`` or ``base · (1 + delta)``."""
+    b = np.asarray(base, dtype=np.float64)
+    d = np.asarray(delta, dtype=np.float64)
+    return b + d if mode == "additive" else b * (1.0 + d)

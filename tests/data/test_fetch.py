@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import ccxt
 import numpy as np
 import pandas as pd
@@ -40,7 +42,7 @@ class FakeClock:
 class FakeExchange:
     """Serves hourly candles from START_MS up to and including the still-open one at ``now``."""
 
-    rateLimit = 100  # noqa: N815 - ccxt attribute name
+    rateLimit = 100
 
     def __init__(self, clock: FakeClock, n_closed: int, page_cap: int = 1000, missing: tuple[int, ...] = (),
                  errors: dict[int, Exception] | None = None, symbols: tuple[str, ...] = ("BTC/USDT",),
@@ -99,7 +101,7 @@ def test_paginates_partial_pages_drops_open_candle_and_reports_gaps(tmp_path):
     assert result.pages == len(ex.calls) >= 9  # 300-row pages for 2500 rows
     # Each request asks from the bar after the last one received (no overlap, no holes).
     sinces = [c[0] for c in ex.calls]
-    assert sinces[0] == START_MS and all(b > a for a, b in zip(sinces, sinces[1:], strict=False))
+    assert sinces[0] == START_MS and all(b > a for a, b in itertools.pairwise(sinces))
     # Paced: consecutive requests at least rateLimit ms apart on the (fake) monotonic clock.
     times = np.array([c[2] for c in ex.calls])
     assert np.all(np.diff(times) >= ex.rateLimit / 1000 - 1e-9)
@@ -209,3 +211,16 @@ def test_cli_fetch_error_is_one_line(tmp_path, monkeypatch):
                                       "--out", str(tmp_path / "x-1h.parquet")])
     assert result.exit_code == 2
     assert "AuthenticationError: invalid key" in result.output and "Traceback" not in result.output
+
+
+def test_no_closed_candles_is_an_error_and_writes_nothing(tmp_path):
+    clock, ex = _setup(0)  # only the still-open candle exists
+    with pytest.raises(DataError, match="no closed candles from 2024-01-01T00:00Z; nothing written"):
+        _fetch(tmp_path, ex, clock)
+    assert not (tmp_path / "BTC_USDT-1h.parquet").exists()
+
+
+def test_missing_volume_cell_is_rejected_with_its_bar(tmp_path):
+    clock, ex = _setup(30, bad_rows={3: [START_MS + 3 * HOUR_MS, 100.0, 101.0, 99.0, 100.0, None]})
+    with pytest.raises(DataError, match=r"row 4: volume is NaN/empty \(bar 2024-01-01T03:00Z\)"):
+        _fetch(tmp_path, ex, clock)

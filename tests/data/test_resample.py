@@ -92,3 +92,14 @@ def test_cli_resample(tmp_path):
     assert str(bars.timeframe) == "4h" and len(bars) == 6
     bad = CliRunner().invoke(cli, ["data", "resample", str(src), "--to", "90m", "--out", str(out)])
     assert bad.exit_code == 2 and "whole multiple" in bad.output
+
+
+def test_truncation_invariance_of_complete_buckets():
+    bars = _hourly("2024-01-01", 24 * 5, drop=(30,))
+    full = resample_bars(bars, "4h").bars.frame
+    for k in (1, 7, 29, 31, 50, 97, 119):
+        prefix = resample_bars(bars.head(k), "4h").bars.frame
+        pd.testing.assert_frame_equal(prefix, full.iloc[: len(prefix)], check_freq=False)
+        # Every complete bucket of the prefix ends at or before its last bar: nothing is extrapolated.
+        if len(prefix):
+            assert prefix.index[-1] + pd.Timedelta(hours=4) <= bars.index[k - 1] + pd.Timedelta(hours=1)

@@ -1,3 +1,5 @@
+import itertools
+
 from himari.data.loaders import load_bars
 from himari.data.splits import walk_forward_windows
 
@@ -11,7 +13,7 @@ def test_bundled_btc_loads_with_documented_gaps(btc_bars):
 def test_walk_forward_windows_tile_test_months():
     windows = walk_forward_windows("2020-01-01", "2021-01-01", 6, 1, 1, 1)
     assert len(windows) == 5
-    for prev, nxt in zip(windows, windows[1:], strict=False):
+    for prev, nxt in itertools.pairwise(windows):
         assert prev.test.end == nxt.test.start
         assert prev.train.end == prev.validation.start and prev.validation.end == prev.test.start
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 
 import numpy as np
 import pytest
@@ -53,6 +54,15 @@ def test_default_mix_counts_for_500():
     counts = family_counts(SynthConfig().mix, 500)
     assert counts == {"mixed": 200, "crash": 100, "bear": 100, "vol_cluster": 50, "bull": 50}
     assert sum(family_counts({"mixed": 1, "bull": 1, "bear": 1}, 10).values()) == 10
+
+
+def test_500_scenarios_with_the_seeds_mix_reproducibly():
+    cfg = SynthConfig(n_scenarios=500, n_bars=40)
+    a, b = generate_batch(cfg, seed=0), generate_batch(cfg, seed=0)
+    counts = {f: len(a.indices_of(f)) for f in FAMILY_NAMES}
+    assert counts == {"mixed": 200, "crash": 100, "bear": 100, "vol_cluster": 50, "bull": 50, "flash_crash": 0}
+    assert a.close.shape == (500, 40) and np.array_equal(a.close, b.close) and np.array_equal(a.family, b.family)
+    assert not np.array_equal(a.family, np.sort(a.family))  # shuffled across rows, not in blocks
 
 
 def test_batch_families_follow_mix(default_batch):
@@ -168,7 +178,7 @@ def test_regime_durations_match_parameters():
         for row in reg:
             change = np.flatnonzero(np.diff(row) != 0) + 1
             bounds = np.r_[0, change, len(row)]
-            for s, e in zip(bounds[:-1], bounds[1:], strict=True):
+            for s, e in itertools.pairwise(bounds):
                 if s > 0 and e < len(row) and row[s] == k:
                     lengths.append(e - s)
         lengths_arr = np.array(lengths)

@@ -126,11 +126,13 @@ def test_ruin_is_termination() -> None:
     )
     env = SimVecEnv(market, config, 1, starts=[20])
     env.reset()
-    for i in range(30):
+    steps = 0
+    while True:
         res = env.step(np.array([[3.0]]))
-        if res.terminated[0]:
+        steps += 1
+        if res.terminated[0] or res.truncated[0]:
             break
-    assert i == 19 and res.terminated[0] and not res.truncated[0]
+    assert steps == 20 and res.terminated[0] and not res.truncated[0]
     assert res.info["equity"][0] == pytest.approx(0.1)  # 1 + 3 * (-0.3)
     assert env.state.equity[0] == 1.0  # auto-reset
 
@@ -235,10 +237,11 @@ def test_multi_asset_late_listing_keeps_unlisted_asset_flat() -> None:
 def test_real_btc_buy_and_hold_with_costs(btc_recent: Bars) -> None:
     """Long from the first fill to the end of 2022 on real bars, default costs: equity = P_end / P_entry - cost."""
     market = MarketData.from_frames([btc_recent.between("2022-01-01", "2023-01-01")])
-    config = SimConfig(window=24, invalid_policy="keep")
+    config = SimConfig(window=24, invalid_policy="keep", ruin_equity=0.1)
     env = SimVecEnv.for_evaluation(market, config, 0, market.num_bars)
     env.reset()
-    lo = int(env.state.start[0])
+    lo = int(env.state.start[0]) + 1  # bar 23's features are still warming up: the first order is at bar 24
+    assert not market.valid[lo - 1, 0] and market.valid[lo, 0]
     while True:
         res = env.step(np.array([[LONG]]))
         if res.truncated[0] or res.terminated[0]:

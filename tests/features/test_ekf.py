@@ -14,7 +14,7 @@ def _sv_path(seed: int = 0, n: int = 3000) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_mle_tracks_volatility_regime() -> None:
-    y, sd = _sv_path()
+    y, _ = _sv_path()
     p = fit_ekf_mle(y)
     out = ekf_filter(y, p)
     est = np.sqrt(np.exp(out.log_var))

@@ -96,3 +96,25 @@ def test_em_fit_on_real_slice(btc_recent: Bars) -> None:
     assert tf.valid[late].mean() > 0.9
     with pytest.raises(LeakageError):
         pipe.transform(btc_recent, eval_start="2022-06-01")
+    # truncation invariance on real data (real gaps inside), regime posterior included
+    for cut in (3000, 7000, len(btc_recent) - 1):
+        part = pipe.transform(btc_recent.head(cut))
+        np.testing.assert_allclose(part.features, tf.features[:cut], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(part.regime_posterior, tf.regime_posterior[:cut], rtol=1e-5, atol=1e-6)
+
+
+def test_transform_cache_returns_exact_recomputation(fitted: TacticalPipeline, syn: Bars) -> None:
+    from himari.features.pipeline import clear_transform_cache
+
+    first = fitted.transform(syn)
+    again = fitted.transform(syn)  # cache hit
+    clear_transform_cache()
+    fresh = fitted.transform(syn)
+    for out in (again, fresh):
+        np.testing.assert_array_equal(out.features, first.features)
+        np.testing.assert_array_equal(out.regime_posterior, first.regime_posterior)
+        np.testing.assert_array_equal(out.valid, first.valid)
+    frame = syn.frame.copy()
+    frame.iloc[-1, 3] *= 1.01  # different content -> different key, last row changes
+    changed = fitted.transform(syn.with_frame(frame))
+    assert not np.array_equal(changed.features[-1], first.features[-1])

@@ -24,3 +24,11 @@ def replay_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _fast_sqlite(monkeypatch: pytest.MonkeyPatch) -> None:
     """Commit without fsync in fast tests (still kill-safe in WAL mode); the kill -9 test runs with FULL."""
     monkeypatch.setenv("HIMARI_PAPER_SYNCHRONOUS", "NORMAL")
+
+
+@pytest.fixture(scope="session")
+def mlp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """RUN directory with a real (small, untrained) MLP bundle."""
+    from tests.paper.real_bundle import build_mlp_bundle
+
+    return build_mlp_bundle(tmp_path_factory.mktemp("mlp_run"), seed=0)

@@ -41,14 +41,15 @@ class FakeDecision:
     model_version: str
 
     def to_dict(self) -> dict[str, Any]:
+        # per-symbol fields as lists in symbol order, like himari.backtest.engine.Decision.to_dict
         return {
             "timestamp": f"{self.timestamp:%Y-%m-%dT%H:%M:%SZ}",
             "symbols": list(self.symbols),
-            "actions": dict(self.actions),
-            "proposal": dict(self.target_position),
-            "target_position": dict(self.target_position),
-            "regime": dict(self.regime),
-            "regime_posterior": {s: dict(p) for s, p in self.regime_posterior.items()},
+            "actions": [self.actions[s] for s in self.symbols],
+            "proposal": [self.target_position[s] for s in self.symbols],
+            "target_position": [self.target_position[s] for s in self.symbols],
+            "regime": [self.regime[s] for s in self.symbols],
+            "regime_posterior": [list(self.regime_posterior[s].values()) for s in self.symbols],
             "confidence": self.confidence,
             "gates": list(self.gates),
             "model_id": self.model_id,
@@ -107,7 +108,7 @@ class FakeEngine:
 @dataclass
 class FakeFill:
     order_id: str
-    timestamp: pd.Timestamp
+    timestamp_ns: int
     symbol: str
     side: str
     quantity_change: float
@@ -118,11 +119,11 @@ class FakeFill:
 
 @dataclass
 class FakeBarOutcome:
-    timestamp: pd.Timestamp
+    timestamp_ns: int
     decision: FakeDecision
     fills: list[FakeFill]
     equity: float
-    positions: dict[str, float]
+    positions: np.ndarray  # (A,) in symbol order
     drawdown: float
 
 
@@ -155,7 +156,7 @@ class FakeSession:
                 change = self.pending["targets"][s] - self.positions[s]
                 if abs(change) > 1e-12:
                     cost = abs(change) * self.equity * (self.fee_bps + self.slippage_bps) / 1e4
-                    fills.append(FakeFill(f"{s}:{self.pending['ts']}", ts, s, "buy" if change > 0 else "sell", change, o,
+                    fills.append(FakeFill(f"{s}:{self.pending['ts']}", int(ts.value), s, "BUY" if change > 0 else "SELL", change, o,
                                           abs(change) * self.equity * self.fee_bps / 1e4,
                                           abs(change) * self.equity * self.slippage_bps / 1e4))
                     self.equity -= cost
@@ -165,9 +166,10 @@ class FakeSession:
         self.peak = max(self.peak, self.equity)
         account = FakeAccountSnapshot(self.equity, self.peak, dict(self.positions))
         decision = self.engine.decide(bars_by_symbol, account)
-        self.pending = {"ts": f"{ts:%Y-%m-%dT%H:%M:%SZ}", "targets": dict(decision.target_position)}
+        self.pending = {"ts": int(ts.value), "targets": dict(decision.target_position)}
         self.last_ts_ns = int(ts.value)
-        return FakeBarOutcome(ts, decision, fills, self.equity, dict(self.positions), 1.0 - self.equity / self.peak)
+        positions = np.array([self.positions[s] for s in self.engine.symbols])
+        return FakeBarOutcome(int(ts.value), decision, fills, self.equity, positions, 1.0 - self.equity / self.peak)
 
     def state_dict(self) -> dict[str, Any]:
         return {"equity": self.equity, "peak": self.peak, "positions": self.positions, "last_close": self.last_close,

@@ -29,7 +29,7 @@ class FakeClock:
     def sleep(self, seconds: float) -> None:
         assert seconds >= 0
         self.slept.append(seconds)
-        self.now_ms += int(round(seconds * 1000))
+        self.now_ms += round(seconds * 1000)
 
 
 class FakeExchange:

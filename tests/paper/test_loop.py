@@ -40,8 +40,8 @@ def _reference(csv: Path, start_index: int = WARMUP_BARS) -> tuple[list, list]:
     fills, curve = [], []
     for t in range(start_index, len(bars)):
         outcome = session.on_bar({"BTCUSDT": bars.head(t + 1)})
-        fills += [(f.order_id, f.timestamp.value, f.quantity_change, f.price, f.fee) for f in outcome.fills]
-        curve.append((outcome.timestamp.value, outcome.equity))
+        fills += [(f.order_id, f.timestamp_ns, f.quantity_change, f.price, f.fee) for f in outcome.fills]
+        curve.append((outcome.timestamp_ns, outcome.equity))
     return fills, curve
 
 
@@ -168,7 +168,7 @@ def test_start_end_window_and_feed_errors(tmp_path: Path, replay_csv: Path) -> N
 def test_order_records_follow_target_changes() -> None:
     decision = {"timestamp": "2024-01-01T00:00:00Z", "symbols": ["BTCUSDT", "ETHUSDT"],
                 "target_position": {"BTCUSDT": 0.5, "ETHUSDT": 0.0}}
-    orders = order_records(decision, {"BTCUSDT": 0.2, "ETHUSDT": 0.0})
-    assert orders == [{"order_id": "BTCUSDT:2024-01-01T00:00:00Z", "symbol": "BTCUSDT", "target_position": 0.5,
+    orders = order_records(decision, {"BTCUSDT": 0.2, "ETHUSDT": 0.0}, 1_704_067_200_000_000_000)
+    assert orders == [{"order_id": "BTCUSDT:1704067200000000000", "symbol": "BTCUSDT", "target_position": 0.5,
                        "position_before": 0.2, "requested_change": pytest.approx(0.3)}]
     assert np.isclose(orders[0]["requested_change"], 0.3)

@@ -48,6 +48,35 @@ def test_forward_filter_matches_enumeration() -> None:
             assert res.loglik == pytest.approx(np.log(total), rel=1e-9)
 
 
+def test_forward_backward_matches_enumeration_with_gap() -> None:
+    from himari.regime.student_t_hmm import forward_backward
+
+    model = _true_model()
+    _, x = model.sample(6, seed=8)
+    x[2] = np.nan  # an unobserved row
+    seg = np.array([False, False, False, False, True, False])  # a new segment starts at row 4
+    logb = model.emission_logprob(x)
+    obs = np.isfinite(x).all(axis=1)
+    gamma, xi_sum, _, ll = forward_backward(logb, obs, model.transmat, model.startprob, seg)
+    joint = np.zeros((6, 4))
+    xi = np.zeros((4, 4))
+    total = 0.0
+    for path in itertools.product(range(4), repeat=6):
+        p = 1.0
+        for t in range(6):
+            trans = model.startprob[path[t]] if (t == 0 or seg[t]) else model.transmat[path[t - 1], path[t]]
+            p *= trans * (np.exp(logb[t, path[t]]) if obs[t] else 1.0)
+        total += p
+        for t in range(6):
+            joint[t, path[t]] += p
+        for t in range(5):
+            if not seg[t + 1]:
+                xi[path[t], path[t + 1]] += p
+    np.testing.assert_allclose(gamma, joint / total, rtol=1e-8)
+    np.testing.assert_allclose(xi_sum, xi / total, rtol=1e-8, atol=1e-12)
+    assert ll == pytest.approx(np.log(total), rel=1e-10)
+
+
 def test_em_recovers_known_parameters() -> None:
     truth = _true_model()
     states, x = truth.sample(4000, seed=2)

@@ -62,6 +62,10 @@ def test_calibrate_cli_end_to_end(tmp_path: Path, btc_2021: Bars) -> None:
         row = rep["validation"][key]
         assert row["n_forecasts"] == pytest.approx(720, abs=30)
         assert 0.0 <= row["exceedance_rate"] <= 1.0 and 0.0 <= row["kupiec_pvalue"] <= 1.0
+    managed = rep["validation"]["managed_long"]
+    assert managed["decisions"] == rep["validation"]["bars"]
+    assert sum(managed["binding_fraction"].values()) == pytest.approx(1.0)
+    assert managed["managed_max_drawdown"] <= managed["buy_and_hold_max_drawdown"] + 1e-9
     chosen = rep["train"]["evt_threshold"]["chosen"]
     assert 0.0 < chosen["xi"] < 1.0 and chosen["n_exceed"] >= config.evt_min_exceedances
 
@@ -93,3 +97,11 @@ def test_calibrate_errors_are_one_line(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "finite returns" in result.output and "Traceback" not in result.output
+
+
+def test_risk_bench_cli_tiny() -> None:
+    result = CliRunner().invoke(cli, ["risk", "bench", "--bars", "20", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output.strip().splitlines()[-1])
+    assert payload["decisions"] == 20.0
+    assert payload["us_per_decision"] > 0 and payload["us_per_decision_excluding_evt_refit"] > 0

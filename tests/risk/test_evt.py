@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from himari.risk.evt import EvtTailCache, evt_gate, fit_pot, gpd_es, gpd_var, tail_risk, unit_losses
+from himari.risk.evt import EvtTailCache, evt_gate, fit_pot, gpd_es, gpd_mle, gpd_var, tail_risk, unit_losses
 
 U, XI, BETA, N, NU, Q = 0.02, 0.25, 0.01, 1000, 50, 0.99
 
@@ -106,3 +106,16 @@ def test_evt_gate_limits_position_es() -> None:
     # long 2 x 2 % = 4 % -> 0.5 ; short 1 x 1 % within limit ; flat -> 1
     np.testing.assert_allclose(g.scale, [0.5, 1.0, 1.0])
     assert "ES99%" in g.reason
+
+
+@pytest.mark.parametrize("xi", [-0.3, 0.0, 0.2, 0.5, 0.9])
+@pytest.mark.parametrize("size", [40, 400])
+def test_fast_mle_matches_scipy_genpareto_fit(xi: float, size: int) -> None:
+    y = stats.genpareto.rvs(xi, scale=0.01, size=size, random_state=int(100 * xi) + size)
+    fast_xi, fast_beta = gpd_mle(y)
+    ref_xi, _, ref_beta = stats.genpareto.fit(y, floc=0.0)
+    ll_fast = stats.genpareto.logpdf(y, fast_xi, scale=fast_beta).sum()
+    ll_ref = stats.genpareto.logpdf(y, ref_xi, scale=ref_beta).sum()
+    assert ll_fast >= ll_ref - 1e-6
+    assert fast_xi == pytest.approx(ref_xi, abs=2e-3)
+    assert fast_beta == pytest.approx(ref_beta, rel=2e-3)

@@ -31,7 +31,7 @@ def make_rows(n: int = 48, seed: int = 0, t0_ms: int = T0_MS) -> list[dict]:
     return rows
 
 
-def account_factory(account):
+def account_factory(account, symbols):
     return FakeAccountSnapshot(account.equity, account.peak_equity or account.equity, dict(account.positions))
 
 
@@ -74,14 +74,14 @@ def test_decide_with_bars_in_body(client: TestClient, engine: FakeEngine) -> Non
     resp = client.post("/v1/decide", json={"bars": {"BTCUSDT": rows}}, headers=AUTH)
     assert resp.status_code == 200, resp.text
     body = resp.json()
-    assert body["actions"]["BTCUSDT"] in ("HOLD", "LONG", "SHORT")
+    assert body["actions"][0] in ("HOLD", "LONG", "SHORT") and body["symbols"] == ["BTCUSDT"]
     assert body["model_id"] == "fake-mlp" and body["latency_ms"] >= 0
     assert body["timestamp"].startswith("2023-11-")
     # the engine saw exactly the request's bars, last row = the just-closed bar
     closes = np.array([r["close"] for r in rows])
     expected = np.clip((closes[-1] / closes[-12:].mean() - 1) * 20, -1, 1)
     expected = 0.0 if abs(expected) < 0.05 else expected
-    assert body["target_position"]["BTCUSDT"] == pytest.approx(expected)
+    assert body["target_position"][0] == pytest.approx(expected)
     assert engine.calls == 1
 
 

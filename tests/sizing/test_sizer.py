@@ -82,8 +82,11 @@ def test_continuous_and_delta(returns: np.ndarray) -> None:
     base = PositionSizer().propose(discrete_signal(np.array([1])), ctx_for(returns)).base[0]
     up = PositionSizer().propose(delta_signal(np.array([50.0])), ctx_for(returns))
     down = PositionSizer().propose(delta_signal(np.array([-50.0]), np.array([-1.0])), ctx_for(returns))
+    assert up.proposal[0] == pytest.approx(base + 0.3)  # additive, as the simulator's delta action
+    assert down.proposal[0] == pytest.approx(-(base - 0.3))
+    mult = SizingConfig(delta_mode="multiplicative")
+    up = PositionSizer(mult).propose(delta_signal(np.array([50.0])), ctx_for(returns))
     assert up.proposal[0] == pytest.approx(base * 1.3)
-    assert down.proposal[0] == pytest.approx(-base * 0.7)
 
 
 def test_not_enough_history_proposes_flat() -> None:

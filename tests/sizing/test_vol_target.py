@@ -41,4 +41,7 @@ def test_bounded_delta() -> None:
     np.testing.assert_allclose(d[:5], 0.3 * np.tanh(raw[:5]))
     assert d[5] == 0.0
     np.testing.assert_allclose(bounded_delta(raw[:5], 0.3, "clip"), [-0.3, -0.3, 0.0, 0.3, 0.3])
-    np.testing.assert_allclose(apply_delta(np.array([0.5, 0.5]), np.array([0.3, -0.3])), [0.65, 0.35])
+    np.testing.assert_allclose(apply_delta(np.array([0.5, 0.5]), np.array([0.3, -0.3])), [0.8, 0.2])
+    np.testing.assert_allclose(
+        apply_delta(np.array([0.5, 0.5]), np.array([0.3, -0.3]), "multiplicative"), [0.65, 0.35]
+    )

@@ -85,15 +85,27 @@ class CausalSelfAttentionBlock(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.attn_dropout = dropout
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor | None, query_last: int = 0) -> torch.Tensor:
+        """``allowed=None`` means plain causal attention. ``query_last=k``: only the last ``k`` positions are
+        returned (keys/values still cover the whole sequence) — used at inference for the final layer."""
         b, t, d = x.shape
-        q, k, v = self.qkv(self.ln1(x)).split(d, dim=-1)
-        shape = (b, t, self.n_heads, d // self.n_heads)
-        q, k, v = (z.view(shape).transpose(1, 2) for z in (q, k, v))
-        attn = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=allowed, dropout_p=self.attn_dropout if self.training else 0.0
-        )
-        x = x + self.drop(self.proj(attn.transpose(1, 2).reshape(b, t, d)))
+        h = self.ln1(x)
+        q, k, v = self.qkv(h).split(d, dim=-1)
+        if query_last:
+            q, x = q[:, -query_last:], x[:, -query_last:]
+            if allowed is not None:
+                allowed = allowed[:, :, -query_last:]
+        tq = q.shape[1]
+        q = q.reshape(b, tq, self.n_heads, d // self.n_heads).transpose(1, 2)
+        k, v = (z.reshape(b, t, self.n_heads, d // self.n_heads).transpose(1, 2) for z in (k, v))
+        dropout = self.attn_dropout if self.training else 0.0
+        if allowed is None and not query_last:
+            attn = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+        else:
+            if allowed is None:  # causal restricted to the last tq queries
+                allowed = torch.ones(tq, t, dtype=torch.bool).tril(diagonal=t - tq)[None, None]
+            attn = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout)
+        x = x + self.drop(self.proj(attn.transpose(1, 2).reshape(b, tq, d)))
         return x + self.drop(self.ff(self.ln2(x)))
 
 
@@ -120,8 +132,9 @@ class DTNet(nn.Module):
         self.ln_out = nn.LayerNorm(d)
         self.action_head = nn.Linear(d, N_ACTIONS)
 
-    def forward(self, rtg: torch.Tensor, states: torch.Tensor, actions: torch.Tensor, pad: torch.Tensor
-                ) -> torch.Tensor:
+    def forward(self, rtg: torch.Tensor, states: torch.Tensor, actions: torch.Tensor, pad: torch.Tensor,
+                last_only: bool = False) -> torch.Tensor:
+        """Action logits ``(B, L, 3)`` read at the state tokens (``(B, 1, 3)`` for the last step if ``last_only``)."""
         b, length = actions.shape
         pos = self.embed_pos(torch.arange(self.context - length, self.context))  # right-aligned slots
         z = (states - self.state_mean) / self.state_std
@@ -131,12 +144,17 @@ class DTNet(nn.Module):
         tokens = torch.stack([r_tok, s_tok, a_tok], dim=2) + pos[None, :, None, :]  # (B, L, 3, d)
         x = self.drop(tokens.reshape(b, 3 * length, -1))
         n_tok = 3 * length
-        causal = torch.tril(torch.ones(n_tok, n_tok, dtype=torch.bool))
-        key_ok = ~pad.repeat_interleave(3, dim=1)  # (B, 3L)
-        allowed = causal[None] & (key_ok[:, None, :] | torch.eye(n_tok, dtype=torch.bool)[None])
-        allowed = allowed[:, None]  # (B, 1, 3L, 3L); a padded query attends to itself only
-        for block in self.blocks:
-            x = block(x, allowed)
+        allowed: torch.Tensor | None = None
+        if bool(pad.any()):
+            causal = torch.tril(torch.ones(n_tok, n_tok, dtype=torch.bool))
+            key_ok = ~pad.repeat_interleave(3, dim=1)  # (B, 3L)
+            allowed = causal[None] & (key_ok[:, None, :] | torch.eye(n_tok, dtype=torch.bool)[None])
+            allowed = allowed[:, None]  # (B, 1, 3L, 3L); a padded query attends to itself only
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            x = block(x, allowed, query_last=3 if (last_only and i == last) else 0)
+        if last_only:
+            return self.action_head(self.ln_out(x[:, 1:2]))  # type: ignore[no-any-return]
         h_state = self.ln_out(x).reshape(b, length, 3, -1)[:, :, 1]
         return self.action_head(h_state)  # type: ignore[no-any-return]
 
@@ -224,7 +242,7 @@ class DecisionTransformerPolicy(TorchPolicyMixin):
         pad = np.arange(length)[None, :] < (length - st["length"])[:, None]
         with torch.no_grad():
             logits = self.dt(torch.from_numpy(st["rtg"]), torch.from_numpy(st["states"]),
-                             torch.from_numpy(st["actions"]), torch.from_numpy(pad))
+                             torch.from_numpy(st["actions"]), torch.from_numpy(pad), last_only=True)
         return logits[:, -1].numpy()  # type: ignore[no-any-return]
 
     def _scores(self, st: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:

@@ -150,7 +150,9 @@ class PPOTrainer:
              "obs_spec": policy.spec.to_dict(), "seed": self.seed, "run": run_config or {}}
         )
         self.logger = MetricsLogger(self.run_dir, tensorboard=tensorboard)
-        self.optimizer = torch.optim.Adam(policy.module.parameters(), lr=config.learning_rate, eps=config.adam_eps)
+        self.optimizer = torch.optim.Adam(
+            policy.module.parameters(), lr=config.learning_rate, eps=config.adam_eps, foreach=True
+        )
         action_shape = (spec.n_assets,)
         action_dtype = torch.int64 if policy.action_kind == "discrete" else torch.float32
         self.buffer = RolloutBuffer(config.n_steps, self.num_envs, spec.obs_dim, action_shape, action_dtype)

@@ -134,6 +134,12 @@ class MemoryEnv(_BaseFakeEnv):
     def _advance(self) -> None:
         pass
 
+    def _obs(self) -> Observation:
+        # The account shows no position: a policy's own position would otherwise serve as an external memory.
+        obs = super()._obs()
+        obs.account[..., 0] = 0.0
+        return obs
+
     def _features(self) -> np.ndarray:
         first = (self.t == 0).astype(np.float32)
         feats = np.stack([self.cue * first, first], axis=-1)

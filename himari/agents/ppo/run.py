@@ -1,0 +1,208 @@
+"""Orchestration of a PPO training run on prepared data: envs, policy, optional synthetic pre-training, training
+with validation-based selection, final validation metrics, run directory and model bundle.
+
+Used by ``himari train`` and by the walk-forward pipeline (pass ``init_policy`` to fine-tune from the previous
+window's weights). Layout of ``out``::
+
+    run.json, metrics.json, metrics.jsonl, checkpoints/, best_policy/, tensorboard/   (the main training)
+    pretrain/  (synthetic pre-training run, when asked)    bundle/  (tactical pipelines + policy + sim config)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from himari.agents.ppo.checkpoint import latest_checkpoint
+from himari.agents.ppo.config import PPOConfig
+from himari.agents.ppo.networks import ObsSpec
+from himari.agents.ppo.policies import PPOPolicy, make_policy
+from himari.agents.ppo.trainer import PPOTrainer, TrainResult, evaluate_policy, transfer_weights
+from himari.agents.training import TrainingData, synthetic_market
+from himari.bundle import Bundle, save_bundle
+from himari.env.sim import SimConfig, SimVecEnv
+from himari.errors import ConfigError
+from himari.utils.io import atomic_write_json
+
+# Observation window (bars) per policy kind: recurrent/context policies see one bar per step and remember the rest.
+DEFAULT_WINDOWS: dict[str, int] = {"mlp": 8, "lstm": 1, "transformer": 1, "multiasset": 24, "sizer": 8}
+ACTION_KINDS: dict[str, str] = {
+    "mlp": "discrete", "lstm": "discrete", "transformer": "discrete", "multiasset": "discrete", "sizer": "delta",
+}
+
+
+def default_sim_config(kind: str, train_bars: int, overrides: dict[str, Any] | None = None) -> SimConfig:
+    """The simulator settings a PPO run of ``kind`` trains with (costs and reward at the simulator's defaults)."""
+    if kind not in DEFAULT_WINDOWS:
+        raise ConfigError(f"unknown PPO policy kind {kind!r}; known: {', '.join(DEFAULT_WINDOWS)}")
+    window = int((overrides or {}).get("window", DEFAULT_WINDOWS[kind]))
+    length = max(8, min(512, (train_bars - window) // 2))
+    base = {"action_kind": ACTION_KINDS[kind], "window": window, "episode_length": length}
+    return SimConfig.parse(base, **(overrides or {}))
+
+
+@dataclass
+class PPORunResult:
+    policy: PPOPolicy
+    sim_config: SimConfig
+    train: TrainResult
+    metrics: dict[str, Any]
+    bundle_dir: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _eval_env(data: TrainingData, sim: SimConfig, num_envs: int) -> tuple[SimVecEnv | None, int]:
+    lo, hi = data.val_range
+    if hi - lo < 2:
+        return None, 0
+    first = max(lo, sim.window - 1)
+    n = max(1, min(num_envs, (hi - 1 - first) // 2))
+    env = SimVecEnv.for_evaluation(data.market, sim, lo, hi, num_envs=n)
+    steps = (hi - 1 - first) // n  # the shortest chunk: no episode is replayed
+    return env, steps
+
+
+def _train_stage(
+    policy: PPOPolicy, env: SimVecEnv, config: PPOConfig, seed: int, eval_env: SimVecEnv | None,
+    run_dir: Path | None, run_config: dict[str, Any], resume: bool, progress: bool | None, tensorboard: bool,
+    description: str,
+) -> TrainResult:
+    trainer = PPOTrainer(
+        policy, env, config, seed=seed, eval_env=eval_env, run_dir=run_dir, run_config=run_config,
+        progress=progress, tensorboard=tensorboard, description=description,
+    )
+    has_checkpoint = run_dir is not None and latest_checkpoint(run_dir / "checkpoints") is not None
+    return trainer.train(resume=resume and has_checkpoint)
+
+
+def train_ppo(
+    kind: str,
+    data: TrainingData,
+    out: str | Path | None,
+    *,
+    steps: int,
+    seed: int = 0,
+    resume: bool = False,
+    num_envs: int = 32,
+    eval_envs: int = 8,
+    ppo_overrides: dict[str, Any] | None = None,
+    policy_config: dict[str, Any] | None = None,
+    sim_overrides: dict[str, Any] | None = None,
+    pretrain_synthetic_steps: int = 0,
+    synthetic_bars: int = 3000,
+    init_policy: PPOPolicy | None = None,
+    progress: bool | None = None,
+    tensorboard: bool = True,
+    write_bundle: bool = True,
+) -> PPORunResult:
+    """Train a PPO policy of ``kind`` on ``data`` (train window), selecting on the validation window."""
+    out_dir = None if out is None else Path(out)
+    lo, hi = data.train_range
+    sim = default_sim_config(kind, hi - lo, sim_overrides)
+    env = SimVecEnv(data.market, sim, num_envs, seed=seed, start_index=lo, end_index=hi)
+    eval_env, eval_steps = _eval_env(data, sim, eval_envs)
+    ppo_dict = {"total_steps": steps, **(ppo_overrides or {})}
+    if eval_env is not None and "eval_steps" not in ppo_dict:
+        ppo_dict["eval_steps"] = eval_steps
+    ppo = PPOConfig.parse(ppo_dict)
+    spec = ObsSpec.from_env(env)
+    run_config = {"kind": kind, "sim": sim.to_dict(), "data": data.describe(), "num_envs": num_envs}
+    policy = make_policy(kind, spec, policy_config, seed=seed, normalize_observations=ppo.normalize_observations,
+                         obs_clip=ppo.obs_clip)
+    if init_policy is not None:
+        transfer_weights(init_policy, policy)
+    extra: dict[str, Any] = {}
+    if pretrain_synthetic_steps > 0:
+        extra["synthetic_pretraining"] = _pretrain_and_compare(
+            kind, data, sim, policy, ppo, seed, num_envs, eval_env, out_dir, run_config, resume, progress,
+            tensorboard, pretrain_synthetic_steps, synthetic_bars,
+        )
+        chosen = extra["synthetic_pretraining"]["chosen"]
+        policy = extra["synthetic_pretraining"].pop("_policies")[chosen]
+        result = extra["synthetic_pretraining"].pop("_results")[chosen]
+    else:
+        result = _train_stage(policy, env, ppo, seed, eval_env, out_dir, run_config, resume, progress, tensorboard,
+                              f"ppo {kind}")
+    metrics: dict[str, Any] = {
+        "policy": kind,
+        "global_step": result.global_step,
+        "updates": result.updates,
+        "steps_per_s": result.steps_per_s,
+        "best_val_mean_reward": result.best_metric,
+        "best_update": result.best_update,
+        "stopped_early": result.stopped_early,
+        "train_last": {k: v for k, v in (result.history[-1] if result.history else {}).items() if isinstance(v, float)},
+        "data": data.describe(),
+    }
+    if eval_env is not None:
+        final = evaluate_policy(policy, eval_env, eval_steps, seed=seed)
+        metrics["validation"] = {**final, "bars": data.val_range[1] - data.val_range[0], "envs": eval_env.num_envs}
+    metrics.update({k: v for k, v in extra.items()})
+    bundle_dir = None
+    if out_dir is not None:
+        if write_bundle:
+            bundle = Bundle(
+                symbols=data.symbols,
+                timeframe=data.timeframe,
+                tactical=data.pipelines,
+                policy=policy,
+                sim_config=sim.to_dict(),
+                meta={
+                    "model_id": f"ppo-{kind}-seed{seed}",
+                    "trainer": "ppo",
+                    "train_window": [str(data.train_start), str(data.train_end)],
+                    "validation_window": [str(data.train_end), None if data.val_end is None else str(data.val_end)],
+                    "best_val_mean_reward": result.best_metric,
+                    "global_step": result.global_step,
+                },
+            )
+            bundle_dir = save_bundle(out_dir / "bundle", bundle)
+        atomic_write_json(out_dir / "metrics.json", metrics)
+    return PPORunResult(policy, sim, result, metrics, bundle_dir, extra)
+
+
+def _pretrain_and_compare(
+    kind: str, data: TrainingData, sim: SimConfig, scratch: PPOPolicy, ppo: PPOConfig, seed: int, num_envs: int,
+    eval_env: SimVecEnv | None, out_dir: Path | None, run_config: dict[str, Any], resume: bool,
+    progress: bool | None, tensorboard: bool, pretrain_steps: int, synthetic_bars: int,
+) -> dict[str, Any]:
+    """Synthetic pre-training -> fine-tuning, against training from scratch with the same real-data budget.
+
+    Both candidates are selected and compared on the validation window only; the better one is kept.
+    """
+    if eval_env is None:
+        raise ConfigError("--pretrain-synthetic needs a validation window (--val-end) to measure whether it helps")
+    pipelines = [data.pipelines[s] for s in data.symbols]
+    syn_market = synthetic_market(pipelines, max(synthetic_bars, sim.episode_length + sim.window + 2), seed)
+    syn_env = SimVecEnv(syn_market, sim, num_envs, seed=seed + 1)
+    pre = make_policy(kind, scratch.spec, scratch.config, seed=seed, normalize_observations=ppo.normalize_observations,
+                      obs_clip=ppo.obs_clip)
+    sub = (lambda name: None) if out_dir is None else (lambda name: out_dir / name)
+    pre_cfg = ppo.replace(total_steps=pretrain_steps)
+    pre_result = _train_stage(pre, syn_env, pre_cfg, seed, None, sub("pretrain"), {**run_config, "stage": "pretrain"},
+                              resume, progress, tensorboard, f"pretrain {kind} (synthetic)")
+    fine = make_policy(kind, scratch.spec, scratch.config, seed=seed, normalize_observations=ppo.normalize_observations,
+                       obs_clip=ppo.obs_clip)
+    transfer_weights(pre, fine)
+    real_env = SimVecEnv(data.market, sim, num_envs, seed=seed, start_index=data.train_range[0],
+                         end_index=data.train_range[1])
+    fine_result = _train_stage(fine, real_env, ppo, seed, eval_env, sub("finetune"), {**run_config, "stage": "finetune"},
+                               resume, progress, tensorboard, f"fine-tune {kind}")
+    scratch_env = SimVecEnv(data.market, sim, num_envs, seed=seed, start_index=data.train_range[0],
+                            end_index=data.train_range[1])
+    scratch_result = _train_stage(scratch, scratch_env, ppo, seed, eval_env, out_dir, {**run_config, "stage": "scratch"},
+                                  resume, progress, tensorboard, f"ppo {kind} (from scratch)")
+    v_fine = fine_result.best_metric if fine_result.best_metric is not None else float("-inf")
+    v_scratch = scratch_result.best_metric if scratch_result.best_metric is not None else float("-inf")
+    chosen = "pretrained" if v_fine > v_scratch else "scratch"
+    return {
+        "pretrain_steps": pre_result.global_step,
+        "synthetic_bars": syn_market.num_bars,
+        "val_mean_reward_pretrained": fine_result.best_metric,
+        "val_mean_reward_scratch": scratch_result.best_metric,
+        "helps": bool(v_fine > v_scratch),
+        "chosen": chosen,
+        "_policies": {"pretrained": fine, "scratch": scratch},
+        "_results": {"pretrained": fine_result, "scratch": scratch_result},
+    }

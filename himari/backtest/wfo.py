@@ -1,0 +1,336 @@
+"""Walk-forward optimization: fit on train, select on validation, trade the test period, stitch the test periods.
+
+Per window (``himari.data.splits.walk_forward_windows``):
+
+1. **Fit** — bars with timestamps < validation end only (test bars are not even loaded into the fitting market):
+   the tactical pipeline (normalizers, Kalman/EKF, regime HMM) on the training period; then ``n_candidates`` PPO
+   policies (different seeds; each fine-tuned from the previous window's selected weights when ``transfer`` is on)
+   trained on episodes inside the training period, with the trainer's checkpoint selection on the validation period.
+2. **Select** — each candidate runs through the full decision stack (sizing, risk, costs) on the validation period;
+   the highest validation Sharpe wins. Test data plays no part in fitting or selection (a test corrupts the test
+   months and checks the selection does not change).
+3. **Trade** — the selected bundle is backtested on the test period (warm-up history before it), with the baselines.
+   Every candidate's test returns are recorded too, but only for the PBO statistic (never for selection).
+
+The stitched test periods form the out-of-sample equity curve; ``n_trials`` = candidates per window feeds the
+deflated Sharpe ratio, and the (T, n_candidates) test return matrix feeds PBO (CSCV).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from himari.backtest.backtester import BacktestResult, run_backtest
+from himari.bundle import Bundle
+from himari.config import FrozenConfig
+from himari.data.bars import Bars
+from himari.data.splits import WalkForwardWindow, walk_forward_windows
+from himari.env.sim import SimConfig
+from himari.errors import ConfigError
+from himari.features.pipeline import TacticalConfig
+from himari.utils.seeding import child_seeds
+
+
+class WFOConfig(FrozenConfig):
+    """Walk-forward settings. Month lengths default to the issue's 6/1/1/1."""
+
+    policy: Literal["mlp", "lstm", "transformer"] = "mlp"
+    first_train_start: str | None = None  # default: test_start - (train + validation) months
+    test_start: str = "2023-01-01"
+    test_end: str = "2025-01-01"
+    train_months: int = Field(6, ge=1)
+    validation_months: int = Field(1, ge=1)
+    test_months: int = Field(1, ge=1)
+    step_months: int = Field(1, ge=1)
+    max_windows: int | None = Field(None, ge=1)
+    n_candidates: int = Field(2, ge=1, le=32, description="policies (seeds) trained per window; selection on validation")
+    steps_first_window: int = Field(150_000, ge=1)
+    steps_per_window: int = Field(60_000, ge=1)
+    transfer: bool = True  # fine-tune from the previous window's selected weights
+    num_envs: int = Field(64, ge=1)
+    episode_length: int = Field(256, ge=8)
+    n_steps: int = Field(64, ge=1)
+    window: int = Field(1, ge=1, description="observation window (bars); MLP/LSTM use 1")
+    sim: dict[str, Any] = Field(default_factory=dict)  # SimConfig overrides
+    ppo: dict[str, Any] = Field(default_factory=dict)  # PPOConfig overrides
+    policy_config: dict[str, Any] = Field(default_factory=dict)
+    tactical: dict[str, Any] = Field(default_factory=dict)  # TacticalConfig overrides
+    sizing: dict[str, Any] = Field(default_factory=dict)
+    risk: dict[str, Any] = Field(default_factory=dict)
+    warmup_bars: int = Field(2500, ge=0, description="history before each training start used as feature warm-up")
+    seed: int = 0
+
+    def windows(self) -> list[WalkForwardWindow]:
+        import pandas as pd
+
+        start = self.first_train_start or (
+            pd.Timestamp(self.test_start, tz="UTC") - pd.DateOffset(months=self.train_months + self.validation_months)
+        )
+        wins = walk_forward_windows(
+            start, self.test_end, self.train_months, self.validation_months, self.test_months, self.step_months,
+            self.max_windows,
+        )
+        if not wins:
+            raise ConfigError(f"no walk-forward window fits between {start} and {self.test_end}")
+        return wins
+
+    def sim_config(self) -> SimConfig:
+        base = {"window": self.window, "episode_length": self.episode_length}
+        base.update(self.sim)
+        return SimConfig.parse(base)
+
+
+@dataclass
+class CandidateResult:
+    seed: int
+    validation_sharpe: float
+    validation_total_return: float
+    train_summary: dict[str, Any]
+    test_returns: np.ndarray | None = None
+
+
+@dataclass
+class WindowResult:
+    window: WalkForwardWindow
+    selected: int
+    candidates: list[CandidateResult]
+    test: BacktestResult
+    bundle: Bundle
+    wall_s: float
+    policy_state: dict[str, Any] = field(default_factory=dict)
+
+    def row(self) -> dict[str, Any]:
+        s = self.test.strategy.net_returns
+        total = float(np.prod(1 + s) - 1) if len(s) else math.nan
+        bh = self.test.baselines.get("buy_and_hold")
+        return {
+            "window": self.window.index,
+            "train": str(self.window.train),
+            "validation": str(self.window.validation),
+            "test": str(self.window.test),
+            "selected": f"seed {self.candidates[self.selected].seed}",
+            "validation_sharpe": round(self.candidates[self.selected].validation_sharpe, 3),
+            "test_return": total,
+            "buy_and_hold_return": float(np.prod(1 + bh.net_returns) - 1) if bh is not None else math.nan,
+        }
+
+
+def _history(bars: Bars, train_start: Any, end: Any, warmup_bars: int) -> Bars:
+    """Bars < ``end``, starting ``warmup_bars`` before the training start (feature warm-up; older bars unused)."""
+    import pandas as pd
+
+    start = pd.Timestamp(train_start) - pd.Timedelta(seconds=bars.timeframe.seconds * warmup_bars)
+    return bars.between(start, end)
+
+
+def _sharpe(returns: np.ndarray, periods_per_year: float) -> float:
+    if len(returns) < 2 or np.std(returns) == 0:
+        return 0.0 if len(returns) else math.nan
+    return float(np.mean(returns) / np.std(returns, ddof=1) * math.sqrt(periods_per_year))
+
+
+def fit_window(
+    config: WFOConfig,
+    window: WalkForwardWindow,
+    bars_by_symbol: Mapping[str, Bars],
+    init_policy_state: dict[str, Any] | None = None,
+    pretrained: Any = None,
+    progress: bool = False,
+) -> tuple[Bundle, list[CandidateResult], int, list[Bundle]]:
+    """Fit and select one window using bars < validation end only. Returns (selected bundle, candidates, index,
+    all candidate bundles)."""
+    from himari.agents.ppo.config import PPOConfig
+    from himari.agents.ppo.networks import ObsSpec
+    from himari.agents.ppo.policies import make_policy
+    from himari.agents.ppo.trainer import PPOTrainer
+    from himari.env.market import MarketData
+    from himari.env.sim import SimVecEnv
+    from himari.features.pipeline import TacticalPipeline
+
+    symbols = tuple(bars_by_symbol)
+    fit_bars = {s: _history(b, window.train.start, window.validation.end, config.warmup_bars) for s, b in bars_by_symbol.items()}
+    tactical = {}
+    frames = []
+    for s in symbols:
+        tp = TacticalPipeline(TacticalConfig.parse(config.tactical)).fit(fit_bars[s], window.train.start, window.train.end)
+        tactical[s] = tp
+        frames.append(tp.transform(fit_bars[s]))
+    market = MarketData.from_frames([fit_bars[s] for s in symbols], frames)
+    sim_cfg = config.sim_config()
+    tr0, tr1 = market.index_of(window.train.start), market.index_of(window.train.end)
+    va0, va1 = market.index_of(window.validation.start), market.num_bars
+    first = init_policy_state is None and pretrained is None
+    steps = config.steps_first_window if first else config.steps_per_window
+    ppo_cfg = PPOConfig.parse({"total_steps": steps, "n_steps": config.n_steps, "eval_every_updates": 5, **config.ppo})
+    seeds = child_seeds(config.seed * 100_003 + window.index, config.n_candidates)
+    candidates: list[CandidateResult] = []
+    bundles: list[Bundle] = []
+    for c, seed in enumerate(seeds):
+        env = SimVecEnv(market, sim_cfg, num_envs=config.num_envs, seed=seed, start_index=tr0, end_index=tr1)
+        eval_env = SimVecEnv.for_evaluation(market, sim_cfg, va0, va1, num_envs=1)
+        policy = make_policy(config.policy, ObsSpec.from_env(env), config.policy_config or None, seed=seed)
+        if init_policy_state is not None:
+            net_state = {k: v for k, v in init_policy_state.items() if k.startswith("net.")}
+            policy.module.load_state_dict({**policy.module.state_dict(), **net_state})
+        elif pretrained is not None:
+            from himari.agents.ppo.trainer import transfer_weights
+
+            transfer_weights(pretrained, policy)
+        trainer = PPOTrainer(policy, env, ppo_cfg, seed=seed, eval_env=eval_env, progress=progress, tensorboard=False,
+                             description=f"window {window.index} candidate {c}")
+        result = trainer.train()
+        bundle = Bundle(
+            symbols=symbols,
+            timeframe=str(market.timeframe),
+            tactical=tactical,
+            policy=policy,
+            sim_config=sim_cfg.to_dict(),
+            sizing_config=dict(config.sizing),
+            risk_config=dict(config.risk),
+            meta={
+                "model_id": f"{config.policy}-w{window.index:02d}-s{seed}",
+                "fit_windows": window.as_dict(),
+                "train_steps": result.global_step,
+            },
+        )
+        val = run_backtest(bundle, fit_bars, window.validation.start, window.validation.end, seed=seed,
+                           keep_log=False, show_progress=False, market=market)
+        r = val.strategy.net_returns
+        candidates.append(
+            CandidateResult(
+                seed=seed,
+                validation_sharpe=_sharpe(r, market.timeframe.periods_per_year),
+                validation_total_return=float(np.prod(1 + r) - 1),
+                train_summary={"steps": result.global_step, "steps_per_s": result.steps_per_s,
+                               "best_val_metric": result.best_metric, "wall_s": result.wall_s},
+            )
+        )
+        bundles.append(bundle)
+    scores = np.array([c.validation_sharpe for c in candidates])
+    scores = np.where(np.isfinite(scores), scores, -np.inf)
+    selected = int(np.argmax(scores))
+    return bundles[selected], candidates, selected, bundles
+
+
+def run_window(
+    config: WFOConfig,
+    window: WalkForwardWindow,
+    bars_by_symbol: Mapping[str, Bars],
+    init_policy_state: dict[str, Any] | None = None,
+    pretrained: Any = None,
+    progress: bool = False,
+) -> WindowResult:
+    """Fit/select (bars < validation end) then trade the test period (bars < test end)."""
+    from himari.utils.threads import configure_torch_threads
+
+    configure_torch_threads()
+    started = time.perf_counter()
+    bundle, candidates, selected, bundles = fit_window(config, window, bars_by_symbol, init_policy_state, pretrained, progress)
+    test_bars = {s: _history(b, window.train.start, window.test.end, config.warmup_bars) for s, b in bars_by_symbol.items()}
+    from himari.backtest.engine import DecisionEngine
+
+    test_market = DecisionEngine(bundle).build_market(test_bars)
+    test = run_backtest(bundle, test_bars, window.test.start, window.test.end, seed=config.seed, show_progress=False,
+                        market=test_market)
+    for cand, b in zip(candidates, bundles, strict=True):
+        if b is bundle:
+            cand.test_returns = test.strategy.net_returns
+        else:  # for PBO only; never used to select
+            other = run_backtest(b, test_bars, window.test.start, window.test.end, seed=config.seed,
+                                 keep_log=False, show_progress=False, market=test_market)
+            cand.test_returns = other.strategy.net_returns
+    state = {k: v.detach().clone() for k, v in bundle.policy.module.state_dict().items()}
+    return WindowResult(window, selected, candidates, test, bundle, time.perf_counter() - started, state)
+
+
+@dataclass
+class WFOResult:
+    config: WFOConfig
+    windows: list[WindowResult]
+
+    @property
+    def stitched(self) -> BacktestResult:
+        out = self.windows[0].test
+        for w in self.windows[1:]:
+            out = out.concat(w.test)
+        return out
+
+    def candidate_matrix(self) -> np.ndarray:
+        """(T, n_candidates) stitched test returns of every candidate (for PBO)."""
+        cols = []
+        for c in range(self.config.n_candidates):
+            cols.append(np.concatenate([w.candidates[c].test_returns for w in self.windows]))  # type: ignore[misc]
+        return np.stack(cols, axis=1)
+
+    @property
+    def final_bundle(self) -> Bundle:
+        return self.windows[-1].bundle
+
+
+def run_wfo(
+    config: WFOConfig,
+    bars_by_symbol: Mapping[str, Bars],
+    backend: Literal["local", "ray"] = "local",
+    pretrained: Any = None,
+    progress: bool = True,
+    on_window: Any = None,
+) -> WFOResult:
+    """Run every window. ``local``: sequential, each window fine-tunes from the previous one's selected weights
+    (when ``config.transfer``). ``ray``: windows in parallel as Ray tasks (each starts from ``pretrained`` or from
+    scratch, since a window cannot wait for its predecessor's weights)."""
+    from himari.utils.progress import progress_bar
+
+    windows = config.windows()
+    results: list[WindowResult] = []
+    if backend == "ray":
+        results = _run_ray(config, windows, bars_by_symbol, pretrained)
+        if on_window is not None:
+            for r in results:
+                on_window(r)
+        return WFOResult(config, results)
+    if backend != "local":
+        raise ConfigError(f"unknown backend {backend!r}: use local or ray")
+    prev_state = None
+    with progress_bar("walk-forward windows", total=len(windows), enabled=None if progress else False) as bar:
+        for w in windows:
+            r = run_window(config, w, bars_by_symbol, prev_state if config.transfer else None,
+                           pretrained if prev_state is None else None)
+            results.append(r)
+            if on_window is not None:
+                on_window(r)
+            prev_state = r.policy_state
+            bar.advance(1, info=f"window {w.index}: test {w.test} return {r.row()['test_return'] * 100:+.1f}%")
+    return WFOResult(config, results)
+
+
+def _run_ray(config: WFOConfig, windows: list[WalkForwardWindow], bars_by_symbol: Mapping[str, Bars],
+             pretrained: Any) -> list[WindowResult]:
+    try:
+        import ray
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ConfigError("--backend ray needs the 'dist' extra: pip install 'himari[dist]'") from exc
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(num_cpus=None, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        remote = ray.remote(num_cpus=1)(run_window)
+        bars_ref = ray.put(dict(bars_by_symbol))
+        futures = [remote.remote(config, w, bars_ref, None, pretrained) for w in windows]
+        return list(ray.get(futures))
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def write_final_bundle(result: WFOResult, out: str | Path) -> Path:
+    from himari.bundle import save_bundle
+
+    return save_bundle(Path(out) / "bundle", result.final_bundle)

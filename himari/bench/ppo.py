@@ -1,0 +1,128 @@
+"""``himari bench ppo``: end-to-end PPO training throughput (env steps/s including updates).
+
+Every contender trains on the same environment: the vectorized simulator over the bundled BTCUSDT hourly bars with
+the simulator's basic causal features, one-bar observations, discrete HOLD/LONG/SHORT actions, default costs. HIMARI's
+PPO drives :class:`~himari.env.sim.SimVecEnv` directly; Stable-Baselines3 PPO and sb3-contrib RecurrentPPO drive the
+same simulator through its Gymnasium adapter (``himari.env.gym_env.HimariEnv``) in SB3's ``DummyVecEnv``, with the
+same number of environments, rollout length, epochs and minibatches.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import click
+
+BENCH_NAMES = ("mlp", "lstm", "transformer", "sb3_ppo", "sb3_recurrent_ppo")
+
+
+def bench_market() -> Any:
+    from himari.data.loaders import load_bars
+    from himari.env.market import MarketData
+
+    return MarketData.from_frames([load_bars("BTCUSDT").between("2020-01-01", "2024-01-01")])
+
+
+def _sim_config() -> Any:
+    from himari.env.sim import SimConfig
+
+    return SimConfig.parse({"window": 1, "episode_length": 512, "action_kind": "discrete"})
+
+
+def himari_ppo_steps_per_s(kind: str, steps: int, num_envs: int, n_steps: int, seed: int = 0) -> float:
+    """Env steps/s of ``PPOTrainer.train`` for ``kind`` (rollouts + GAE + 4 epochs x 4 minibatches)."""
+    from himari.agents.ppo.config import PPOConfig
+    from himari.agents.ppo.networks import ObsSpec
+    from himari.agents.ppo.policies import make_policy
+    from himari.agents.ppo.trainer import PPOTrainer
+    from himari.env.sim import SimVecEnv
+
+    market = bench_market()
+    env = SimVecEnv(market, _sim_config(), num_envs, seed=seed)
+    policy = make_policy(kind, ObsSpec.from_env(env), None, seed=seed)
+    config = PPOConfig(total_steps=steps, n_steps=n_steps, checkpoint_every_updates=10_000)
+    result = PPOTrainer(policy, env, config, seed=seed, progress=False, tensorboard=False).train()
+    return float(result.global_step / result.wall_s)
+
+
+def sb3_steps_per_s(recurrent: bool, steps: int, num_envs: int, n_steps: int, seed: int = 0) -> float:
+    """Env steps/s of SB3 ``PPO`` / sb3-contrib ``RecurrentPPO`` ``learn`` on the same simulator."""
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from himari.env.gym_env import HimariEnv
+
+    market = bench_market()
+    sim = _sim_config()
+    vec = DummyVecEnv([lambda: HimariEnv(market, sim) for _ in range(num_envs)])
+    vec.seed(seed)
+    batch = num_envs * n_steps
+    common = {"n_steps": n_steps, "batch_size": max(1, batch // 4), "n_epochs": 4, "seed": seed, "verbose": 0,
+              "device": "cpu"}
+    if recurrent:
+        from sb3_contrib import RecurrentPPO
+
+        model = RecurrentPPO("MlpLstmPolicy", vec, **common)
+    else:
+        from stable_baselines3 import PPO
+
+        model = PPO("MlpPolicy", vec, **common)
+    start = time.perf_counter()
+    model.learn(total_timesteps=steps)
+    elapsed = time.perf_counter() - start
+    return float(model.num_timesteps / elapsed)
+
+
+def run_ppo_bench(
+    steps: int = 200_000, sb3_steps: int = 8192, num_envs: int = 512, n_steps: int = 64,
+    sb3_envs: int = 8, sb3_n_steps: int = 256, seed: int = 0, which: tuple[str, ...] = BENCH_NAMES,
+    recurrent_steps: int | None = None,
+) -> dict[str, float]:
+    """Steps/s per contender. Recurrent and transformer policies get ``recurrent_steps`` (default steps // 4)."""
+    from himari.utils.threads import configure_torch_threads
+
+    configure_torch_threads()
+    slow_steps = recurrent_steps or max(num_envs * n_steps, steps // 4)
+    out: dict[str, float] = {}
+    for name in which:
+        if name in ("mlp", "lstm", "transformer"):
+            budget = steps if name == "mlp" else slow_steps
+            out[name] = himari_ppo_steps_per_s(name, budget, num_envs, n_steps, seed)
+        elif name == "sb3_ppo":
+            out[name] = sb3_steps_per_s(False, sb3_steps, sb3_envs, sb3_n_steps, seed)
+        elif name == "sb3_recurrent_ppo":
+            out[name] = sb3_steps_per_s(True, max(sb3_envs * 128, sb3_steps // 4), sb3_envs, 128, seed)
+        else:
+            raise click.BadParameter(f"unknown contender {name!r}; known: {', '.join(BENCH_NAMES)}")
+    if "mlp" in out and "sb3_ppo" in out:
+        out["mlp_over_sb3_ppo"] = out["mlp"] / out["sb3_ppo"]
+    if "lstm" in out and "sb3_recurrent_ppo" in out:
+        out["lstm_over_sb3_recurrent_ppo"] = out["lstm"] / out["sb3_recurrent_ppo"]
+    return out
+
+
+def register_bench(group: click.Group) -> None:
+    @group.command("ppo")
+    @click.option("--steps", default=200_000, show_default=True, help="Env steps for the HIMARI MLP PPO run.")
+    @click.option("--recurrent-steps", default=None, type=int, help="Env steps for LSTM/transformer (default steps/4).")
+    @click.option("--sb3-steps", default=8192, show_default=True, help="Env steps for SB3 PPO (RecurrentPPO: 1/4).")
+    @click.option("--num-envs", default=512, show_default=True, help="Parallel episodes for HIMARI's PPO.")
+    @click.option("--n-steps", default=64, show_default=True, help="Rollout length for HIMARI's PPO.")
+    @click.option("--sb3-envs", default=8, show_default=True, help="DummyVecEnv size for SB3.")
+    @click.option("--only", multiple=True, type=click.Choice(BENCH_NAMES), help="Run only these contenders.")
+    @click.option("--seed", default=0, show_default=True)
+    @click.option("--json", "as_json", is_flag=True, help="Print one JSON object {name: steps/s}.")
+    def ppo_bench(steps: int, recurrent_steps: int | None, sb3_steps: int, num_envs: int, n_steps: int,
+                  sb3_envs: int, only: tuple[str, ...], seed: int, as_json: bool) -> None:
+        """End-to-end training throughput (env steps/s incl. updates): HIMARI PPO (mlp, lstm, transformer) vs
+        Stable-Baselines3 PPO and sb3-contrib RecurrentPPO on the same simulator."""
+        from himari.utils.io import to_json
+
+        res = run_ppo_bench(steps, sb3_steps, num_envs, n_steps, sb3_envs, seed=seed, which=only or BENCH_NAMES,
+                            recurrent_steps=recurrent_steps)
+        if as_json:
+            click.echo(to_json(res, indent=None))
+            return
+        for name, value in res.items():
+            unit = "x" if "_over_" in name else "env steps/s"
+            click.echo(f"{name:<28} {value:>12,.1f} {unit}")

@@ -1,0 +1,52 @@
+"""``himari backtest``: run a trained bundle over a date range with baselines, metrics and an HTML report."""
+
+from __future__ import annotations
+
+import click
+
+from himari.utils.io import atomic_write_json
+
+
+@click.command("backtest")
+@click.option("--run", "run_dir", required=True, help="Run directory holding a model bundle (RUN/bundle).")
+@click.option("--data", "data_specs", multiple=True, help="OHLCV file or bundled name per symbol (default: the bundle's symbols, bundled).")
+@click.option("--start", default=None, help="First traded bar (UTC date); earlier bars are warm-up only.")
+@click.option("--end", default=None, help="End of the range (exclusive).")
+@click.option("--out", required=True, help="Output directory (metrics.json, report.html, decisions.csv, fills.csv).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the random baseline and the bootstrap.")
+@click.option("--initial-equity", default=10_000.0, show_default=True)
+def backtest_cmd(run_dir: str, data_specs: tuple[str, ...], start: str | None, end: str | None, out: str, seed: int, initial_equity: float) -> None:
+    """Backtest RUN's model on [START, END) through the same code as training and paper trading."""
+    from himari.backtest.backtester import evaluate, run_backtest
+    from himari.backtest.outputs import print_summary, write_outputs
+    from himari.backtest.session import SessionConfig
+    from himari.bundle import load_bundle
+    from himari.data.loaders import load_bars
+    from himari.errors import DataError
+    from himari.utils.rundir import data_record, versions
+    from himari.utils.threads import configure_torch_threads
+
+    configure_torch_threads()
+    bundle = load_bundle(run_dir)
+    specs = list(data_specs) or list(bundle.symbols)
+    if len(specs) != len(bundle.symbols):
+        raise DataError(f"the model trades {len(bundle.symbols)} symbol(s) ({', '.join(bundle.symbols)}); got {len(specs)} --data")
+    bars = {}
+    paths = {}
+    for symbol, spec in zip(bundle.symbols, specs, strict=True):
+        b = load_bars(spec, symbol=symbol)
+        bars[symbol] = b
+        paths[symbol] = b.source
+    result = run_backtest(bundle, bars, start, end, seed=seed, session_config=SessionConfig(initial_equity=initial_equity))
+    metrics = evaluate(result, seed=seed)
+    run_info = {"run": str(run_dir), "model_id": bundle.model_id, "seed": seed, "data": data_record(paths), "versions": versions(),
+                "fit_windows": bundle.meta.get("fit_windows")}
+    metrics["run_info"] = run_info
+    write_outputs(out, result, metrics, f"Backtest of {bundle.model_id} on {', '.join(bundle.symbols)}", run_info)
+    atomic_write_json(f"{out}/run.json", {"command": "backtest", "run": str(run_dir), "start": start, "end": end, "seed": seed, **run_info})
+    print_summary(metrics, f"backtest {metrics['period']['start'][:10]} -> {metrics['period']['end'][:10]} (after costs)")
+    click.echo(f"wrote {out}/metrics.json and {out}/report.html")
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(backtest_cmd)

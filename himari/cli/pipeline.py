@@ -1,0 +1,92 @@
+"""``himari wfo`` and ``himari pipeline``: walk-forward evaluation and the one-command pipeline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+def _load(data_specs: tuple[str, ...]) -> dict:
+    from himari.data.loaders import load_bars
+
+    bars = {}
+    for spec in data_specs:
+        b = load_bars(spec)
+        bars[b.symbol] = b
+    return bars
+
+
+@click.command("wfo")
+@click.option("--data", "data_specs", multiple=True, default=("BTCUSDT",), show_default=True, help="OHLCV file or bundled name (repeat for multi-asset).")
+@click.option("--out", required=True, help="Run directory to write.")
+@click.option("--policy", type=click.Choice(["mlp", "lstm", "transformer"]), default="mlp", show_default=True)
+@click.option("--test-start", default="2023-01-01", show_default=True)
+@click.option("--test-end", default="2025-01-01", show_default=True)
+@click.option("--train-months", default=6, show_default=True)
+@click.option("--validation-months", default=1, show_default=True)
+@click.option("--test-months", default=1, show_default=True)
+@click.option("--step-months", default=1, show_default=True)
+@click.option("--max-windows", default=None, type=int)
+@click.option("--candidates", default=2, show_default=True, help="Policies (seeds) per window; the best on validation trades.")
+@click.option("--steps-first", default=120_000, show_default=True, help="PPO steps in the first window.")
+@click.option("--steps", default=40_000, show_default=True, help="PPO fine-tuning steps in later windows.")
+@click.option("--no-transfer", is_flag=True, help="Train every window from scratch.")
+@click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--config", "config_file", default=None, help="JSON file with WFOConfig fields (options override it).")
+@click.option("--seed", default=0, show_default=True)
+def wfo_cmd(data_specs, out, policy, test_start, test_end, train_months, validation_months, test_months, step_months,
+            max_windows, candidates, steps_first, steps, no_transfer, backend, config_file, seed) -> None:
+    """Walk-forward optimization: fit on train, select on validation, trade test; stitched out-of-sample report."""
+    from himari.backtest.outputs import print_summary
+    from himari.backtest.pipeline import run_wfo_to_dir
+    from himari.backtest.wfo import WFOConfig
+    from himari.utils.threads import configure_torch_threads
+
+    configure_torch_threads()
+    base = json.loads(Path(config_file).read_text()) if config_file else {}
+    cfg = WFOConfig.parse(base, policy=policy, test_start=test_start, test_end=test_end, train_months=train_months,
+                          validation_months=validation_months, test_months=test_months, step_months=step_months,
+                          max_windows=max_windows, n_candidates=candidates, steps_first_window=steps_first,
+                          steps_per_window=steps, transfer=not no_transfer, seed=seed)
+    bars = _load(data_specs)
+    metrics = run_wfo_to_dir(cfg, bars, out, command="wfo", backend=backend)
+    print_summary(metrics)
+    click.echo(f"wrote {out}/metrics.json, {out}/report.html and the final model in {out}/bundle")
+
+
+@click.command("pipeline")
+@click.option("--preset", type=click.Choice(["quick", "full"]), default="quick", show_default=True)
+@click.option("--data", "data_specs", multiple=True, default=None, help="OHLCV file(s) or bundled names (default: BTCUSDT; full adds ETH/SOL).")
+@click.option("--out", default="runs/quick", show_default=True, help="Run directory to write.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--max-windows", default=None, type=int, help="Limit the walk-forward windows (smoke runs).")
+@click.option("--steps-scale", default=1.0, show_default=True, help="Scale the PPO step budgets (smoke runs: 0.05).")
+def pipeline_cmd(preset, data_specs, out, seed, max_windows, steps_scale) -> None:
+    """The end-to-end job: features, regimes, PPO with sizing and risk, walk-forward out-of-sample report."""
+    from himari.backtest.full import run_full_pipeline
+    from himari.backtest.outputs import print_summary
+    from himari.backtest.pipeline import PRESETS, run_wfo_to_dir
+    from himari.backtest.wfo import WFOConfig
+    from himari.utils.threads import configure_torch_threads
+
+    configure_torch_threads()
+    params = dict(PRESETS[preset])
+    params["steps_first_window"] = max(1, int(params["steps_first_window"] * steps_scale))
+    params["steps_per_window"] = max(1, int(params["steps_per_window"] * steps_scale))
+    cfg = WFOConfig.parse(params, seed=seed, max_windows=max_windows)
+    if preset == "quick":
+        bars = _load(tuple(data_specs) if data_specs else ("BTCUSDT",))
+        metrics = run_wfo_to_dir(cfg, bars, out, command=f"pipeline --preset {preset}",
+                                 title="HIMARI quick pipeline: walk-forward PPO with sizing and risk")
+    else:
+        metrics = run_full_pipeline(cfg, tuple(data_specs) if data_specs else ("BTCUSDT", "ETHUSDT", "SOLUSDT"), out,
+                                    steps_scale=steps_scale)
+    print_summary(metrics)
+    click.echo(f"wrote {out}/metrics.json, {out}/report.html and the final model in {out}/bundle")
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(wfo_cmd)
+    cli.add_command(pipeline_cmd)

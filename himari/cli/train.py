@@ -1,0 +1,134 @@
+"""``himari train``: train a policy on bundled or given data and write a run directory with a model bundle.
+
+PPO kinds (mlp, lstm, transformer, multiasset, sizer) train here; the offline kinds (mlp-classifier, cql, dt, cgdt,
+flag-trader) are dispatched to ``himari.agents.offline.train.train_offline``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from himari.errors import ConfigError, RunDirError
+
+PPO_KINDS = ("mlp", "lstm", "transformer", "multiasset", "sizer")
+OFFLINE_KINDS = ("mlp-classifier", "cql", "dt", "cgdt", "flag-trader")
+
+
+def _load_config_file(path: str | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        payload = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read JSON config: {exc}") from None
+    unknown = set(payload) - {"ppo", "policy", "sim", "tactical"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown sections {sorted(unknown)}; allowed: ppo, policy, sim, tactical")
+    return payload  # type: ignore[no-any-return]
+
+
+@click.command("train")
+@click.option("--policy", "policy_kind", required=True, type=click.Choice(PPO_KINDS + OFFLINE_KINDS),
+              help="Policy kind to train.")
+@click.option("--data", "data_specs", multiple=True, default=("BTCUSDT",), show_default=True,
+              help="Bundled symbol (BTCUSDT, ETHUSDT, SOLUSDT) or OHLCV file; repeat for several assets.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
+@click.option("--train-start", default="2023-01-01", show_default=True, help="First bar of the training window.")
+@click.option("--train-end", default="2024-01-01", show_default=True, help="End (exclusive) of the training window.")
+@click.option("--val-end", default="2024-04-01", show_default=True,
+              help="End (exclusive) of the validation window that starts at --train-end (model selection only).")
+@click.option("--steps", default=100_000, show_default=True, type=click.IntRange(min=1), help="Environment steps.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out (same config required).")
+@click.option("--pretrain-synthetic", default=0, show_default=True, type=click.IntRange(min=0),
+              help="PPO: steps of pre-training on synthetic stress scenarios before fine-tuning on real data "
+                   "(compared on validation against training from scratch; the better is kept).")
+@click.option("--num-envs", default=32, show_default=True, type=click.IntRange(min=1), help="PPO: parallel episodes.")
+@click.option("--n-steps", default=None, type=click.IntRange(min=1), help="PPO: rollout length per update.")
+@click.option("--learning-rate", default=None, type=float, help="PPO: initial learning rate.")
+@click.option("--episode-length", default=None, type=click.IntRange(min=1), help="Simulator episode length (bars).")
+@click.option("--window", default=None, type=click.IntRange(min=1), help="Observation window (bars).")
+@click.option("--size", type=click.Choice(["small", "seeds"]), default="small", show_default=True,
+              help="transformer: small CPU default or the seeds' 3 layers / 4 heads / d=256 / 100-step context.")
+@click.option("--config", "config_file", default=None, type=click.Path(dir_okay=False, exists=True),
+              help="JSON file with optional sections ppo, policy, sim, tactical (field overrides).")
+@click.option("--no-tensorboard", is_flag=True, help="Metrics only as metrics.jsonl (no TensorBoard events).")
+def train_cmd(
+    policy_kind: str, data_specs: tuple[str, ...], out: str, train_start: str, train_end: str, val_end: str,
+    steps: int, seed: int, resume: bool, pretrain_synthetic: int, num_envs: int, n_steps: int | None,
+    learning_rate: float | None, episode_length: int | None, window: int | None, size: str,
+    config_file: str | None, no_tensorboard: bool,
+) -> None:
+    """Train a policy; writes run.json, metrics, checkpoints and RUN/bundle for `himari backtest --run RUN`."""
+    if policy_kind in OFFLINE_KINDS:
+        from himari.agents.offline.train import train_offline
+
+        train_offline(policy_kind=policy_kind, data_specs=list(data_specs), out=out, train_start=train_start,
+                      train_end=train_end, val_end=val_end, steps=steps, seed=seed, resume=resume)
+        return
+    from himari.agents.ppo.run import train_ppo
+    from himari.agents.training import prepare_training_data
+    from himari.config import config_hash
+    from himari.utils.rundir import create_run_dir, load_run_meta
+    from himari.utils.threads import configure_torch_threads
+
+    configure_torch_threads()
+    file_cfg = _load_config_file(config_file)
+    ppo = dict(file_cfg.get("ppo", {}))
+    if n_steps is not None:
+        ppo["n_steps"] = n_steps
+    if learning_rate is not None:
+        ppo["learning_rate"] = learning_rate
+    sim = dict(file_cfg.get("sim", {}))
+    if episode_length is not None:
+        sim["episode_length"] = episode_length
+    if window is not None:
+        sim["window"] = window
+    policy_cfg = dict(file_cfg.get("policy", {}))
+    if policy_kind == "transformer" and size == "seeds":
+        from himari.agents.ppo.config import TransformerConfig
+
+        policy_cfg = {**TransformerConfig.seeds().to_dict(), **policy_cfg}
+    if policy_kind == "multiasset" and len(data_specs) < 2:
+        raise ConfigError("--policy multiasset needs several --data (e.g. --data BTCUSDT --data ETHUSDT --data SOLUSDT)")
+    resolved = {
+        "policy": policy_kind, "data": list(data_specs), "train_start": train_start, "train_end": train_end,
+        "val_end": val_end, "steps": steps, "seed": seed, "pretrain_synthetic": pretrain_synthetic,
+        "num_envs": num_envs, "ppo": ppo, "sim": sim, "policy_config": policy_cfg,
+        "tactical": file_cfg.get("tactical", {}),
+    }
+    out_dir = Path(out)
+    if resume:
+        meta = load_run_meta(out_dir)
+        if meta.get("config_hash") != config_hash(resolved):
+            raise RunDirError(f"{out_dir}: --resume with a different config than the interrupted run "
+                              f"({meta.get('config_hash')} vs {config_hash(resolved)})")
+    elif (out_dir / "run.json").exists():
+        raise RunDirError(f"{out_dir}: already holds a run; use --resume to continue it or choose a new --out")
+    data = prepare_training_data(list(data_specs), train_start, train_end, val_end, resolved["tactical"] or None)
+    create_run_dir(out_dir, "train", resolved, seed, data_files={s: p for s, p in data.data_files.items()},
+                   extra={"data_summary": data.describe()})
+    result = train_ppo(
+        policy_kind, data, out_dir, steps=steps, seed=seed, resume=resume, num_envs=num_envs, ppo_overrides=ppo,
+        policy_config=policy_cfg, sim_overrides=sim, pretrain_synthetic_steps=pretrain_synthetic,
+        tensorboard=not no_tensorboard,
+    )
+    m = result.metrics
+    click.echo(f"trained {policy_kind}: {m['global_step']} steps ({m['steps_per_s']:,.0f} steps/s), "
+               f"best validation mean reward {m['best_val_mean_reward']}")
+    if "validation" in m:
+        click.echo(f"validation [{train_end}, {val_end}): mean reward/bar {m['validation']['mean_reward']:+.6f}, "
+                   f"summed {m['validation']['mean_return']:+.4f} per env")
+    if "synthetic_pretraining" in m:
+        sp = m["synthetic_pretraining"]
+        click.echo(f"synthetic pre-training: validation {sp['val_mean_reward_pretrained']} vs from scratch "
+                   f"{sp['val_mean_reward_scratch']} -> kept {sp['chosen']}")
+    click.echo(f"bundle: {result.bundle_dir}")
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(train_cmd)
