@@ -220,7 +220,9 @@ def run_backtest(
                 )
             bar.advance(1)
     exec_cfg = session.engine.exec_config
-    base_t = baseline_targets(market, seed)
+    # The vol-targeted baseline aims at the same annualized volatility as the strategy's own sizing.
+    target_vol = session.engine.manager.sizing_config.target_vol_annual
+    base_t = baseline_targets(market, seed, target_vol_annual=target_vol)
     names = list(base_t)
     paths = simulate_targets(
         market, np.stack([base_t[k] for k in names]), t0, t1, exec_cfg, session.config.rebalance_band

@@ -42,7 +42,7 @@ from himari.utils.seeding import child_seeds
 class WFOConfig(FrozenConfig):
     """Walk-forward settings. Month lengths default to the issue's 6/1/1/1."""
 
-    policy: Literal["mlp", "lstm", "transformer"] = "mlp"
+    policy: Literal["mlp", "lstm", "transformer", "multiasset"] = "mlp"
     first_train_start: str | None = None  # default: test_start - (train + validation) months
     test_start: str = "2023-01-01"
     test_end: str = "2025-01-01"
@@ -58,7 +58,7 @@ class WFOConfig(FrozenConfig):
     num_envs: int = Field(64, ge=1)
     episode_length: int = Field(256, ge=8)
     n_steps: int = Field(64, ge=1)
-    window: int = Field(1, ge=1, description="observation window (bars); MLP/LSTM use 1")
+    window: int | None = Field(None, ge=1, description="observation window (bars); default per policy kind")
     sim: dict[str, Any] = Field(default_factory=dict)  # SimConfig overrides
     ppo: dict[str, Any] = Field(default_factory=dict)  # PPOConfig overrides
     policy_config: dict[str, Any] = Field(default_factory=dict)
@@ -83,7 +83,13 @@ class WFOConfig(FrozenConfig):
         return wins
 
     def sim_config(self) -> SimConfig:
-        base = {"window": self.window, "episode_length": self.episode_length}
+        from himari.agents.ppo.run import ACTION_KINDS, DEFAULT_WINDOWS
+
+        base: dict[str, Any] = {
+            "action_kind": ACTION_KINDS[self.policy],
+            "window": self.window or DEFAULT_WINDOWS[self.policy],
+            "episode_length": self.episode_length,
+        }
         base.update(self.sim)
         return SimConfig.parse(base)
 

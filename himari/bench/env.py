@@ -106,12 +106,31 @@ def _time_sim(market: MarketData, config: SimConfig, num_envs: int, steps: int, 
     return time.perf_counter() - start
 
 
+def _time_torch(market: MarketData, config: SimConfig, num_envs: int, steps: int, device: str) -> float:
+    import torch
+
+    from himari.env.torch_sim import TorchSimVecEnv
+
+    env = TorchSimVecEnv(market, config, num_envs, seed=0, device=device)
+    env.reset()
+    gen = torch.Generator(device=env.device).manual_seed(0)
+    actions = torch.randint(0, 3, (16, num_envs, market.num_assets), generator=gen, device=env.device)
+    sync = torch.cuda.synchronize if env.device.type == "cuda" else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    for k in range(steps):
+        env.step(actions[k % 16])
+    sync()
+    return time.perf_counter() - start
+
+
 def run_env_bench(
     sizes: tuple[int, ...] = SIZES,
     window: int = 16,
     n_features: int = 44,
     min_seconds: float = 1.0,
     episode_length: int = 256,
+    torch_device: str | None = None,
 ) -> dict[str, float]:
     """Env-steps/s of the simulator and of the plain NumPy loop; keys ``single_n1``, ``multi_n4096``,
     ``numpy_single_n1``, ... and ``ratio_<cfg>`` = simulator / plain loop."""
@@ -121,15 +140,17 @@ def run_env_bench(
         market = synthetic_market(n_assets, n_features=n_features)
         for n in sizes:
             # calibrate the number of iterations to about min_seconds
-            probe = max(5, int(2000 / max(1, n // 64)))
-            per_step = _time_sim(market, config, n, probe) / probe
-            steps = max(10, int(min_seconds / max(per_step, 1e-7)))
+            per_step = _time_sim(market, config, n, 5) / 5
+            steps = max(5, int(min_seconds / max(per_step, 1e-7)))
             sim_s = _time_sim(market, config, n, steps)
             loop_s = plain_numpy_loop(market, n, steps, window, episode_length)
             name = f"{label}_n{n}"
             out[name] = n * steps / sim_s
             out[f"numpy_{name}"] = n * steps / loop_s
             out[f"ratio_{name}"] = loop_s / sim_s
+            if torch_device is not None:
+                _time_torch(market, config, n, 3, torch_device)  # warm-up (CUDA context, kernels)
+                out[f"torch_{name}"] = n * steps / _time_torch(market, config, n, steps, torch_device)
     return out
 
 
@@ -139,22 +160,32 @@ def register_bench(group: click.Group) -> None:
     @click.option("--features", "n_features", default=44, show_default=True, help="Features per asset F.")
     @click.option("--seconds", "min_seconds", default=1.0, show_default=True, help="Time per configuration.")
     @click.option("--sizes", default="1,1024,4096", show_default=True, help="Comma-separated N values.")
+    @click.option(
+        "--torch-device", default=None, help="Also time the torch simulator on this device (cpu, cuda)."
+    )
     @click.option("--json", "as_json", is_flag=True, help="Print one JSON object {config: env-steps/s}.")
-    def env_bench(window: int, n_features: int, min_seconds: float, sizes: str, as_json: bool) -> None:
+    def env_bench(
+        window: int, n_features: int, min_seconds: float, sizes: str, torch_device: str | None, as_json: bool
+    ) -> None:
         """Simulator env-steps/s for N = 1, 1024, 4096 (single and 3-asset) beside a plain NumPy loop."""
         from himari.utils.io import to_json
 
         ns = tuple(int(x) for x in sizes.split(",") if x.strip())
-        res = run_env_bench(ns, window, n_features, min_seconds)
+        from himari.utils.threads import configure_torch_threads
+
+        configure_torch_threads()
+        res = run_env_bench(ns, window, n_features, min_seconds, torch_device=torch_device)
         if as_json:
-            click.echo(to_json({k: round(v, 3) for k, v in res.items()}))
+            click.echo(to_json({k: round(v, 1) for k, v in res.items() if not k.startswith("ratio_")}))
             return
         click.echo(
             f"window={window} features={n_features}  (env-steps/s; ratio = simulator / plain NumPy loop)"
         )
         for key in res:
-            if key.startswith(("numpy_", "ratio_")):
+            if key.startswith(("numpy_", "ratio_", "torch_")):
                 continue
-            click.echo(
-                f"{key:>14}: {res[key]:>14,.0f}   numpy loop: {res['numpy_' + key]:>14,.0f}   ratio {res['ratio_' + key]:.2f}"
-            )
+            line = f"{key:>14}: {res[key]:>14,.0f}   numpy loop: {res['numpy_' + key]:>14,.0f}"
+            line += f"   ratio {res['ratio_' + key]:.2f}"
+            if "torch_" + key in res:
+                line += f"   torch ({torch_device}): {res['torch_' + key]:>14,.0f}"
+            click.echo(line)

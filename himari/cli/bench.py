@@ -11,7 +11,12 @@ import importlib
 import click
 
 # Modules that define ``register_bench(group: click.Group) -> None``.
-BENCH_MODULES: tuple[str, ...] = ("himari.bench.features", "himari.bench.env", "himari.bench.ppo")
+BENCH_MODULES: tuple[str, ...] = (
+    "himari.bench.features",
+    "himari.bench.env",
+    "himari.bench.ppo",
+    "himari.bench.serve",
+)
 
 
 @click.group("bench")

@@ -99,7 +99,7 @@ def denoise_cmd(data_path: str, train_start: str, train_end: str, eval_end: str 
             out = kalman_filter(y, KalmanParams(p.q_level, p.r_obs))
             d = filter_diagnostics(y, out.level, out.innovation, signal)
             click.echo(
-                f"synthetic local level (Q/R={ratio:g}): MLE Q/R={p.q_level / p.r_obs:.3g}, lag {d.lag_bars:.0f} bars, "
+                f"synthetic local level (Q/R={ratio:g}): MLE Q/R={p.q_level / p.r_obs:.3g}, lag {d.lag_bars:.2f} bars (theory (1-K)/K = {(1 - steady_state_gain(p.q_level / p.r_obs)) / steady_state_gain(p.q_level / p.r_obs):.2f}), "
                 f"noise reduction x{d.noise_reduction:.2f}, innovation Ljung-Box p={d.ljung_box_pvalue:.3g}"
             )
 

@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "himari.cli.paper",
     "himari.cli.backtest",
     "himari.cli.train",
+    "himari.cli.pipeline",
 )
 
 

@@ -24,11 +24,9 @@ def regime_group() -> None:
 
 def _train_observations(pipe: Any, bars: Any, train_start: str, train_end: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     from himari.data.bars import to_utc_timestamp
-    from himari.features.pipeline import hmm_observations
 
     history = bars.between(None, train_end)
-    obs, labels = hmm_observations(history, pipe.config.labeller)
-    z = pipe._require().hmm_scaler.transform(obs)
+    z, labels = pipe.regime_observations(history)
     ts = history.timestamps_ns
     m = (ts >= to_utc_timestamp(train_start).value) & (ts < to_utc_timestamp(train_end).value)
     seg = history.gap_before[m].copy()
@@ -125,7 +123,7 @@ def label_cmd(model_dir: str, data_path: str, start: str, end: str | None, out: 
     from himari.data.bars import to_utc_timestamp
     from himari.data.loaders import load_bars
     from himari.data.store import write_frame
-    from himari.features.pipeline import TacticalPipeline, hmm_observations
+    from himari.features.pipeline import TacticalPipeline
     from himari.regime.evaluate import agreement, format_summary, persistence
     from himari.regime.labeller import REGIME_NAMES
     from himari.regime.plot import plot_regimes
@@ -140,8 +138,7 @@ def label_cmd(model_dir: str, data_path: str, start: str, end: str | None, out: 
     m = tf.timestamps_ns >= start_ts.value
     if not m.any():
         raise DataError(f"no bars at or after --start {start}", data_path)
-    obs, labels = hmm_observations(bars, pipe.config.labeller)
-    z = pipe._require().hmm_scaler.transform(obs)
+    z, labels = pipe.regime_observations(bars)
     seg = bars.gap_before.copy()
     post = tf.regime_posterior.astype(np.float64)
     reported = apply_hysteresis(post[m], hysteresis)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import click
 
 
@@ -15,6 +17,13 @@ import click
               help="Bars kept per symbol for POST /v1/bars (default: what the model needs).")
 @click.option("--allow-gaps", is_flag=True, help="Accept bars with missing hours (default: 422 naming the row).")
 @click.option("--paper-db", default=None, help="A 'himari paper' database to show on the dashboard and in /metrics.")
+@click.option(
+    "--decision-cache",
+    default=1024,
+    show_default=True,
+    type=int,
+    help="Memoized decisions per (bars, account); 0 = decide on every request.",
+)
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
@@ -27,6 +36,7 @@ def serve_cmd(
     history_bars: int | None,
     allow_gaps: bool,
     paper_db: str | None,
+    decision_cache: int,
     log_level: str,
     access_log: bool,
 ) -> None:
@@ -48,10 +58,13 @@ def serve_cmd(
     check_startup_auth(keys, host, allow_open_loopback)
     configure_torch_threads()
     bundle = load_bundle(run)
-    engine = DecisionEngine(bundle)
-    needed = int(getattr(engine, "history_bars", 0) or getattr(engine, "warmup_bars", 0) or 0)
-    bars = history_bars or max(needed, 2048 if not needed else needed)
-    config = serve_config_from_bundle(bundle, bars, allow_gaps, paper_db)
+    engine = (
+        DecisionEngine(bundle) if history_bars is None else DecisionEngine(bundle, history_bars=history_bars)
+    )
+    bars = int(engine.history_bars)
+    config = dataclasses.replace(
+        serve_config_from_bundle(bundle, bars, allow_gaps, paper_db), decision_cache=max(0, decision_cache)
+    )
     app = create_app(engine, config, keys)
     auth = "API key required" if keys.enabled else "OPEN (no API key, loopback only)"
     click.echo(f"serving {config.model_id} ({', '.join(config.symbols)} {config.timeframe}) on http://{host}:{port} - {auth}")

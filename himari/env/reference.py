@@ -79,6 +79,16 @@ def reference_episode(
             price = [float(market.mark_close[t1, a]) for a in range(n_assets)]
         equity_before, dd_before = equity, 1.0 - equity / peak
         pos, equity = move(pos, equity, pre)
+        fund = 0.0
+
+        def pay_funding(pos: list[float], equity: float) -> tuple[list[float], float, float]:
+            cost = equity * sum(pos) * rate
+            new_eq = equity - cost
+            new_pos = [p * equity / new_eq for p in pos] if new_eq > 0 else [0.0] * n_assets
+            return new_pos, max(new_eq, 0.0), cost
+
+        if rate != 0.0 and costs.fill == "next_close":  # the old position is held through bar t+1
+            pos, equity, fund = pay_funding(pos, equity)
         flat_before = all(p == 0.0 for p in pos)
 
         # targets
@@ -129,12 +139,8 @@ def reference_episode(
         flat = flat_before and all(p == 0.0 for p in pos)
         if post is not None:
             pos, equity = move(pos, equity, post)
-        fund = 0.0
-        if rate != 0.0:
-            fund = equity * sum(pos) * rate
-            new_eq = equity - fund
-            pos = [p * equity / new_eq for p in pos] if new_eq > 0 else [0.0] * n_assets
-            equity = max(new_eq, 0.0)
+        if rate != 0.0 and costs.fill == "next_open":  # the new position is held through bar t+1
+            pos, equity, fund = pay_funding(pos, equity)
 
         peak = max(peak, equity)
         r = math.log(max(equity, 1e-300)) - math.log(equity_before)

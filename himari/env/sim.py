@@ -230,6 +230,12 @@ def step(
     else:
         pre_ret, post_ret, price = market.log_return[t1], None, market.mark_close[t1]
     m1 = mark_to_market(state.position, state.equity, pre_ret)
+    # funding for bar t+1 is paid on the position held through it: the old one for close fills, else the new one
+    rate = costs.funding_rate_per_bar(market.timeframe.seconds)
+    funding_cost = np.zeros_like(m1.equity)
+    if rate != 0.0 and costs.fill == "next_close":
+        f_pos, f_eq, funding_cost = funding(m1.position, m1.equity, rate)
+        m1 = m1._replace(position=f_pos, equity=f_eq)
 
     # 2. the order: action -> target; invalid inputs -> flat (or keep); unfillable -> no trade
     target = action_to_target(action, m1.position, market, config, t)
@@ -249,17 +255,16 @@ def step(
         can_fill=fillable,
     )
 
-    # 3. move after the fill (open[t+1] -> close[t+1]) and funding for bar t+1
+    # 3. move after the fill (open[t+1] -> close[t+1]) and funding for bar t+1 (open fills)
     if post_ret is not None:
         m2 = mark_to_market(fill.position, fill.equity, post_ret)
         pos, eq, post_growth = m2.position, m2.equity, m2.log_growth
     else:
         pos, eq, post_growth = fill.position, fill.equity, np.zeros_like(fill.equity)
-    rate = costs.funding_rate_per_bar(market.timeframe.seconds)
-    if rate != 0.0:
+    if rate != 0.0 and costs.fill == "next_open":
         pos, eq_f, funding_cost = funding(pos, eq, rate)
     else:
-        eq_f, funding_cost = eq, np.zeros_like(eq)
+        eq_f = eq
 
     # account bookkeeping
     old_sign = np.sign(m1.position)
@@ -450,8 +455,7 @@ class SimVecEnv:
         elif self._rng_at_init:  # the first reset after construction reproduces the constructor's draw
             self.rng = np.random.default_rng(self._seed)
         self._rng_at_init = False
-        self.state = self._fresh(self.num_envs)  # reset() draws again (without a seed: from the same stream)
-        self._rng_at_init = True
+        self.state = self._fresh(self.num_envs)
         return observe(self.state, self.market, self.config)
 
     def observe(self) -> Observation:
@@ -466,9 +470,10 @@ class SimVecEnv:
             fresh = self._fresh(self.num_envs)
             state = merge_states(state, fresh, done)
             obs = observe(state, self.market, self.config)
-            info["episode_return"] = np.where(done, np.log(np.maximum(info["equity"], 1e-300)), 0.0)
         else:
             obs = final_obs
+        info["done"] = done
+        info["episode_log_return"] = np.where(done, np.log(np.maximum(info["equity"], 1e-300)), 0.0)
         self.state = state
         for k, v in terms.items():
             info[f"reward_{k}"] = v

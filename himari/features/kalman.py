@@ -15,7 +15,7 @@ f_t)`` with ``f_t`` the innovation variance for ``R = 1``), so the numeric searc
 ratios only (``scipy.optimize``). Steady-state gain of the local level model with ``q = Q/R``:
 ``K = (-q + sqrt(q^2 + 4q)) / 2`` (tested).
 
-Diagnostics (:func:`filter_diagnostics`): lag in bars against a known signal (cross-correlation peak), noise
+Diagnostics (:func:`filter_diagnostics`): lag in bars against a known signal (centroid of the fitted impulse response), noise
 reduction (variance of ``y - signal`` over variance of ``filtered - signal``) and innovation whiteness (Ljung-Box).
 """
 
@@ -118,8 +118,45 @@ def steady_state_gain(q_over_r: float) -> float:
     return (-q + math.sqrt(q * q + 4.0 * q)) / 2.0
 
 
-def fit_kalman_mle(y: np.ndarray, gap_before: np.ndarray | None = None, trend: bool = False) -> KalmanParams:
-    """Maximum-likelihood noise variances on ``y`` (the training window), R concentrated out.
+def _concentrated_terms(ys: list[float], starts: list[bool], q: float, qs: float, trend: bool) -> tuple[float, float, int]:
+    """``(sum v^2/f, sum log f, n)`` of the filter with ``R = 1`` (same recursion as :func:`kalman_filter`, no
+    arrays; for the optimizer)."""
+    m = b = 0.0
+    p11 = p12 = p22 = 0.0
+    age = 0
+    s_vf = s_lf = 0.0
+    n = 0
+    log = math.log
+    prior = _PRIOR_SCALE * (1.0 + q + qs) if trend else 0.0
+    for yt, st in zip(ys, starts, strict=True):
+        if st:
+            age = 0
+            m, b = yt, 0.0
+            p11, p12, p22 = 1.0, 0.0, prior
+            continue
+        age += 1
+        if trend:
+            m = m + b
+            p11, p12, p22 = p11 + 2.0 * p12 + p22 + q, p12 + p22, p22 + qs
+        else:
+            p11 = p11 + q
+        v = yt - m
+        f = p11 + 1.0
+        k1 = p11 / f
+        k2 = p12 / f
+        m += k1 * v
+        b += k2 * v
+        p11, p12, p22 = p11 - k1 * p11, p12 - k1 * p12, p22 - k2 * p12
+        if not (trend and age == 1):
+            s_vf += v * v / f
+            s_lf += log(f)
+            n += 1
+    return s_vf, s_lf, n
+
+
+def fit_kalman_mle(y: np.ndarray, gap_before: np.ndarray | None = None, trend: bool = False, max_bars: int = 15_000) -> KalmanParams:
+    """Maximum-likelihood noise variances on ``y`` (the training window; its last ``max_bars`` bars, since the
+    recursion is sequential), R concentrated out.
 
     For ``R = 1`` and ratios ``(q, q_s)`` the filter gives innovations ``v_t`` and variances ``f_t``; the likelihood
     is maximized over R by ``R_hat = mean(v^2 / f)``, leaving ``-n/2 (log R_hat + 1) - 1/2 sum log f_t``.
@@ -127,17 +164,22 @@ def fit_kalman_mle(y: np.ndarray, gap_before: np.ndarray | None = None, trend: b
     y = np.asarray(y, dtype=np.float64)
     if len(y) < 10 or not np.isfinite(y).all():
         raise DataError(f"Kalman MLE needs >= 10 finite observations, got {len(y)} (finite: {int(np.isfinite(y).sum())})")
+    starts = _segment_starts(len(y), gap_before)
+    if len(y) > max_bars:
+        y, starts = y[-max_bars:], starts[-max_bars:].copy()
+        starts[0] = True
+    ys, st = y.tolist(), starts.tolist()
 
     def neg_concentrated(theta: np.ndarray) -> float:
         q = math.exp(theta[0])
         qs = math.exp(theta[1]) if trend else 0.0
-        out = kalman_filter(y, KalmanParams(q, 1.0, qs), gap_before, trend)
-        ok = np.isfinite(out.innovation)
-        v, f = out.innovation[ok], out.innovation_var[ok]
-        r_hat = float(np.mean(v * v / f))
+        s_vf, s_lf, n = _concentrated_terms(ys, st, q, qs, trend)
+        if n == 0:
+            return 1e300
+        r_hat = s_vf / n
         if not np.isfinite(r_hat) or r_hat <= 0:
             return 1e300
-        return 0.5 * (len(v) * (math.log(r_hat) + 1.0) + float(np.sum(np.log(f))))
+        return 0.5 * (n * (math.log(r_hat) + 1.0) + s_lf)
 
     # a coarse grid for a good start (the likelihood can be flat), then a bounded quasi-Newton refinement
     grid = np.linspace(-9.0, 9.0, 7)
@@ -151,14 +193,13 @@ def fit_kalman_mle(y: np.ndarray, gap_before: np.ndarray | None = None, trend: b
     theta = res.x
     q = math.exp(theta[0])
     qs = math.exp(theta[1]) if trend else 0.0
-    out = kalman_filter(y, KalmanParams(q, 1.0, qs), gap_before, trend)
-    ok = np.isfinite(out.innovation)
-    r_hat = float(np.mean(out.innovation[ok] ** 2 / out.innovation_var[ok]))
+    s_vf, _, n = _concentrated_terms(ys, st, q, qs, trend)
+    r_hat = s_vf / n
     return KalmanParams(q_level=q * r_hat, r_obs=r_hat, q_slope=qs * r_hat)
 
 
 class FilterDiagnostics(NamedTuple):
-    lag_bars: float  # argmax of the cross-correlation between filtered and true signal changes (0 = no lag)
+    lag_bars: float  # centroid of the filter's impulse response w.r.t. the true signal (0 = no lag)
     noise_reduction: float  # var(y - signal) / var(filtered - signal); > 1 means the filter removed noise
     ljung_box_stat: float
     ljung_box_pvalue: float  # innovation whiteness: large p-value = no evidence of autocorrelation
@@ -184,20 +225,25 @@ def ljung_box(x: np.ndarray, lags: int = 10) -> tuple[float, float]:
 
 
 def estimate_lag(filtered: np.ndarray, signal: np.ndarray, max_lag: int = 50) -> float:
-    """Lag (bars) maximizing the correlation of ``filtered_t`` with ``signal_{t-lag}`` (on first differences)."""
+    """Mean lag (bars) of ``filtered`` behind a known ``signal``: the centroid ``sum_j j w_j / sum_j w_j`` of the
+    impulse response ``w`` fitted by least squares on first differences, ``df_t = sum_{j<=max_lag} w_j ds_{t-j}``.
+    For an exponential smoother with gain K the answer is ``(1 - K)/K``."""
     a = np.diff(filtered)
     b = np.diff(signal)
-    best, best_corr = 0, -np.inf
-    for lag in range(0, max_lag + 1):
-        x = a[lag:]
-        z = b[: len(b) - lag]
-        ok = np.isfinite(x) & np.isfinite(z)
-        if ok.sum() < 10:
-            break
-        c = np.corrcoef(x[ok], z[ok])[0, 1]
-        if c > best_corr:
-            best, best_corr = lag, c
-    return float(best)
+    n = len(a)
+    if n <= 2 * max_lag + 10:
+        max_lag = max(1, n // 4)
+    cols = [b[max_lag - j : n - j] for j in range(max_lag + 1)]
+    design = np.column_stack(cols)
+    target = a[max_lag:]
+    ok = np.isfinite(design).all(axis=1) & np.isfinite(target)
+    if ok.sum() < max_lag + 10:
+        return float("nan")
+    w = np.linalg.lstsq(design[ok], target[ok], rcond=None)[0]
+    total = float(w.sum())
+    if abs(total) < 1e-12:
+        return float("nan")
+    return float(np.arange(max_lag + 1) @ w / total)
 
 
 def filter_diagnostics(y: np.ndarray, filtered: np.ndarray, innovation: np.ndarray, signal: np.ndarray | None) -> FilterDiagnostics:

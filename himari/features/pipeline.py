@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from himari.config import FrozenConfig
 from himari.data.bars import Bars, to_utc_timestamp
@@ -44,7 +44,7 @@ class TacticalConfig(FrozenConfig):
 
     normalizer: Literal["percentile", "zscore", "spectral"] = "percentile"
     percentile_window: int = Field(500, ge=20, le=100_000)
-    percentile_min_periods: int = Field(250, ge=10)
+    percentile_min_periods: int | None = Field(None, ge=10, description="None = percentile_window // 2")
     zscore_clip: float = Field(8.0, gt=0)
     spectral_window: int = Field(64, ge=8, le=4096)
     include_filters: bool = True
@@ -52,6 +52,17 @@ class TacticalConfig(FrozenConfig):
     hmm_dof: float | None = Field(None, gt=0.5, le=500, description="fixed Student-t dof; None = estimated (ECM)")
     hmm_em_iters: int = Field(15, ge=1, le=500)
     labeller: LabellerConfig = LabellerConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> TacticalConfig:
+        if self.percentile_min_periods is not None and self.percentile_min_periods > self.percentile_window:
+            raise ValueError("percentile_min_periods must be <= percentile_window")
+        return self
+
+    @property
+    def percentile_min_obs(self) -> int:
+        """Observations the rolling percentile needs (``percentile_min_periods`` or half the window)."""
+        return self.percentile_min_periods if self.percentile_min_periods is not None else self.percentile_window // 2
 
 
 class TacticalFrame(NamedTuple):
@@ -223,9 +234,13 @@ class TacticalPipeline:
                 bars.source or None,
             )
         train = history.with_frame(history.frame.loc[in_train])
-        logp = np.log(train.close)
-        kalman = fit_kalman_mle(logp, train.gap_before, trend=True)
-        ekf = fit_ekf_mle(logp, train.gap_before)
+        if cfg.include_filters:
+            logp = np.log(train.close)
+            kalman = fit_kalman_mle(logp, train.gap_before, trend=True)
+            ekf = fit_ekf_mle(logp, train.gap_before)
+        else:  # not used by transform; stored as zeros
+            kalman = KalmanParams(0.0, 0.0, 0.0)
+            ekf = EKFParams(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
         values, _ = self._raw_features(history, (kalman, ekf))
         ts = history.timestamps_ns
         scaler: FrozenStandardizer | SpectralNormalizer | None = None
@@ -268,7 +283,7 @@ class TacticalPipeline:
             tech_ok = table.valid & np.isfinite(table.values).all(axis=1)
             tech_pct = None
             if cfg.normalizer == "percentile":
-                pct = rolling_percentile(table.values, cfg.percentile_window, cfg.percentile_min_periods)
+                pct = rolling_percentile(table.values, cfg.percentile_window, cfg.percentile_min_obs)
                 tech_pct = (2.0 * pct - 1.0).astype(np.float32)
             obs, _ = hmm_observations(bars, cfg.labeller, with_labels=False)
             cached = _CachedInputs(table.values if tech_pct is None else None, tech_pct, tech_ok, obs)
@@ -279,7 +294,7 @@ class TacticalPipeline:
             ok = cached.tech_ok & np.isfinite(cached.tech_pct).all(axis=1)
             if cfg.include_filters:
                 filt = self._filter_features(bars, fitted.kalman, fitted.ekf)
-                fp = 2.0 * rolling_percentile(filt, cfg.percentile_window, cfg.percentile_min_periods) - 1.0
+                fp = 2.0 * rolling_percentile(filt, cfg.percentile_window, cfg.percentile_min_obs) - 1.0
                 parts.append(fp.astype(np.float32))
                 ok &= np.isfinite(filt).all(axis=1) & np.isfinite(fp).all(axis=1)
             normed = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
@@ -295,6 +310,12 @@ class TacticalPipeline:
         posterior = fitted.hmm.regime_posterior(z, bars.gap_before).astype(np.float32)
         ok &= np.isfinite(z).all(axis=1)
         return TacticalFrame(bars.timestamps_ns, features, self.feature_names, posterior, ok)
+
+    def regime_observations(self, bars: Bars) -> tuple[np.ndarray, np.ndarray]:
+        """Standardized HMM observations (T, 3) (frozen training scaler) and rule labels (T,) of ``bars``."""
+        obs, labels = hmm_observations(bars, self.config.labeller)
+        assert labels is not None
+        return self._require().hmm_scaler.transform(obs), labels
 
     def regime_labels(self, bars: Bars) -> np.ndarray:
         """Rule labels (T,) of ``bars`` under this pipeline's labeller config (-1 = warm-up)."""

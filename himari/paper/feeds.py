@@ -1,9 +1,10 @@
 """Closed-bar feeds for paper trading: replay of OHLCV files, and ccxt polling of an exchange's closed candles.
 
-A feed yields :class:`FeedBar` events in strictly increasing time: one timestamp, one closed bar per symbol. With
-several symbols, a timestamp is emitted only when every symbol has a bar for it (a timestamp missing for one symbol
-is skipped and counted in ``skipped_timestamps``). Feeds never sleep for real in tests: ``sleep`` and the clock are
-injected.
+A feed yields :class:`FeedBar` events in strictly increasing time: one timestamp, the closed bar of each symbol
+that has one. The replay feed emits every timestamp of any symbol (the union, as the backtester's market data does,
+so a symbol's gap or later listing does not hold the others back); the live ccxt feed emits a timestamp once every
+symbol has closed it (a timestamp one symbol never publishes is skipped and counted in ``skipped_timestamps``).
+Feeds never sleep for real in tests: ``sleep`` and the clock are injected.
 
 Spec strings (CLI ``--feed``): ``replay:PATH`` (a data file or bundled name, e.g. ``replay:BTCUSDT``) and
 ``ccxt:EXCHANGE:SYMBOL`` (e.g. ``ccxt:binance:BTC/USDT``); repeat ``--feed`` for several symbols.
@@ -28,7 +29,7 @@ class FeedBar(NamedTuple):
     """One closed bar per symbol at ``ts_ns`` (bar open time, UTC ns); rows are ``[open, high, low, close, volume]``."""
 
     ts_ns: int
-    rows: dict[str, np.ndarray]
+    rows: dict[str, np.ndarray]  # only the symbols with a bar at ts_ns
 
 
 def normalize_symbol(symbol: str) -> str:
@@ -48,7 +49,6 @@ class ReplayFeed:
     speed: float = 0.0
     sleep: Callable[[float], None] = time.sleep
     pace_from_ns: int | None = None
-    skipped_timestamps: int = 0
 
     def __post_init__(self) -> None:
         if not self.bars:
@@ -67,28 +67,25 @@ class ReplayFeed:
         return tuple(self.bars)
 
     def timestamps(self) -> np.ndarray:
-        """Timestamps present for every symbol (sorted int64 ns)."""
-        common: np.ndarray | None = None
+        """Timestamps of any symbol (sorted int64 ns, the union)."""
         union: np.ndarray | None = None
         for b in self.bars.values():
-            ts = b.timestamps_ns
-            common = ts if common is None else np.intersect1d(common, ts, assume_unique=True)
-            union = ts if union is None else np.union1d(union, ts)
-        assert common is not None and union is not None
-        self.skipped_timestamps = int(len(union) - len(common))
-        return common
+            union = b.timestamps_ns if union is None else np.union1d(union, b.timestamps_ns)
+        assert union is not None
+        return union
 
     def __iter__(self) -> Iterator[FeedBar]:
-        common = self.timestamps()
-        columns = {}
+        stamps = self.timestamps()
+        columns, present = {}, {}
         for symbol, b in self.bars.items():
-            pos = np.searchsorted(b.timestamps_ns, common)
+            pos = np.minimum(np.searchsorted(b.timestamps_ns, stamps), len(b) - 1)
+            present[symbol] = b.timestamps_ns[pos] == stamps
             columns[symbol] = np.column_stack([b.open, b.high, b.low, b.close, b.volume])[pos]
         delay = self.timeframe.seconds / self.speed if self.speed > 0 else 0.0
-        for i, ts in enumerate(common.tolist()):
+        for i, ts in enumerate(stamps.tolist()):
             if delay > 0 and self.pace_from_ns is not None and ts > self.pace_from_ns:
                 self.sleep(delay)
-            yield FeedBar(int(ts), {s: columns[s][i] for s in self.bars})
+            yield FeedBar(int(ts), {s: columns[s][i] for s in self.bars if present[s][i]})
 
 
 def _ccxt_error_classes() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:

@@ -142,11 +142,14 @@ def run_paper(
         ts = int(event.ts_ns)
         if end_ns is not None and ts >= end_ns:
             break
-        for symbol in symbols:
-            row = event.rows[symbol]
-            histories[symbol].extend(np.array([ts]), np.asarray(row, dtype=np.float64).reshape(1, 5), skip_known=True)
+        for symbol, row in event.rows.items():
+            if symbol in histories:
+                histories[symbol].extend(np.array([ts]), np.asarray(row, dtype=np.float64).reshape(1, 5), skip_known=True)
         if (start_ns is not None and ts < start_ns) or (resume_ns is not None and ts <= resume_ns):
             warmup += 1
+            continue
+        if any(len(h) == 0 for h in histories.values()):
+            warmup += 1  # a symbol not listed yet: nothing to decide on
             continue
         bars_by_symbol = {s: h.bars() for s, h in histories.items()}
         records = []
@@ -170,7 +173,7 @@ def run_paper(
                 )
             )
         latency_s = time.perf_counter() - started
-        store.record_bar({s: np.asarray(event.rows[s]) for s in symbols}, ts, records)
+        store.record_bar({s: np.asarray(r) for s, r in event.rows.items() if s in histories}, ts, records)
         traded += 1
         last_ts = ts
         for rec in records:

@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from himari.config import FrozenConfig
 from himari.data.bars import Bars
@@ -44,6 +44,12 @@ class LabellerConfig(FrozenConfig):
     crisis_vol_pct: float = Field(0.90, gt=0.0, lt=1.0)
     crisis_ret_pct: float = Field(0.10, gt=0.0, lt=1.0)
     trend_pct_threshold: float = Field(0.70, gt=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> LabellerConfig:
+        if self.pct_min_periods > self.pct_window:
+            raise ValueError(f"pct_min_periods ({self.pct_min_periods}) must be <= pct_window ({self.pct_window})")
+        return self
 
 
 class RegimeInputs(NamedTuple):

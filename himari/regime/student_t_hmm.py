@@ -139,7 +139,11 @@ class StudentTHMM:
         means, covs, dofs = _init_emissions(x, gamma, ok)
         dofs = np.full(n_states, 10.0 if dof is None else float(dof))
         for _ in range(inner_iters):
-            means, covs, dofs = _m_step_emissions(x, gamma, ok, means, covs, dofs, estimate_dof=dof is None)
+            new_means, covs, new_dofs = _m_step_emissions(x, gamma, ok, means, covs, dofs, estimate_dof=dof is None)
+            shift = max(float(np.abs(new_means - means).max()), float(np.abs(np.log(new_dofs / dofs)).max()))
+            means, dofs = new_means, new_dofs
+            if shift < 1e-4:  # the weighted-t fixed point is reached
+                break
         counts = np.ones((n_states, n_states))  # Laplace smoothing
         pair = ok[1:] & ok[:-1]
         if segment_start is not None:

@@ -217,18 +217,33 @@ def _price_chart(data: ReportData, edges: np.ndarray) -> str:
         counts = np.stack([np.add.reduceat((regimes == c).astype(np.float64), edges[:-1])
                            for c in range(len(REGIME_NAMES))], axis=1)
         dominant = np.where(counts.max(axis=1) > 0, counts.argmax(axis=1), -1)
+        from matplotlib.dates import date2num
+        from matplotlib.patches import Patch
+
+        # Bucket i spans from its first bar's open to its last bar's close; runs of one regime become one span.
+        ts = np.asarray(data.timestamps_ns, dtype=np.int64)
+        bar_ns = Timeframe.parse(data.timeframe).nanoseconds
+        left = date2num(ts[edges[:-1]].astype("datetime64[ns]"))
+        right = date2num((ts[edges[1:] - 1] + bar_ns).astype("datetime64[ns]"))
+        change = np.flatnonzero(np.diff(dominant)) + 1
+        run_starts = np.concatenate([[0], change])
+        run_ends = np.concatenate([change, [dominant.size]]) - 1
+        handles = []
         for code, name in enumerate(REGIME_NAMES):
-            mask = dominant == code
-            if mask.any():
-                ax.fill_between(x, 0, 1, where=mask, transform=ax.get_xaxis_transform(), step="mid",
-                                color=REGIME_COLORS[name], alpha=0.9, linewidth=0, label=name)
-        ax.legend(loc="upper left", fontsize=8, frameon=False, ncols=4)
+            runs = [(left[a], right[b] - left[a]) for a, b in zip(run_starts, run_ends, strict=True)
+                    if dominant[a] == code]
+            if runs:
+                ax.broken_barh(runs, (0, 1), transform=ax.get_xaxis_transform(), facecolors=REGIME_COLORS[name],
+                               linewidth=0, zorder=0)
+                handles.append(Patch(color=REGIME_COLORS[name], label=name))
+        ax.legend(handles=handles, loc="upper left", fontsize=8, frameon=False, ncols=4)
     _style(ax, "close")
     pos = np.asarray(data.positions, dtype=np.float64)
     net = pos if pos.ndim == 1 else pos.sum(axis=1)
     mean_pos = _bucket_mean(net, edges)
-    axp.fill_between(x, 0, mean_pos, where=mean_pos >= 0, color="#27ae60", linewidth=0, step="mid", label="long")
-    axp.fill_between(x, 0, mean_pos, where=mean_pos < 0, color="#c0392b", linewidth=0, step="mid", label="short")
+    # Mean position per bucket; long and short parts drawn separately (no `where` masks: they drop single buckets).
+    axp.fill_between(x, 0, np.maximum(mean_pos, 0), color="#27ae60", linewidth=0, step="mid", label="long")
+    axp.fill_between(x, 0, np.minimum(mean_pos, 0), color="#c0392b", linewidth=0, step="mid", label="short")
     axp.axhline(0, color="#555555", linewidth=0.6)
     _style(axp, "net position")
     axp.legend(loc="upper left", fontsize=8, frameon=False, ncols=2)

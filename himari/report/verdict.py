@@ -48,6 +48,10 @@ def _finite(value: Any) -> float:
     return number if math.isfinite(number) else math.nan
 
 
+def _show(value: float) -> str:
+    return f"{value:.2f}" if math.isfinite(value) else "undefined"
+
+
 def best_baseline(baseline_metrics: Mapping[str, Mapping[str, Any]]) -> tuple[str | None, float]:
     """``(name, sharpe)`` of the baseline with the highest finite annualized Sharpe ratio (``(None, nan)`` if none)."""
     best: tuple[str | None, float] = (None, math.nan)
@@ -80,8 +84,12 @@ def make_verdict(
     if math.isfinite(pbo_value) and pbo_value >= PBO_THRESHOLD:
         pbo_text += " (the selection is likely overfit)"
 
+    if name is None and baseline_metrics:
+        text = (f"Sharpe {_show(sharpe)} after costs, but the baselines' Sharpe ratios are undefined (too few bars or no "
+                f"variance); {dsr_text}{pbo_text}. No edge claimed.")
+        return Verdict(text, False, None, math.nan, sharpe)
     if name is None:
-        text = f"No baseline to compare with; Sharpe {sharpe:.2f} after costs; {dsr_text}{pbo_text}. No edge claimed."
+        text = f"No baseline to compare with; Sharpe {_show(sharpe)} after costs; {dsr_text}{pbo_text}. No edge claimed."
         return Verdict(text, False, None, math.nan, sharpe)
     label = baseline_label(name)
     if not math.isfinite(sharpe):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from itertools import pairwise
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -62,6 +63,9 @@ class RiskConfig(FrozenConfig):
     portfolio_var_level: float = Field(0.99, gt=0.5, lt=1.0)
     portfolio_var_window_bars: int = Field(100, ge=10)
     portfolio_var_limit_daily: float = Field(0.10, gt=0.0, description="max VaR, fraction of equity per day")
+    portfolio_var_method: Literal["max", "covariance", "historical"] = Field(
+        "max", description="max of covariance and historical VaR, or one of them"
+    )
     # 6. safe margin
     margin_enabled: bool = True
     maintenance_margin_rate: float = Field(0.005, ge=0.0, lt=1.0)

@@ -34,4 +34,4 @@ def drawdown_gate(
     n_assets: int, dd: float, thresholds: tuple[float, ...], cuts: tuple[float, ...]
 ) -> GateResult:
     s = drawdown_scale(dd, thresholds, cuts)
-    return GateResult("drawdown", np.full(n_assets, s), f"drawdown {dd:.2%} -> cut {1 - s:.0%}")
+    return GateResult("drawdown_brake", np.full(n_assets, s), f"drawdown {dd:.2%} -> cut {1 - s:.0%}")

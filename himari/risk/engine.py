@@ -2,7 +2,7 @@
 
 For a proposal x (A,) from :class:`~himari.sizing.sizer.PositionSizer` and the context at bar t::
 
-    scale_a = min over gates g of scale_g,a          (validity, evt, kelly_cap, vol_target, drawdown,
+    scale_a = min over gates g of scale_g,a          (validity, evt, kelly_cap, vol_target, drawdown_brake,
                                                        portfolio_var, safe_margin, leverage, risk_budget)
     target  = x · scale                              then clipped so that Σ|target| <= leverage cap
 
@@ -34,7 +34,7 @@ from himari.risk.margin import safe_margin_gate
 from himari.risk.portfolio_var import portfolio_var_gate
 from himari.risk.validity import check_inputs
 from himari.risk.vol_target import vol_target_gate
-from himari.sizing.context import DecisionContext
+from himari.sizing.context import DecisionContext, check_context_shapes
 from himari.sizing.sizer import SizingResult
 
 
@@ -50,11 +50,12 @@ class RiskDecision(NamedTuple):
     sizing_reasons: tuple[str, ...] = ()
 
     def reasons(self) -> list[str]:
-        """Human-readable lines: sizing, then each gate that cut (or every gate when nothing cut)."""
+        """Human-readable lines: sizing, then each gate that cut (or "all risk gates passed")."""
         lines = list(self.sizing_reasons)
         for g in self.gates:
-            if np.any(g.scale < 1.0):
-                lines.append(f"{g.name}: scale {', '.join(f'{v:.3f}' for v in g.scale)} - {g.reason}")
+            scales = g.scale.tolist()
+            if scales and min(scales) < 1.0:
+                lines.append(f"{g.name}: scale {', '.join(f'{v:.3f}' for v in scales)} - {g.reason}")
         if len(lines) == len(self.sizing_reasons):
             lines.append("all risk gates passed")
         return lines
@@ -85,7 +86,7 @@ def _covariance(window: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.n
         sub = window if rows.all() else window[rows]
         if sub.shape[0] < 2:
             return np.zeros((a, a)), np.zeros((0, a))
-        centered = sub - sub.mean(0)
+        centered = sub - sub.sum(0) / sub.shape[0]
         return centered.T @ centered / (sub.shape[0] - 1), sub
     cols = np.flatnonzero(valid)
     clean = np.zeros((0, a))
@@ -96,7 +97,7 @@ def _covariance(window: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.n
     sub = sub[np.isfinite(sub).all(1)]
     if sub.shape[0] < 2:
         return cov, clean
-    centered = sub - sub.mean(0)
+    centered = sub - sub.sum(0) / sub.shape[0]
     cov[np.ix_(cols, cols)] = centered.T @ centered / (sub.shape[0] - 1)
     clean = np.zeros((sub.shape[0], a))
     clean[:, cols] = sub
@@ -127,6 +128,7 @@ class RiskEngine:
         proposal = np.asarray(sizing.proposal, dtype=np.float64)
         if proposal.shape != (n,):
             raise ConfigError(f"risk engine for {n} assets got a proposal of shape {proposal.shape}")
+        check_context_shapes(ctx, n)
         ts = int(ctx.timestamp_ns)
         tf = ctx.timeframe
         ppy = tf.periods_per_year
@@ -166,7 +168,11 @@ class RiskEngine:
 
         # 1. EVT tail risk
         if cfg.evt_enabled:
-            if self.evt.needs_refit(ts, tf.nanoseconds) and valid.any():
+            # refit on schedule, or early when a held asset has no tail estimate yet (e.g. it just became valid)
+            missing = bool(
+                np.any(((x > 0) & np.isnan(self.evt.es_long)) | ((x < 0) & np.isnan(self.evt.es_short)))
+            )
+            if (missing or self.evt.needs_refit(ts, tf.nanoseconds)) and valid.any():
                 self.evt.refit(
                     ts,
                     returns,
@@ -198,12 +204,14 @@ class RiskEngine:
         gates.append(
             drawdown_gate(n, dd, cfg.drawdown_thresholds, cfg.drawdown_cuts)
             if cfg.drawdown_enabled
-            else passthrough("drawdown", n, "disabled")
+            else passthrough("drawdown_brake", n, "disabled")
         )
         # 5. portfolio VaR
         var_limit = per_bar_limit(cfg.portfolio_var_limit_daily, tf.seconds) * loosen
         gates.append(
-            portfolio_var_gate(x, var_cov, var_clean, cfg.portfolio_var_level, var_limit)
+            portfolio_var_gate(
+                x, var_cov, var_clean, cfg.portfolio_var_level, var_limit, cfg.portfolio_var_method
+            )
             if cfg.portfolio_var_enabled
             else passthrough("portfolio_var", n, "disabled")
         )
@@ -245,7 +253,9 @@ class RiskEngine:
             if cfg.vol_enabled:
                 post = min(post, float(vol_target_gate(target, cov, ppy, vol_cap).scale[0]))
             if cfg.portfolio_var_enabled:
-                recheck = portfolio_var_gate(target, var_cov, var_clean, cfg.portfolio_var_level, var_limit)
+                recheck = portfolio_var_gate(
+                    target, var_cov, var_clean, cfg.portfolio_var_level, var_limit, cfg.portfolio_var_method
+                )
                 post = min(post, float(recheck.scale[0]))
         if post < 1.0:
             scale = scale * post

@@ -13,14 +13,14 @@ class GateResult(NamedTuple):
     reason: str
 
     def to_dict(self) -> dict[str, object]:
-        return {"name": self.name, "scale": [float(v) for v in self.scale], "reason": self.reason}
+        return {"name": self.name, "scale": self.scale.tolist(), "reason": self.reason}
 
 
-def scale_to_limit(exposure: np.ndarray, limit: float) -> np.ndarray:
+def scale_to_limit(exposure: np.ndarray, limit: np.ndarray | float) -> np.ndarray:
     """``min(1, limit / exposure)`` per element: 1 where exposure <= limit (or is 0), 0 where exposure is NaN."""
     e = np.asarray(exposure, dtype=np.float64)
     s = np.ones_like(e)
-    np.divide(limit, e, out=s, where=e > limit)
+    np.divide(limit, e, out=s, where=e > limit)  # broadcasts an array of limits
     s[np.isnan(e)] = 0.0
     return s
 

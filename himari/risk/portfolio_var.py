@@ -47,13 +47,22 @@ def historical_var(weights: np.ndarray, window_returns: np.ndarray, level: float
 
 
 def portfolio_var_gate(
-    proposal: np.ndarray, cov: np.ndarray, window_returns: np.ndarray, level: float, limit_per_bar: float
+    proposal: np.ndarray,
+    cov: np.ndarray,
+    window_returns: np.ndarray,
+    level: float,
+    limit_per_bar: float,
+    method: str = "max",
 ) -> GateResult:
-    if not np.any(proposal):
+    """Scale so that the portfolio VaR (``method``: max of both, "covariance" or "historical") meets the limit."""
+    if not proposal.any():
         return GateResult("portfolio_var", np.ones(len(proposal)), "no exposure")
-    v_cov = covariance_var(proposal, cov, level)
-    v_hist = historical_var(proposal, window_returns, level)
-    var = max(v_cov, v_hist) if v_hist == v_hist else v_cov
+    v_cov = covariance_var(proposal, cov, level) if method != "historical" else math.nan
+    v_hist = historical_var(proposal, window_returns, level) if method != "covariance" else math.nan
+    if method == "max":
+        var = max(v_cov, v_hist) if v_hist == v_hist else v_cov
+    else:
+        var = v_cov if method == "covariance" else v_hist
     s = scalar_scale(var, limit_per_bar)
     reason = f"VaR{level:.0%} {var:.2%}/bar (cov {v_cov:.2%}, hist {v_hist:.2%}) vs limit {limit_per_bar:.2%}"
     return GateResult("portfolio_var", np.full(len(proposal), s), reason)

@@ -57,7 +57,7 @@ def check_inputs(
     else:
         ok_gap = np.isfinite(returns[-1]) if cfg.flat_after_gap else np.ones(n, dtype=bool)
         window = returns[-max(cfg.min_history_bars, cfg.cov_window_bars) :]
-        ok_history = np.count_nonzero(np.isfinite(window), axis=0) >= cfg.min_history_bars
+        ok_history = np.isfinite(window).sum(0) >= cfg.min_history_bars
         valid &= ok_gap & ok_history
     if problems:
         valid[:] = False

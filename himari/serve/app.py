@@ -64,7 +64,10 @@ class ServeConfig:
     history_bars: int = 2048
     allow_gaps: bool = False
     paper_db: str | None = None
-    market_cache: int = 8  # bar histories whose built market data is memoized (0 = off)
+    market_cache: int = (
+        8  # bar histories whose built market data is memoized (0 = off: engine.decide each time)
+    )
+    decision_cache: int = 1024  # (bars, account) pairs whose decision is memoized
 
 
 def default_account_factory(account: AccountIn, symbols: tuple[str, ...]) -> Any:
@@ -74,7 +77,10 @@ def default_account_factory(account: AccountIn, symbols: tuple[str, ...]) -> Any
     named = set(account.positions) | set(account.entry_prices) | set(account.time_in_position)
     unknown = sorted(named - set(symbols))
     if unknown:
-        raise DataError(f"unknown symbol {unknown[0]!r} in account; this model trades {', '.join(symbols)}", "request.account")
+        raise DataError(
+            f"unknown symbol {unknown[0]!r} in account; this model trades {', '.join(symbols)}",
+            "request.account",
+        )
     return AccountSnapshot(
         equity=float(account.equity),
         peak_equity=float(account.peak_equity or account.equity),
@@ -108,7 +114,9 @@ class _AuthAndSizeMiddleware:
         headers = {k.decode("latin-1").lower(): v for k, v in scope.get("headers", [])}
         if path not in PUBLIC_PATHS and self.keys.enabled:
             presented = headers.get(API_KEY_HEADER.lower())
-            if not self.keys.check(presented.decode("utf-8", errors="replace") if presented is not None else None):
+            if not self.keys.check(
+                presented.decode("utf-8", errors="replace") if presented is not None else None
+            ):
                 await _send_json(send_wrapper, 401, {"error": f"missing or invalid {API_KEY_HEADER} header"})
                 self._observe(path, status_holder["status"], started)
                 return
@@ -119,7 +127,9 @@ class _AuthAndSizeMiddleware:
             except ValueError:
                 too_large = True
             if too_large:
-                await _send_json(send_wrapper, 413, {"error": f"request body larger than {MAX_BODY_BYTES} bytes"})
+                await _send_json(
+                    send_wrapper, 413, {"error": f"request body larger than {MAX_BODY_BYTES} bytes"}
+                )
                 self._observe(path, status_holder["status"], started)
                 return
         await self.app(scope, receive, send_wrapper)
@@ -132,7 +142,9 @@ class _AuthAndSizeMiddleware:
         self.metrics.requests.labels(route=route, status=str(status)).inc()
 
 
-_KNOWN_ROUTES = frozenset({"/health", "/", "/v1/decide", "/v1/bars", "/v1/state", "/metrics", "/openapi.json"})
+_KNOWN_ROUTES = frozenset(
+    {"/health", "/", "/v1/decide", "/v1/bars", "/v1/state", "/metrics", "/openapi.json"}
+)
 
 
 async def _send_json(send: Any, status: int, payload: dict[str, Any]) -> None:
@@ -159,7 +171,13 @@ def _first_validation_message(errors: list[dict[str, Any]]) -> str:
 def _jsonable_errors(errors: Any) -> list[dict[str, Any]]:
     out = []
     for err in errors:
-        out.append({"loc": [str(p) for p in err.get("loc", ())], "msg": str(err.get("msg", "")), "type": str(err.get("type", ""))})
+        out.append(
+            {
+                "loc": [str(p) for p in err.get("loc", ())],
+                "msg": str(err.get("msg", "")),
+                "type": str(err.get("type", "")),
+            }
+        )
     return out
 
 
@@ -174,11 +192,15 @@ def create_app(
     metrics = Metrics()
     metrics.set_model(config.model_id, config.model_version)
     timeframe = Timeframe.parse(config.timeframe)
-    histories = {s: BarHistory(s, timeframe, config.history_bars, allow_gaps=config.allow_gaps) for s in config.symbols}
+    histories = {
+        s: BarHistory(s, timeframe, config.history_bars, allow_gaps=config.allow_gaps) for s in config.symbols
+    }
     last_decisions: dict[str, Any] = {}
     started_at = time.monotonic()
     make_account = account_factory or default_account_factory
-    decider = Decider(engine, config.symbols, cache_size=config.market_cache)
+    decider = Decider(
+        engine, config.symbols, cache_size=config.market_cache, decision_cache_size=config.decision_cache
+    )
     paper_store = None
     if config.paper_db is not None:
         from himari.paper.store import PaperStore
@@ -198,14 +220,18 @@ def create_app(
 
     def known_symbol(symbol: str, where: str) -> str:
         if symbol not in histories:
-            raise DataError(f"unknown symbol {symbol!r}; this model trades {', '.join(config.symbols)}", where)
+            raise DataError(
+                f"unknown symbol {symbol!r}; this model trades {', '.join(config.symbols)}", where
+            )
         return symbol
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = _jsonable_errors(exc.errors())
         metrics.errors.labels(kind="validation").inc()
-        return JSONResponse(status_code=422, content={"error": _first_validation_message(errors), "detail": errors})
+        return JSONResponse(
+            status_code=422, content={"error": _first_validation_message(errors), "detail": errors}
+        )
 
     @app.exception_handler(DataError)
     async def _data_error(_: Request, exc: DataError) -> JSONResponse:
@@ -278,7 +304,11 @@ def create_app(
     @app.post(
         "/v1/decide",
         response_model=None,
-        responses={200: {"model": DecideResponse}, 401: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
+        responses={
+            200: {"model": DecideResponse},
+            401: {"model": ErrorResponse},
+            422: {"model": ErrorResponse},
+        },
     )
     async def decide(request: DecideRequest) -> JSONResponse:
         if request.bars is not None:
@@ -287,10 +317,15 @@ def create_app(
                 known_symbol(unknown[0], f"request.bars[{unknown[0]}]")
             missing = [s for s in config.symbols if s not in request.bars]
             if missing:
-                raise DataError(f"bars for {', '.join(missing)} are missing; this model needs {', '.join(config.symbols)}", "request.bars")
+                raise DataError(
+                    f"bars for {', '.join(missing)} are missing; this model needs {', '.join(config.symbols)}",
+                    "request.bars",
+                )
             bars_by_symbol = {
                 s: bars_from_rows(s, timeframe, request.bars[s], allow_gaps=config.allow_gaps) for s in config.symbols
             }
+            digests = None
+            last_ts_ns = {s: int(b.index[-1].value) for s, b in bars_by_symbol.items()}
         else:
             assert request.symbols is not None
             for s in request.symbols:
@@ -299,17 +334,18 @@ def create_app(
             if missing:
                 raise DataError(f"symbols {', '.join(missing)} are missing; this model needs {', '.join(config.symbols)}", "request.symbols")
             bars_by_symbol = {s: histories[s].bars() for s in config.symbols}
+            digests = {s: histories[s].digest() for s in config.symbols}
+            last_ts_ns = {s: int(histories[s].last_timestamp_ns or 0) for s in config.symbols}
         account = make_account(request.account, config.symbols) if request.account is not None else None
         started = time.perf_counter()
-        decision, market_cached = decider.decide(bars_by_symbol, account)
+        _, cache, payload = decider.decide(bars_by_symbol, account, digests)
         latency_s = time.perf_counter() - started
-        payload = decision.to_dict()
         payload["latency_ms"] = latency_s * 1e3
-        payload["market_cached"] = market_cached
-        metrics.market_cache.labels(result="hit" if market_cached else "miss").inc()
+        payload["cache"] = cache
+        metrics.cache.labels(result=cache).inc()
         step_s = timeframe.seconds
-        last_close_s = {s: b.timestamps_ns[-1] / 1e9 + step_s for s, b in bars_by_symbol.items()}
-        metrics.observe_decision(payload, latency_s, last_close_s, now_s=clock())
+        last_close_s = {s: ts / 1e9 + step_s for s, ts in last_ts_ns.items()}
+        metrics.observe_decision(payload, latency_s, last_close_s, now_s=clock(), repeated=cache == "decision")
         if request.account is not None:
             peak = request.account.peak_equity or request.account.equity
             metrics.observe_account("api", request.account.equity, 1.0 - request.account.equity / peak)
@@ -326,7 +362,10 @@ def create_app(
             "timeframe": config.timeframe,
             "last_decision": last_decisions.get(config.symbols[0]) if config.symbols else None,
             "kept_bars": {
-                s: {"n_bars": len(h), "last": None if h.last_timestamp_ns is None else _iso(h.last_timestamp_ns)}
+                s: {
+                    "n_bars": len(h),
+                    "last": None if h.last_timestamp_ns is None else _iso(h.last_timestamp_ns),
+                }
                 for s, h in histories.items()
             },
             "paper": None,
@@ -360,7 +399,9 @@ def _paper_summary(store: Any, points: int = 500) -> dict[str, Any]:
     return {"db": str(store.path), "streams": streams}
 
 
-def serve_config_from_bundle(bundle: Any, history_bars: int, allow_gaps: bool, paper_db: str | Path | None) -> ServeConfig:
+def serve_config_from_bundle(
+    bundle: Any, history_bars: int, allow_gaps: bool, paper_db: str | Path | None
+) -> ServeConfig:
     meta: Mapping[str, Any] = getattr(bundle, "meta", {}) or {}
     return ServeConfig(
         symbols=tuple(bundle.symbols),

@@ -7,6 +7,11 @@ history is transformed once however many requests (and accounts) ask about it; e
 ``DecisionEngine.decide_at`` (observation -> policy forward -> sizing -> risk). That is exactly the body of
 ``DecisionEngine.decide`` with ``build_market`` cached, so served decisions equal the engine's.
 
+Decisions are memoized too, keyed by the bars digest and the account: asking again about the same bar with the same
+account returns the same decision (an API answer for bar t must not drift because the risk layer's hysteresis or
+budget state advanced on a previous identical request). The risk state therefore advances once per distinct
+(bars, account), as it advances once per bar in backtests and paper trading.
+
 Engines without ``build_market``/``decide_at`` (test doubles) are called through ``decide``.
 """
 
@@ -22,47 +27,85 @@ import numpy as np
 from himari.data.bars import Bars
 
 
-def bars_digest(bars_by_symbol: Mapping[str, Bars], symbols: tuple[str, ...]) -> bytes:
-    """BLAKE2b digest of every symbol's timestamps and OHLCV values (order-sensitive, content-exact)."""
+def symbol_digest(bars: Bars) -> bytes:
+    """BLAKE2b digest of one symbol's timestamps and OHLCV values (content-exact)."""
     h = hashlib.blake2b(digest_size=20)
-    for symbol in symbols:
-        bars = bars_by_symbol[symbol]
-        h.update(symbol.encode())
-        h.update(np.ascontiguousarray(bars.timestamps_ns).tobytes())
-        h.update(np.ascontiguousarray(bars.frame.to_numpy(dtype=np.float64)).tobytes())
+    h.update(bars.symbol.encode())
+    h.update(np.ascontiguousarray(bars.timestamps_ns).tobytes())
+    h.update(np.ascontiguousarray(bars.frame.to_numpy(dtype=np.float64)).tobytes())
+    return h.digest()
+
+
+def bars_digest(bars_by_symbol: Mapping[str, Bars], symbols: tuple[str, ...],
+                known: Mapping[str, bytes] | None = None) -> bytes:
+    """Digest of every symbol's bars in model order (``known`` holds digests already computed, e.g. kept bars)."""
+    parts = [(known or {}).get(s) or symbol_digest(bars_by_symbol[s]) for s in symbols]
+    return b"".join(parts)
+
+
+def account_digest(account: Any | None) -> bytes:
+    """Digest of an ``AccountSnapshot``'s fields (b"" for no account)."""
+    if account is None:
+        return b""
+    h = hashlib.blake2b(digest_size=16)
+    for name in ("equity", "peak_equity", "position", "entry_price", "time_in_position"):
+        value = np.asarray(getattr(account, name, np.nan))
+        h.update(name.encode())
+        h.update(str(value.dtype).encode())
+        h.update(np.ascontiguousarray(value).tobytes())
     return h.digest()
 
 
 class Decider:
-    """``decide(bars_by_symbol, account) -> (Decision, market_cached: bool)`` with an LRU of built markets."""
+    """``decide(bars_by_symbol, account) -> (Decision, cache)`` with LRUs of built markets and of decisions.
 
-    def __init__(self, engine: Any, symbols: tuple[str, ...], cache_size: int = 8) -> None:
+    ``cache`` is ``"decision"`` (same bars and account seen before), ``"market"`` (same bars, new account) or
+    ``"none"`` (market built for this request).
+    """
+
+    def __init__(
+        self, engine: Any, symbols: tuple[str, ...], cache_size: int = 8, decision_cache_size: int = 1024
+    ) -> None:
         self.engine = engine
         self.symbols = symbols
         self.cache_size = int(cache_size)
+        self.decision_cache_size = int(decision_cache_size)
         self._markets: OrderedDict[bytes, Any] = OrderedDict()
+        self._decisions: OrderedDict[tuple[bytes, bytes], tuple[Any, dict[str, Any]]] = OrderedDict()
         self._cacheable = all(hasattr(engine, name) for name in ("build_market", "decide_at", "policy"))
-        self.hits = 0
-        self.misses = 0
 
-    def decide(self, bars_by_symbol: Mapping[str, Bars], account: Any | None) -> tuple[Any, bool]:
+    def decide(
+        self, bars_by_symbol: Mapping[str, Bars], account: Any | None, digests: Mapping[str, bytes] | None = None
+    ) -> tuple[Any, str, dict[str, Any]]:
+        """(decision, cache source, a fresh shallow copy of ``decision.to_dict()``)."""
         if not self._cacheable or self.cache_size <= 0:
-            return self.engine.decide(dict(bars_by_symbol), account), False
-        key = bars_digest(bars_by_symbol, self.symbols)
+            decision = self.engine.decide(dict(bars_by_symbol), account)
+            return decision, "none", decision.to_dict()
+        key = bars_digest(bars_by_symbol, self.symbols, digests)
+        decision_key = (key, account_digest(account))
+        if self.decision_cache_size > 0:
+            cached = self._decisions.get(decision_key)
+            if cached is not None:
+                self._decisions.move_to_end(decision_key)
+                return cached[0], "decision", dict(cached[1])
         market = self._markets.get(key)
-        hit = market is not None
+        source = "market" if market is not None else "none"
         if market is None:
-            self.misses += 1
             market = self.engine.build_market(bars_by_symbol, getattr(self.engine, "history_bars", None))
             self._markets[key] = market
             if len(self._markets) > self.cache_size:
                 self._markets.popitem(last=False)
         else:
-            self.hits += 1
             self._markets.move_to_end(key)
-        if account is None:
+        snapshot = account
+        if snapshot is None:
             from himari.backtest.engine import AccountSnapshot
 
-            account = AccountSnapshot.flat(len(self.symbols))
-        decision, _ = self.engine.decide_at(market, market.num_bars - 1, account, self.engine.policy.initial_state(1))
-        return decision, hit
+            snapshot = AccountSnapshot.flat(len(self.symbols))
+        decision, _ = self.engine.decide_at(market, market.num_bars - 1, snapshot, self.engine.policy.initial_state(1))
+        payload = decision.to_dict()
+        if self.decision_cache_size > 0:
+            self._decisions[decision_key] = (decision, payload)
+            if len(self._decisions) > self.decision_cache_size:
+                self._decisions.popitem(last=False)
+        return decision, source, dict(payload)

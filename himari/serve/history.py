@@ -76,6 +76,7 @@ class BarHistory:
         self._start = 0
         self._stop = 0
         self._cached: Bars | None = None
+        self._digest: bytes | None = None
 
     def __len__(self) -> int:
         return self._stop - self._start
@@ -91,6 +92,7 @@ class BarHistory:
     def clear(self) -> None:
         self._start = self._stop = 0
         self._cached = None
+        self._digest = None
 
     def extend(self, ts_ns: np.ndarray, ohlcv: np.ndarray, skip_known: bool = False) -> tuple[int, int]:
         """Append rows (``ohlcv`` (n, 5): open, high, low, close, volume); return (appended, skipped).
@@ -131,6 +133,7 @@ class BarHistory:
         if len(self) > self.capacity:
             self._start = self._stop - self.capacity
         self._cached = None
+        self._digest = None
         return n, skipped
 
     def append(self, ts_ns: int, open_: float, high: float, low: float, close: float, volume: float) -> None:
@@ -151,6 +154,15 @@ class BarHistory:
                 source=f"history[{self.symbol}]",
             )
         return self._cached
+
+
+    def digest(self) -> bytes:
+        """Content digest of the held bars (cached until the next change); see :func:`himari.serve.decider.symbol_digest`."""
+        if self._digest is None:
+            from himari.serve.decider import symbol_digest
+
+            self._digest = symbol_digest(self.bars())
+        return self._digest
 
 
 def bars_from_rows(

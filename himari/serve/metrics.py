@@ -20,7 +20,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -37,7 +36,9 @@ def per_symbol(value: Any, symbols: list[str] | tuple[str, ...]) -> dict[str, An
     return {s: value for s in symbols}
 
 
-def regime_probabilities(posterior: Any, regime_names: tuple[str, ...] = REGIME_NAMES_DEFAULT) -> dict[str, float]:
+def regime_probabilities(
+    posterior: Any, regime_names: tuple[str, ...] = REGIME_NAMES_DEFAULT
+) -> dict[str, float]:
     """A regime posterior (mapping name -> p, or a list in ``regime_names`` order) as ``{name: p}``."""
     if isinstance(posterior, Mapping):
         return {str(k): float(v) for k, v in posterior.items()}
@@ -53,16 +54,23 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.decision_latency = Histogram(
-            "himari_decision_latency_seconds", "Time in the decision engine per decision", buckets=LATENCY_BUCKETS_S,
+            "himari_decision_latency_seconds",
+            "Time in the decision engine per decision",
+            buckets=LATENCY_BUCKETS_S,
             registry=r,
         )
         self.request_latency = Histogram(
-            "himari_http_request_duration_seconds", "HTTP request duration", ["route", "status"],
-            buckets=LATENCY_BUCKETS_S, registry=r,
+            "himari_http_request_duration_seconds",
+            "HTTP request duration",
+            ["route", "status"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
         )
         self.requests = Counter("himari_http_requests", "HTTP requests", ["route", "status"], registry=r)
         self.decisions = Counter("himari_decisions", "Decisions by action", ["symbol", "action"], registry=r)
-        self.exposure = Gauge("himari_exposure", "Target position (fraction of equity)", ["symbol"], registry=r)
+        self.exposure = Gauge(
+            "himari_exposure", "Target position (fraction of equity)", ["symbol"], registry=r
+        )
         self.gross_exposure = Gauge("himari_gross_exposure", "Sum of |target position|", registry=r)
         self.equity = Gauge("himari_equity", "Account equity", ["stream"], registry=r)
         self.drawdown = Gauge("himari_drawdown", "Drawdown from peak equity (0..1)", ["stream"], registry=r)
@@ -70,17 +78,26 @@ class Metrics:
             "himari_risk_gate_activations", "Risk gate scaled the position below 1", ["gate"], registry=r
         )
         self.staleness = Gauge(
-            "himari_data_staleness_seconds", "Seconds since the last bar closed, at decision time", ["symbol"],
+            "himari_data_staleness_seconds",
+            "Seconds since the last bar closed, at decision time",
+            ["symbol"],
             registry=r,
         )
         self.regime_probability = Gauge(
-            "himari_regime_probability", "Regime posterior of the last decision", ["symbol", "regime"], registry=r
+            "himari_regime_probability",
+            "Regime posterior of the last decision",
+            ["symbol", "regime"],
+            registry=r,
         )
-        self.model_info = Gauge("himari_model_info", "Loaded model", ["model_id", "model_version"], registry=r)
+        self.model_info = Gauge(
+            "himari_model_info", "Loaded model", ["model_id", "model_version"], registry=r
+        )
         self.fills = Counter("himari_fills", "Paper fills", ["stream", "side"], registry=r)
         self.errors = Counter("himari_errors", "Errors by kind", ["kind"], registry=r)
-        self.market_cache = Counter(
-            "himari_market_cache", "Decisions whose market data (features, regimes) was memoized", ["result"],
+        self.cache = Counter(
+            "himari_decision_cache",
+            "Decisions by memo: decision (same bars and account), market (same bars), none (built)",
+            ["result"],
             registry=r,
         )
         self.last_decision_time = Gauge(
@@ -96,13 +113,24 @@ class Metrics:
         latency_s: float,
         last_bar_close_s: Mapping[str, float] | None = None,
         now_s: float | None = None,
+        repeated: bool = False,
     ) -> None:
-        """Record one decision (``Decision.to_dict()``): latency, actions, exposure, gates, regime, staleness."""
+        """Record one decision (``Decision.to_dict()``): latency, actions, exposure, gates, regime, staleness.
+
+        ``repeated``: the same decision answered again from the memo; latency, action counts and staleness are
+        recorded, exposure/regime gauges are unchanged and gate activations are not counted twice.
+        """
         symbols = [str(s) for s in decision.get("symbols", [])]
         self.decision_latency.observe(latency_s)
         actions = per_symbol(decision.get("actions", {}), symbols)
         for symbol, action in actions.items():
             self.decisions.labels(symbol=symbol, action=str(action)).inc()
+        now = time.time() if now_s is None else now_s
+        self.last_decision_time.set(now)
+        for symbol, close_s in (last_bar_close_s or {}).items():
+            self.staleness.labels(symbol=symbol).set(max(0.0, now - close_s))
+        if repeated:
+            return
         targets = per_symbol(decision.get("target_position", {}), symbols)
         gross = 0.0
         for symbol, target in targets.items():
@@ -116,8 +144,9 @@ class Metrics:
         self.gross_exposure.set(gross)
         for gate in decision.get("gates", []) or []:
             try:
-                scale = np.asarray(gate.get("scale", 1.0), dtype=np.float64)  # scalar or one per asset
-                if scale.size and float(np.nanmin(scale)) < 1.0:
+                scale = gate.get("scale", 1.0)  # scalar or one per asset
+                values = [float(v) for v in scale] if isinstance(scale, list | tuple) else [float(scale)]
+                if values and min(values) < 1.0:
                     self.gate_activations.labels(gate=str(gate.get("name", "?"))).inc()
             except (TypeError, ValueError, AttributeError):
                 continue
@@ -125,10 +154,6 @@ class Metrics:
         for symbol, posterior in posteriors.items():
             for regime, p in regime_probabilities(posterior).items():
                 self.regime_probability.labels(symbol=symbol, regime=regime).set(p)
-        now = time.time() if now_s is None else now_s
-        self.last_decision_time.set(now)
-        for symbol, close_s in (last_bar_close_s or {}).items():
-            self.staleness.labels(symbol=symbol).set(max(0.0, now - close_s))
 
     def observe_account(self, stream: str, equity: float, drawdown: float) -> None:
         self.equity.labels(stream=stream).set(equity)

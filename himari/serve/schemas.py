@@ -197,6 +197,7 @@ class DecideResponse(BaseModel):
     model_id: str
     model_version: str
     latency_ms: float = Field(description="server-side decision time (ms)")
+    cache: str = Field(description="decision | market | none: what was memoized for this answer")
 
 
 class HealthResponse(BaseModel):

@@ -15,6 +15,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 
 from himari.data.timeframe import Timeframe
+from himari.errors import DataError
 
 SignalKind = Literal["discrete", "continuous", "delta"]
 
@@ -76,3 +77,25 @@ def delta_signal(delta_raw: np.ndarray, direction: np.ndarray | None = None) -> 
         None,
         None if direction is None else np.asarray(direction, float),
     )
+
+
+def shape_of(value: object) -> tuple[int, ...]:
+    return value.shape if isinstance(value, np.ndarray) else np.shape(value)
+
+
+def check_context_shapes(ctx: DecisionContext, n_assets: int) -> None:
+    """Raise :class:`~himari.errors.DataError` naming the field when an array of ``ctx`` has the wrong shape."""
+    a = n_assets
+    returns_shape = shape_of(ctx.returns)
+    if len(returns_shape) != 2 or returns_shape[1] != a:
+        raise DataError(f"decision context: returns have shape {returns_shape}, expected (L, {a})")
+    if shape_of(ctx.regime_posterior) != (a, 4):
+        raise DataError(
+            f"decision context: regime_posterior has shape {shape_of(ctx.regime_posterior)}, expected ({a}, 4)"
+        )
+    if shape_of(ctx.position) != (a,):
+        raise DataError(f"decision context: position has shape {shape_of(ctx.position)}, expected ({a},)")
+    if ctx.strategy_returns is not None and len(shape_of(ctx.strategy_returns)) != 1:
+        raise DataError(
+            f"decision context: strategy_returns has shape {shape_of(ctx.strategy_returns)}, expected (Ls,)"
+        )

@@ -23,7 +23,7 @@ from pydantic import Field, model_validator
 
 from himari.config import FrozenConfig
 from himari.errors import ConfigError, DataError
-from himari.sizing.context import DecisionContext, PolicySignal
+from himari.sizing.context import DecisionContext, PolicySignal, check_context_shapes, shape_of
 from himari.sizing.kelly import KellyEstimate, SignalOutcomeTracker, kelly_from_sums
 from himari.sizing.regime import RegimeMultiplier
 from himari.sizing.vol_target import apply_delta, bounded_delta, trailing_vol_per_bar, vol_target_position
@@ -101,16 +101,11 @@ class PositionSizer:
 
     def _check(self, signal: PolicySignal, ctx: DecisionContext) -> None:
         a = self.n_assets
-        if np.shape(signal.values) != (a,):
+        if shape_of(signal.values) != (a,):
             raise DataError(f"policy signal: values have shape {np.shape(signal.values)}, expected ({a},)")
-        if np.ndim(ctx.returns) != 2 or np.shape(ctx.returns)[1] != a:
-            raise DataError(
-                f"decision context: returns have shape {np.shape(ctx.returns)}, expected (L, {a})"
-            )
-        if np.shape(ctx.regime_posterior) != (a, 4):
-            raise DataError(
-                f"decision context: regime_posterior has shape {np.shape(ctx.regime_posterior)}, expected ({a}, 4)"
-            )
+        if signal.probs is not None and shape_of(signal.probs) != (a, 3):
+            raise DataError(f"policy signal: probs have shape {np.shape(signal.probs)}, expected ({a}, 3)")
+        check_context_shapes(ctx, a)
 
     def propose(self, signal: PolicySignal, ctx: DecisionContext) -> SizingResult:
         """Proposed position for bar t's decision (filled at t+1). Updates the hysteresis and Kelly state once per bar."""

@@ -14,6 +14,7 @@ additively, ``x = x_base + delta`` (as the simulator's delta action does, so tra
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numpy as np
@@ -46,7 +47,7 @@ def vol_target_position(
 ) -> np.ndarray:
     """``min(max_position, σ_target / (σ_bar sqrt(P)))``; 0 where σ is unknown (NaN), ``max_position`` where σ = 0."""
     sigma = np.asarray(sigma_per_bar, dtype=np.float64)
-    annual = sigma * np.sqrt(periods_per_year)
+    annual = sigma * math.sqrt(periods_per_year)
     raw = np.full(annual.shape, float(max_position))
     np.divide(target_vol_annual, annual, out=raw, where=annual > 0)
     return np.where(np.isfinite(sigma), np.minimum(raw, max_position), 0.0)

@@ -118,9 +118,9 @@ def test_bad_inputs() -> None:
         compute_metrics(r, np.zeros(10), np.zeros(10), np.zeros(10), "1h")
     with pytest.raises(DataError, match="'turnover' is negative at bar 2"):
         compute_metrics(np.zeros(10), np.zeros(10), np.array([0, 0, -1.0, *[0] * 7]), np.zeros(10), "1h")
-    with pytest.raises(DataError, match="'actions'.*bar 1"):
+    with pytest.raises(DataError, match=r"'actions'.*bar 1"):
         compute_metrics(np.zeros(3), np.zeros(3), np.zeros(3), np.zeros(3), "1h", actions=np.array([0, 5, 1]))
-    with pytest.raises(DataError, match="'regimes'.*bar 0"):
+    with pytest.raises(DataError, match=r"'regimes'.*bar 0"):
         compute_metrics(np.zeros(3), np.zeros(3), np.zeros(3), np.zeros(3), "1h", regimes=np.array([4, 0, 1]))
 
 

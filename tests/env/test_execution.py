@@ -118,3 +118,48 @@ def test_one_bar_arrays_equal_batched_row() -> None:
 def test_slippage_grows_with_volatility() -> None:
     s = slippage_fraction(np.array([0.0, 0.01, 0.05]), 2e-4, 0.05)
     np.testing.assert_allclose(s, [2e-4, 7e-4, 2.7e-3])
+
+
+try:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from hypothesis.extra.numpy import arrays
+except ImportError:  # pragma: no cover - hypothesis is a dev dependency
+    given = None
+
+if given is not None:
+    fractions = arrays(np.float64, 3, elements=st.floats(-3.0, 3.0))
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        position=fractions,
+        target=fractions,
+        vol=arrays(np.float64, 3, elements=st.floats(0.0, 0.1)),
+        fee_bps=st.floats(0.0, 50.0),
+        slip_bps=st.floats(0.0, 50.0),
+    )
+    def test_rebalance_properties(
+        position: np.ndarray, target: np.ndarray, vol: np.ndarray, fee_bps: float, slip_bps: float
+    ) -> None:
+        """Costs are never negative, never create equity, and the traded holdings equal target x pre-trade equity."""
+        price = np.array([10.0, 200.0, 3000.0])
+        res = rebalance(position, target, price, np.array(2.0), vol, fee_bps * 1e-4, slip_bps * 1e-4, 0.1)
+        assert (res.fee >= 0).all() and (res.slippage_cost >= 0).all()
+        assert res.equity <= 2.0 + 1e-12
+        assert res.equity == pytest.approx(2.0 - res.fee.sum() - res.slippage_cost.sum())
+        if res.equity > 0:
+            np.testing.assert_allclose(res.position * res.equity, target * 2.0, atol=1e-9)
+        bought, sold = target > position, target < position
+        assert (res.fill_price[bought] >= price[bought]).all() and (res.fill_price[sold] <= price[sold]).all()
+
+    @settings(max_examples=200, deadline=None)
+    @given(position=fractions, returns=arrays(np.float64, 3, elements=st.floats(-0.5, 0.5)))
+    def test_mark_to_market_conserves_holdings(position: np.ndarray, returns: np.ndarray) -> None:
+        """Holding values grow by exp(r) and cash is unchanged: E' = cash + sum(holding * exp(r))."""
+        res = mark_to_market(position, np.array(1.0), returns)
+        expected = 1.0 - position.sum() + (position * np.exp(returns)).sum()
+        if expected > 0:
+            assert res.equity == pytest.approx(expected, rel=1e-12, abs=1e-12)
+            np.testing.assert_allclose(res.position * res.equity, position * np.exp(returns), atol=1e-12)
+        else:
+            assert res.equity == 0.0

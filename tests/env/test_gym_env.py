@@ -73,7 +73,9 @@ def test_stable_baselines3_ppo_trains() -> None:
     torch.set_num_threads(1)
     market = make_market(seed=3, t_len=600)
     env = HimariEnv(market, SimConfig(window=4, episode_length=64))
-    model = sb3.PPO("MlpPolicy", env, n_steps=256, batch_size=64, n_epochs=2, seed=0, verbose=0, device="cpu")
+    model = sb3.PPO(
+        "MlpPolicy", env, n_steps=512, batch_size=256, n_epochs=1, seed=0, verbose=0, device="cpu"
+    )
     model.learn(total_timesteps=2048)
     obs, _ = env.reset(seed=1)
     action, _ = model.predict(obs, deterministic=True)

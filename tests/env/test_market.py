@@ -146,3 +146,26 @@ def test_real_btc_market(btc_recent: Bars) -> None:
         assert not m.fillable[g - 1, 0]
     assert m.tradable.mean() > 0.95
     np.testing.assert_allclose(np.exp(m.log_return[1:, 0].sum()), btc_recent.close[-1] / btc_recent.close[0])
+
+
+def test_from_frames_with_the_fitted_tactical_pipeline(btc_bars: Bars) -> None:
+    """Real BTC + ETH bars through the fitted TacticalPipeline: rows are aligned, warm-up rows are not tradable."""
+    from himari.data.loaders import load_bars
+    from himari.env.sim import SimConfig, SimVecEnv
+    from himari.features.pipeline import TacticalPipeline
+
+    btc = btc_bars.between("2023-01-01", "2023-03-15")
+    eth = load_bars("ETHUSDT").between("2023-01-01", "2023-03-15")
+    pipe = TacticalPipeline().fit(btc, "2023-01-01", "2023-02-15")
+    frames = [pipe.transform(btc), pipe.transform(eth)]
+    m = MarketData.from_frames([btc, eth], frames)
+    assert m.feature_names == frames[0].feature_names and m.num_features == frames[0].features.shape[1]
+    np.testing.assert_array_equal(m.valid[:, 0], frames[0].valid[: m.num_bars] & m.present[:, 0])
+    i = int(np.flatnonzero(frames[1].valid)[0])
+    np.testing.assert_array_equal(m.features[i, 1], frames[1].features[i])
+    assert not m.tradable[~m.valid].any()
+    env = SimVecEnv(m, SimConfig(window=8, episode_length=50), 4, seed=0)
+    obs = env.reset()
+    assert obs.features.shape == (4, 8, 2, m.num_features) and np.isfinite(obs.features).all()
+    res = env.step(np.ones((4, 2), dtype=np.int64))
+    assert np.isfinite(res.reward).all()

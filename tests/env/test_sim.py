@@ -252,3 +252,60 @@ def test_real_btc_buy_and_hold_with_costs(btc_recent: Bars) -> None:
     expected = market.close[-1, 0] / market.open[lo + 1, 0] - cost
     assert res.info["equity"][0] == pytest.approx(expected, rel=1e-10)
     assert 0.3 < expected < 0.45  # BTC lost ~65% in 2022
+
+
+def test_evaluate_stitches_chunks_in_time_order() -> None:
+    from himari.env.evaluate import evaluate
+
+    market = make_market(seed=9, t_len=300, n_assets=1)
+    config = SimConfig(window=6, episode_length=10, costs=FREE)
+    calls: list[np.ndarray] = []
+
+    def always_long(obs: object, episode_start: np.ndarray) -> np.ndarray:
+        calls.append(episode_start.copy())
+        return np.full((episode_start.shape[0], 1), LONG)
+
+    one = evaluate(always_long, market, config, 50, 290, num_envs=1)
+    assert calls[0].all() and not calls[1].any()
+    np.testing.assert_array_equal(one.bars, np.arange(51, 290))
+    close, open_ = market.close[:, 0], market.open[:, 0]
+    assert one.total_log_return == pytest.approx(np.log(close[289] / open_[51]), rel=1e-10)
+
+    four = evaluate(always_long, market, config, 50, 290, num_envs=4)
+    np.testing.assert_array_equal(four.bars, np.arange(51, 290))
+    env = SimVecEnv.for_evaluation(market, config, 50, 290, num_envs=4)
+    env.reset()
+    starts, ends = env.state.start, env.state.start + env.state.length
+    expected = sum(np.log(close[e] / open_[s + 1]) for s, e in zip(starts, ends, strict=True))
+    assert four.total_log_return == pytest.approx(expected, rel=1e-10)
+    assert not four.terminated and (four.position > 0).all()
+
+
+def test_reset_without_seed_continues_the_stream() -> None:
+    market = make_market(seed=10, t_len=500)
+    env = SimVecEnv(market, SimConfig(window=4, episode_length=20), 32, seed=4)
+    env.reset()
+    first = env.state.start.copy()
+    env.reset()
+    second = env.state.start.copy()
+    env.reset(seed=4)
+    np.testing.assert_array_equal(env.state.start, first)
+    assert not np.array_equal(first, second)
+
+
+def test_no_fill_across_a_gap_and_the_jump_is_paid_on_resumption() -> None:
+    t_len = 40
+    ts = np.arange(t_len, dtype=np.int64) * HOUR_NS
+    ts[20:] += 3 * HOUR_NS  # bars 20.. come 3 hours late: a gap between bar 19 and bar 20
+    close = np.full(t_len, 100.0)
+    close[20:] = 110.0
+    market = MarketData.from_arrays(ts, close, close, close, close)
+    config = SimConfig(window=2, episode_length=10, costs=FREE)
+    state = reset(market, config, 1, np.random.default_rng(0), starts=np.array([18]))
+    state, _, info = step(state, np.array([[LONG]]), market, config)  # decided at 18, filled at open 19
+    assert info["position"][0, 0] == pytest.approx(1.0)
+    state, _, info = step(state, np.array([[SHORT]]), market, config)  # decided at 19: bar 20 is after a gap
+    assert info["traded"][0, 0] == 0.0 and info["position"][0, 0] == pytest.approx(1.0)  # no fill, kept long
+    assert info["equity"][0] == pytest.approx(1.1)  # the jump across the gap is paid to the position held
+    state, _, info = step(state, np.array([[SHORT]]), market, config)  # decided at 20, fills at 21
+    assert info["position"][0, 0] == pytest.approx(-1.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from himari.features.ekf import EKFParams, ekf_filter, ekf_loglik, fit_ekf_mle
 
@@ -45,3 +46,13 @@ def test_ekf_truncation_invariance_and_gap_restart() -> None:
         np.testing.assert_array_equal(part.level, full.level[:cut])
         np.testing.assert_array_equal(part.log_var, full.log_var[:cut])
     assert full.log_var[400] == p.h_bar
+
+
+def test_optimizer_loglik_matches_filter() -> None:
+    from himari.features.ekf import _ekf_loglik_fast
+
+    y, _ = _sv_path(3, 900)
+    gap = np.zeros(900, dtype=bool)
+    gap[0] = gap[450] = True
+    p = EKFParams(1e-7, 0.95, -11.0, 0.05, -20.0, -4.0)
+    assert _ekf_loglik_fast(y.tolist(), gap.tolist(), p) == pytest.approx(ekf_loglik(ekf_filter(y, p, gap)), rel=1e-12)

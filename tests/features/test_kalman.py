@@ -45,7 +45,8 @@ def test_mle_recovers_noise_variances() -> None:
     out = kalman_filter(y, p)
     diag = filter_diagnostics(y, out.level, out.innovation, mu)
     assert diag.noise_reduction > 2.0  # the filter removes most of the observation noise
-    assert 0 <= diag.lag_bars <= 6
+    k = steady_state_gain(p.q_level / p.r_obs)
+    assert diag.lag_bars == pytest.approx((1 - k) / k, rel=0.2)  # exponential smoother: mean lag (1-K)/K bars
     assert diag.ljung_box_pvalue > 0.001  # innovations of the right model are white
 
 
@@ -79,3 +80,21 @@ def test_ljung_box_detects_autocorrelation() -> None:
         ar[i] = 0.5 * ar[i - 1] + white[i]
     assert ljung_box(white)[1] > 0.01
     assert ljung_box(ar)[1] < 1e-6
+
+
+@pytest.mark.parametrize("trend", [False, True])
+def test_optimizer_loglik_terms_match_filter(trend: bool) -> None:
+    from himari.features.kalman import _concentrated_terms
+
+    rng = np.random.default_rng(5)
+    y = np.cumsum(rng.standard_normal(1500))
+    gap = np.zeros(1500, dtype=bool)
+    gap[700] = True
+    out = kalman_filter(y, KalmanParams(0.3, 1.0, 0.01), gap, trend)
+    ok = np.isfinite(out.innovation)
+    starts = gap.copy()
+    starts[0] = True
+    s_vf, s_lf, n = _concentrated_terms(y.tolist(), starts.tolist(), 0.3, 0.01 if trend else 0.0, trend)
+    assert n == ok.sum()
+    assert s_vf == pytest.approx(np.sum(out.innovation[ok] ** 2 / out.innovation_var[ok]), rel=1e-10)
+    assert s_lf == pytest.approx(np.sum(np.log(out.innovation_var[ok])), rel=1e-10)

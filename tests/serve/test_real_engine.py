@@ -36,7 +36,7 @@ def _rows(bars) -> list[dict]:
 
 
 def _strip(d: dict) -> dict:
-    return {k: v for k, v in d.items() if k not in ("latency_ms", "market_cached")}
+    return {k: v for k, v in d.items() if k not in ("latency_ms", "cache")}
 
 
 @pytest.fixture(scope="module")
@@ -57,20 +57,24 @@ def test_served_decisions_equal_the_engine(mlp_run: Path, recent) -> None:
         9_000.0, 10_000.0, np.array([0.5]), np.array([float(recent.close[-10])]), np.array([9])))
     body = served.json()
     assert _strip(body) == _strip(expected.to_dict())
-    assert body["market_cached"] is False and {g["name"] for g in body["gates"]} >= {"drawdown", "evt", "leverage"}
+    assert body["cache"] == "none" and len(body["gates"]) >= 8
+    assert all({"name", "scale", "reason"} <= set(g) for g in body["gates"])
     # the same bars kept by the server: the market is memoized, the decision path is the same
     posted = client.post("/v1/bars", json={"symbol": "BTCUSDT", "bars": _rows(recent)}, headers=AUTH)
     assert posted.json()["n_bars"] == HISTORY
     again = client.post("/v1/decide", json={"symbols": ["BTCUSDT"], "account": account}, headers=AUTH).json()
-    assert again["market_cached"] is True
-    assert again["regime_posterior"] == body["regime_posterior"] and again["actions"] == body["actions"]
+    assert again["cache"] == "decision" and _strip(again) == _strip(body)  # same bar, same account: same answer
+    other = client.post("/v1/decide", json={"symbols": ["BTCUSDT"], "account": {**account, "equity": 9_500.0}},
+                        headers=AUTH).json()
+    assert other["cache"] == "market" and other["regime_posterior"] == body["regime_posterior"]
     # a new bar invalidates the memo
     nxt = load_bars("BTCUSDT").between(recent.index[-1], "2022-04-02").head(2).head(2)
     client.post("/v1/bars", json={"symbol": "BTCUSDT", "bars": _rows(nxt)}, headers=AUTH)
     newer = client.post("/v1/decide", json={"symbols": ["BTCUSDT"]}, headers=AUTH).json()
-    assert newer["market_cached"] is False and newer["timestamp"] > body["timestamp"]
+    assert newer["cache"] == "none" and newer["timestamp"] > body["timestamp"]
     metrics = client.get("/metrics", headers=AUTH).text
-    assert 'himari_market_cache_total{result="hit"} 1.0' in metrics
+    assert 'himari_decision_cache_total{result="decision"} 1.0' in metrics
+    assert 'himari_decision_cache_total{result="market"} 1.0' in metrics
 
 
 def test_too_little_history_is_a_clear_422(mlp_run: Path, recent) -> None:

@@ -98,6 +98,13 @@ def test_not_enough_history_proposes_flat() -> None:
 def test_shape_errors_are_data_errors(returns: np.ndarray) -> None:
     with pytest.raises(DataError, match="expected"):
         PositionSizer(symbols=("A", "B")).propose(discrete_signal(np.array([1])), ctx_for(returns))
+    bad_position = ctx_for(returns)._replace(position=np.zeros(2))
+    with pytest.raises(DataError, match="position has shape"):
+        PositionSizer().propose(discrete_signal(np.array([1])), bad_position)
+    with pytest.raises(DataError, match="returns have shape"):
+        PositionSizer().propose(discrete_signal(np.array([1])), ctx_for(returns[:, 0]))  # type: ignore[arg-type]
+    with pytest.raises(DataError, match="probs"):
+        PositionSizer().propose(discrete_signal(np.array([1]), np.ones((1, 2))), ctx_for(returns))
 
 
 def test_state_roundtrip_gives_identical_proposals() -> None:

@@ -79,6 +79,6 @@ def probs_to_output(probs: np.ndarray, deterministic: bool, rng: np.random.Gener
         action = probs.argmax(-1).astype(np.int64)
     else:
         cum = probs.cumsum(-1)
-        u = rng.random(probs.shape[:-1] + (1,))
+        u = rng.random((*probs.shape[:-1], 1))
         action = np.minimum((u > cum).sum(-1), N_ACTIONS - 1).astype(np.int64)
     return PolicyOutput(action=action, action_probs=probs.astype(np.float32), value=value)

@@ -33,7 +33,7 @@ N_ACTIONS = 3
 
 def bar_inputs(obs: Observation, bars: int) -> np.ndarray:
     """``(N*A, bars, F+R)``: the last ``bars`` bars of features and regime posterior per asset stream."""
-    n, w, a, f = obs.features.shape
+    n, w, a, _ = obs.features.shape
     if bars > w:
         raise ConfigError(f"policy needs a window of {bars} bars, observation has {w}")
     x = np.concatenate([obs.features[:, w - bars :], obs.regime[:, w - bars :]], axis=-1)  # (N, bars, A, F+R)

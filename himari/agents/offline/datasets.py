@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -188,7 +189,7 @@ def build_supervised(
             raise DataError(f"build_supervised: {name} has {arr.shape[0]} rows, features {t_len}")
     if len(boundaries_ns) != len(split_names) + 1:
         raise ConfigError("build_supervised: need one more boundary than split names")
-    if any(b2 <= b1 for b1, b2 in zip(boundaries_ns[:-1], boundaries_ns[1:], strict=True)):
+    if any(b2 <= b1 for b1, b2 in pairwise(boundaries_ns)):
         raise LeakageError(f"build_supervised: split boundaries must increase, got {list(boundaries_ns)}")
     inputs = np.concatenate([features, regime], axis=1).astype(np.float32)
     if not np.isfinite(inputs[np.asarray(valid, bool)]).all():

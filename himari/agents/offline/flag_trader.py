@@ -50,7 +50,7 @@ class FlagTraderConfig(FrozenConfig):
     lora_rank: int = Field(16, ge=1)
     lora_alpha: float = Field(32.0, gt=0)
     lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)  # GPT-2 residual/attention dropout; > 0 is slow on CPU
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     batch_size: int = Field(64, ge=1)

@@ -37,8 +37,8 @@ from himari.agents.offline.datasets import (
 from himari.agents.offline.evaluate import evaluate_policy
 from himari.bundle import Bundle, save_bundle
 from himari.data.bars import Bars, to_utc_timestamp
-from himari.env.protocol import ACCOUNT_FIELDS, LONG, REGIME_NAMES, Observation
-from himari.errors import ConfigError, DataError
+from himari.env.protocol import ACCOUNT_FIELDS, LONG, Observation
+from himari.errors import ConfigError, DataError, RunDirError
 from himari.utils.io import atomic_write_json, read_json
 from himari.utils.progress import progress_bar
 from himari.utils.rundir import create_run_dir
@@ -47,80 +47,61 @@ from himari.utils.threads import configure_torch_threads
 OFFLINE_KINDS: tuple[str, ...] = ("mlp-classifier", "cql", "dt", "cgdt", "flag-trader")
 LABEL_KINDS = ("mlp-classifier", "flag-trader")
 RL_KINDS = ("cql", "dt", "cgdt")
-DEFAULT_STEPS: dict[str, int] = {"mlp-classifier": 2000, "cql": 3000, "dt": 1500, "cgdt": 1500, "flag-trader": 800}
+DEFAULT_STEPS: dict[str, int] = {
+    "mlp-classifier": 2000,
+    "cql": 3000,
+    "dt": 1500,
+    "cgdt": 1500,
+    "flag-trader": 800,
+}
 
 
-@dataclass
-class PreparedData:
-    """What every offline kind needs: per-symbol bars, fitted pipelines and their causal frames, and market data."""
-
-    symbols: tuple[str, ...]
-    bars: list[Bars]
-    pipelines: dict[str, Any]
-    frames: list[Any]
-    data_files: dict[str, str]
-
-
-def _resolve_bars(spec: Any) -> tuple[Bars, str | None]:
-    from himari.data.loaders import load_bars
-
-    if isinstance(spec, Bars):
-        return spec, None
-    bars = load_bars(str(spec))
-    path = str(spec) if Path(str(spec)).exists() else None
-    return bars, path
-
-
-def prepare_offline_data(data_specs: Sequence[Any] | str, train_start: Any, train_end: Any,
-                         tactical_config: dict[str, Any] | None = None) -> PreparedData:
-    """Load bars, fit one ``TacticalPipeline`` per symbol on ``[train_start, train_end)`` and transform causally."""
-    from himari.features.pipeline import TacticalConfig, TacticalPipeline
-
-    specs = [data_specs] if isinstance(data_specs, str | Path | Bars) else list(data_specs)
-    if not specs:
-        raise ConfigError("train_offline: no data given")
-    bars_list, pipelines, frames, files, symbols = [], {}, [], {}, []
-    for spec in specs:
-        bars, path = _resolve_bars(spec)
-        symbol = (bars.symbol or str(spec)).replace("/", "")
-        pipe = TacticalPipeline(TacticalConfig.parse(tactical_config or {})).fit(bars, train_start, train_end)
-        frame = pipe.transform(bars)
-        bars_list.append(bars)
-        pipelines[symbol] = pipe
-        frames.append(frame)
-        symbols.append(symbol)
-        if path:
-            files[symbol] = path
-    return PreparedData(tuple(symbols), bars_list, pipelines, frames, files)
-
-
-def supervised_from_prepared(prep: PreparedData, label_cfg: LabelConfig, boundaries: Sequence[Any]) -> SupervisedData:
+def supervised_for_symbols(
+    bars_by_symbol: dict[str, Bars],
+    frames: dict[str, Any],
+    label_cfg: LabelConfig,
+    boundaries: Sequence[Any],
+    split_names: Sequence[str],
+) -> SupervisedData:
     """Supervised samples of every symbol, pooled (windows never cross symbols: each symbol's first rows are warm-up)."""
     bounds_ns = [int(to_utc_timestamp(b).value) for b in boundaries]  # type: ignore[union-attr]
     parts = []
-    for bars, frame in zip(prep.bars, prep.frames, strict=True):
+    for symbol, bars in bars_by_symbol.items():
+        frame = frames[symbol]
         pos = np.searchsorted(bars.timestamps_ns, frame.timestamps_ns)
         if not np.array_equal(bars.timestamps_ns[np.minimum(pos, len(bars) - 1)], frame.timestamps_ns):
-            raise DataError(f"{bars.symbol}: tactical frame timestamps do not match the bars")
-        parts.append(build_supervised(
-            frame.features, frame.regime_posterior, frame.valid, frame.timestamps_ns, bars.open[pos],
-            bars.close[pos], bars.segment_id[pos], label_cfg, bounds_ns))
+            raise DataError(f"{symbol}: tactical frame timestamps do not match the bars")
+        parts.append(
+            build_supervised(
+                frame.features,
+                frame.regime_posterior,
+                frame.valid,
+                frame.timestamps_ns,
+                bars.open[pos],
+                bars.close[pos],
+                bars.segment_id[pos],
+                label_cfg,
+                bounds_ns,
+                split_names,
+            )
+        )
     if len(parts) == 1:
         return parts[0]
-    offset, splits = 0, {k: [] for k in parts[0].splits}
-    for part in parts:
-        for k, v in part.splits.items():
-            splits[k].append(v + offset)
-        offset += part.inputs.shape[0]
+    offsets = np.cumsum([0] + [p.inputs.shape[0] for p in parts[:-1]])
     first = parts[0]
     return SupervisedData(
         inputs=np.concatenate([p.inputs for p in parts]),
         labels=np.concatenate([p.labels for p in parts]),
         forward_return=np.concatenate([p.forward_return for p in parts]),
-        label_end=np.concatenate([p.label_end + o for p, o in zip(parts, np.cumsum([0] + [p.inputs.shape[0] for p in parts[:-1]]), strict=True)]),
+        label_end=np.concatenate([p.label_end + o for p, o in zip(parts, offsets, strict=True)]),
         timestamps_ns=np.concatenate([p.timestamps_ns for p in parts]),
-        window=first.window, n_features=first.n_features,
-        splits={k: np.concatenate(v) for k, v in splits.items()}, info=first.info,
+        window=first.window,
+        n_features=first.n_features,
+        splits={
+            k: np.concatenate([p.splits[k] + o for p, o in zip(parts, offsets, strict=True)])
+            for k in first.splits
+        },
+        info=first.info,
     )
 
 
@@ -128,17 +109,39 @@ def supervised_from_prepared(prep: PreparedData, label_cfg: LabelConfig, boundar
 # Simulator helpers
 
 
-def _market(prep: PreparedData, k: int) -> Any:
+@dataclass
+class SymbolMarket:
+    """One symbol's simulator market with the bar ranges of its training / validation / test windows."""
+
+    symbol: str
+    market: Any  # himari.env.market.MarketData (single asset)
+    train: tuple[int, int]
+    validation: tuple[int, int]
+    test: tuple[int, int] = (0, 0)
+
+
+def symbol_markets(
+    bars_by_symbol: dict[str, Bars], frames: dict[str, Any], times: Sequence[pd.Timestamp]
+) -> list[SymbolMarket]:
+    """Single-asset markets per symbol (offline trajectories are per asset) with window bar ranges."""
     from himari.env.market import MarketData
 
-    return MarketData.from_frames([prep.bars[k]], [prep.frames[k]])
+    out = []
+    for symbol, bars in bars_by_symbol.items():
+        market = MarketData.from_frames([bars], [frames[symbol]])
+        idx = [market.index_of(t) for t in times]
+        ranges = [(idx[k], idx[k + 1]) for k in range(len(idx) - 1)]
+        out.append(SymbolMarket(symbol, market, *ranges))
+    return out
 
 
-def rollout_return(policy: Any, market: Any, sim_config: Any, start: int, end: int, num_envs: int = 8) -> dict[str, float]:
-    """Greedy policy over ``[start, end)`` as ``num_envs`` contiguous deterministic episodes; net log return.
+def rollout_return(
+    policy: Any, market: Any, sim_config: Any, start: int, end: int, num_envs: int = 8
+) -> dict[str, Any]:
+    """Greedy policy over ``[start, end)`` as ``num_envs`` contiguous deterministic episodes (simulator, costs on).
 
-    Returns the total net log return (sum over the chunks = the whole period traded once), per-bar mean and the
-    fraction of LONG/SHORT/HOLD actions.
+    Returns the total net log return (the chunks together trade the period once), the number of decisions and the
+    fraction of HOLD/LONG/SHORT actions.
     """
     from himari.env.sim import SimVecEnv
 
@@ -148,28 +151,28 @@ def rollout_return(policy: Any, market: Any, sim_config: Any, start: int, end: i
     finished = np.zeros(num_envs, bool)
     total = np.zeros(num_envs)
     counts = np.zeros(3)
-    steps = 0
-    max_steps = end - start  # upper bound; every chunk is shorter
     eq_idx = ACCOUNT_FIELDS.index("equity_log")
-    for _ in range(max_steps):
+    for _ in range(end - start):  # an upper bound: every chunk is shorter
         out, state = policy.act(obs, state, deterministic=True)
         action = np.asarray(out.action, np.int64).reshape(num_envs, -1)
         result = env.step(action)
         live = ~finished
         counts += np.bincount(action[live, 0], minlength=3)
-        steps += int(live.sum())
         done = np.asarray(result.terminated) | np.asarray(result.truncated)
         total = np.where(live & done, result.final_obs.account[:, 0, eq_idx], total)
         finished |= done
         if finished.all():
             break
         obs = result.obs
-    return {"net_log_return": float(total.sum()), "per_bar": float(total.sum() / max(steps, 1)),
-            "action_fractions": (counts / max(counts.sum(), 1)).tolist(), "bars": steps}  # type: ignore[dict-item]
+    return {
+        "net_log_return": float(total.sum()),
+        "decisions": int(counts.sum()),
+        "action_fractions": (counts / max(counts.sum(), 1)).tolist(),
+    }
 
 
-class _ConstantPolicy:
-    """Always the same discrete action (flat = HOLD with hold_mode "flat" sim, always-long = LONG)."""
+class ConstantPolicy:
+    """Always the same discrete action (LONG: the always-long comparator in the same simulator)."""
 
     action_kind = "discrete"
     window = 1
@@ -189,48 +192,57 @@ class _ConstantPolicy:
         from himari.agents.base import PolicyOutput
 
         n, _, a, _ = obs.features.shape
-        return PolicyOutput(action=np.full((n, a), self.action, np.int64)), None
+        probs = np.zeros((n, a, 3), np.float32)
+        probs[..., self.action] = 1.0
+        return PolicyOutput(action=np.full((n, a), self.action, np.int64), action_probs=probs), None
 
 
 # ------------------------------------------------------------------------------------------------------------
 
 
-def _build_policy(kind: str, n_inputs: int, state_dim: int, options: dict[str, Any], seed: int) -> Any:
-    model_opts = dict(options.get("model", {}))
+def build_policy(
+    kind: str, n_inputs: int, state_dim: int, model_options: dict[str, Any], window: int, seed: int
+) -> Any:
+    """A fresh policy of ``kind`` (config fields from ``model_options``)."""
+    opts = dict(model_options)
     if kind == "mlp-classifier":
         from himari.agents.offline.classifier import ClassifierConfig, ClassifierPolicy
 
-        return ClassifierPolicy(ClassifierConfig.parse(model_opts, n_inputs=n_inputs, seed=seed,
-                                                       window=options["labels"].window))
+        opts.setdefault("window", window)
+        return ClassifierPolicy(ClassifierConfig.parse(opts, n_inputs=n_inputs, seed=seed))
     if kind == "flag-trader":
         from himari.agents.offline.flag_trader import FlagTraderConfig, FlagTraderPolicy
 
-        model_opts.setdefault("context", options["labels"].window)
-        model_opts.setdefault("n_positions", max(64, int(model_opts["context"])))
-        return FlagTraderPolicy.create(FlagTraderConfig.parse(model_opts, n_inputs=n_inputs, seed=seed))
+        opts.setdefault("context", window)
+        opts.setdefault("n_positions", max(64, int(opts["context"])))
+        return FlagTraderPolicy.create(FlagTraderConfig.parse(opts, n_inputs=n_inputs, seed=seed))
     if kind == "cql":
         from himari.agents.offline.cql import CQLConfig, CQLPolicy
 
-        return CQLPolicy(CQLConfig.parse(model_opts, state_dim=state_dim, seed=seed))
+        return CQLPolicy(CQLConfig.parse(opts, state_dim=state_dim, seed=seed))
     if kind == "dt":
         from himari.agents.offline.decision_transformer import DecisionTransformerPolicy, DTConfig
 
-        return DecisionTransformerPolicy(DTConfig.parse(model_opts, state_dim=state_dim, seed=seed))
+        return DecisionTransformerPolicy(DTConfig.parse(opts, state_dim=state_dim, seed=seed))
     if kind == "cgdt":
         from himari.agents.offline.decision_transformer import CGDTConfig, CriticGuidedDTPolicy
 
-        return CriticGuidedDTPolicy(CGDTConfig.parse(model_opts, state_dim=state_dim, seed=seed))
+        return CriticGuidedDTPolicy(CGDTConfig.parse(opts, state_dim=state_dim, seed=seed))
     raise ConfigError(f"unknown offline policy kind {kind!r}; known: {', '.join(OFFLINE_KINDS)}")
 
 
-def _behaviours(prep: PreparedData, k: int, train_idx: np.ndarray, seed: int, behaviour_policy: str | None) -> list[Any]:
+def behaviour_policies(
+    frame: Any, train: tuple[int, int], seed: int, behaviour_policy: str | None
+) -> list[Any]:
+    """Rule behaviours (signal centres = training-window medians) plus an optional trained discrete policy."""
     from himari.agents.rules import default_behaviours
 
-    frame = prep.frames[k]
-    in_train = frame.valid.copy()
-    in_train[: train_idx[0]] = False
-    in_train[train_idx[1]:] = False
-    medians = np.median(frame.features[in_train], axis=0) if in_train.any() else np.zeros(frame.features.shape[1])
+    in_train = np.asarray(frame.valid, bool).copy()
+    in_train[: train[0]] = False
+    in_train[train[1] :] = False
+    medians = (
+        np.median(frame.features[in_train], axis=0) if in_train.any() else np.zeros(frame.features.shape[1])
+    )
     centers = {name: float(m) for name, m in zip(frame.feature_names, medians, strict=True)}
     policies: list[Any] = default_behaviours(frame.feature_names, centers, seed)
     if behaviour_policy:
@@ -238,15 +250,57 @@ def _behaviours(prep: PreparedData, k: int, train_idx: np.ndarray, seed: int, be
         from himari.bundle import find_bundle_dir
 
         path = Path(behaviour_policy)
-        try:
+        if (path / "bundle.json").exists() or (path / "bundle" / "bundle.json").exists():
             path = find_bundle_dir(path) / "policy"
-        except Exception:  # noqa: BLE001 - a plain policy directory is fine too
-            pass
         trained = load_policy(path)
         if trained.action_kind != "discrete":
             raise ConfigError(f"behaviour policy {behaviour_policy}: {trained.kind} is not discrete")
         policies.append(trained)
     return policies
+
+
+def collect_offline_data(
+    markets: list[SymbolMarket],
+    frames: dict[str, Any],
+    sim_config: Any,
+    num_envs: int,
+    collect_steps: int,
+    epsilon: float,
+    seed: int,
+    behaviour_policy: str | None,
+) -> TrajectoryData:
+    """Trajectories on every symbol's training window (streams of all symbols side by side)."""
+    from himari.env.sim import SimVecEnv
+
+    parts = []
+    for k, sm in enumerate(markets):
+        lo, hi = sm.train
+        length = min(sim_config.episode_length, max(16, (hi - lo - sim_config.window) // 4))
+        env = SimVecEnv(
+            sm.market,
+            sim_config.replace(episode_length=length),
+            num_envs,
+            seed=seed + k,
+            start_index=lo,
+            end_index=hi,
+        )
+        frame_idx = (lo, hi)  # frames and single-asset markets share the time axis of the symbol's bars
+        behaviours = behaviour_policies(frames[sm.symbol], frame_idx, seed + 100 * k, behaviour_policy)
+        parts.append(collect_trajectories(env, behaviours, collect_steps, seed + k, epsilon=epsilon))
+    if len(parts) == 1:
+        return parts[0]
+    fields = (
+        "states",
+        "actions",
+        "rewards",
+        "next_states",
+        "terminated",
+        "truncated",
+        "returns_to_go",
+        "episode_step",
+    )
+    joined = {f: np.concatenate([getattr(p, f) for p in parts], axis=1) for f in fields}
+    return TrajectoryData(**joined, behaviour=sum((p.behaviour for p in parts), ()), gamma=parts[0].gamma)
 
 
 def train_offline(
@@ -265,66 +319,126 @@ def train_offline(
 ) -> Path:
     """Train ``policy_kind`` (one of ``OFFLINE_KINDS``) and write the run directory ``out``; returns its path.
 
-    ``steps``: gradient updates (None: the kind's default). ``options`` (all optional): ``labels`` (LabelConfig
-    fields), ``model`` (the kind's config fields), ``sim`` (SimConfig fields), ``tactical`` (TacticalConfig fields),
-    ``num_envs`` (16), ``collect_steps`` (512 per env), ``epsilon`` (0.1), ``behaviour_policy`` (a run or policy
-    directory of a trained discrete policy), ``eval_every``. ``resume``: when ``out`` already holds a finished run
-    with the same configuration, it is returned as is; otherwise training starts from scratch.
+    ``steps``: training samples processed (None: the kind's default): gradient updates = ceil(steps / (batch_size
+    x actions per sample)), one action per sample except the Decision Transformers (``context`` actions).
+    RL kinds collect ``num_envs x collect_steps`` transitions, ``collect_steps = clip(steps // num_envs, 64, 2048)``
+    unless given. ``options`` (all optional): ``labels`` (LabelConfig fields), ``model`` (the kind's config fields),
+    ``sim`` (SimConfig fields), ``tactical`` (TacticalConfig fields), ``num_envs`` (16), ``collect_steps``,
+    ``epsilon`` (0.1), ``behaviour_policy`` (a run or policy directory of a trained discrete policy),
+    ``evaluations`` (validation checkpoints, 4), ``test`` (True: after training, report on
+    ``[val_end, test_end)``, by default as long as the validation window, clipped to the data).
+    ``resume``: a finished run in ``out`` with the same configuration is returned as is; an unfinished one is
+    retrained from scratch (offline training is short); a different configuration is an error.
     """
+    from himari.agents.training import prepare_training_data
+    from himari.config import config_hash
     from himari.env.sim import SimConfig
 
     if policy_kind not in OFFLINE_KINDS:
         raise ConfigError(f"unknown offline policy kind {policy_kind!r}; known: {', '.join(OFFLINE_KINDS)}")
     configure_torch_threads()
     options = dict(options or {})
-    steps = int(steps) if steps is not None else DEFAULT_STEPS[policy_kind]
-    if steps < 1:
-        raise ConfigError(f"steps must be >= 1, got {steps}")
+    unknown = set(options) - {
+        "labels",
+        "model",
+        "sim",
+        "tactical",
+        "num_envs",
+        "collect_steps",
+        "epsilon",
+        "behaviour_policy",
+        "evaluations",
+        "test",
+    }
+    if unknown:
+        raise ConfigError(f"train_offline: unknown options {sorted(unknown)}")
+    samples = int(steps) if steps is not None else DEFAULT_STEPS[policy_kind]
+    if samples < 1:
+        raise ConfigError(f"steps must be >= 1, got {samples}")
     sim_config = SimConfig.parse(options.get("sim", {}))
+    if sim_config.action_kind != "discrete":
+        raise ConfigError("offline models are discrete: sim.action_kind must be 'discrete'")
     costs = sim_config.costs
     label_cfg = LabelConfig.parse(
-        {"fee_bps": costs.taker_fee_bps if costs.order_type == "taker" else max(costs.maker_fee_bps, 0.0),
-         "slippage_bps": costs.slippage_bps, **options.get("labels", {})}
+        {"fee_bps": costs.fee_rate * 1e4, "slippage_bps": costs.slippage_bps, **options.get("labels", {})}
     )
-    options["labels"] = label_cfg
     t0, t1, t2 = (to_utc_timestamp(x) for x in (train_start, train_end, val_end))
     if t0 is None or t1 is None or t2 is None or not t0 < t1 < t2:
-        raise ConfigError(f"need train_start < train_end < val_end, got {train_start}, {train_end}, {val_end}")
+        raise ConfigError(
+            f"need train_start < train_end < val_end, got {train_start}, {train_end}, {val_end}"
+        )
+    t3 = to_utc_timestamp(test_end) if test_end is not None else t2 + (t2 - t1)
+    specs = [data_specs] if isinstance(data_specs, str | Path | Bars) else list(data_specs)
+    num_envs = int(options.get("num_envs", 16))
     run_config = {
-        "policy_kind": policy_kind, "steps": steps, "train_start": str(t0), "train_end": str(t1), "val_end": str(t2),
-        "test_end": None if test_end is None else str(to_utc_timestamp(test_end)),
-        "labels": label_cfg.to_dict(), "sim": sim_config.to_dict(),
-        **{k: v for k, v in options.items() if k not in ("labels", "sim")},
-        "data": [str(s) if not isinstance(s, Bars) else s.symbol for s in
-                 ([data_specs] if isinstance(data_specs, str | Path | Bars) else data_specs)],
+        "policy_kind": policy_kind,
+        "steps": samples,
+        "train_start": str(t0),
+        "train_end": str(t1),
+        "val_end": str(t2),
+        "test_end": str(t3),
+        "labels": label_cfg.to_dict(),
+        "sim": sim_config.to_dict(),
+        "options": {k: v for k, v in options.items() if k not in ("labels", "sim")},
+        "data": [s.symbol if isinstance(s, Bars) else str(s) for s in specs],
     }
     run = Path(out)
-    if resume and (run / "metrics.json").exists() and (run / "run.json").exists():
+    if (run / "run.json").exists():
         previous = read_json(run / "run.json")
-        if previous.get("config") == run_config and previous.get("seed") == seed:
+        if not resume:
+            raise RunDirError(
+                f"{run}: already holds a run; use --resume to continue it or choose a new --out"
+            )
+        if previous.get("config_hash") != config_hash(run_config) or previous.get("seed") != seed:
+            raise RunDirError(f"{run}: --resume with a different config than the existing run")
+        if (run / "metrics.json").exists() and (run / "bundle" / "bundle.json").exists():
             return run
-    prep = prepare_offline_data(data_specs, t0, t1, options.get("tactical"))
-    run = create_run_dir(out, f"train --policy {policy_kind}", run_config, seed, prep.data_files)
-    last_ts = max(int(b.timestamps_ns[-1]) for b in prep.bars) + 1
-    t3_ns = last_ts if test_end is None else int(to_utc_timestamp(test_end).value)  # type: ignore[union-attr]
-    if t3_ns <= t2.value:
-        raise ConfigError(f"no test period after val_end {t2} (data ends {pd.Timestamp(last_ts, tz='UTC')})")
-    supervised = supervised_from_prepared(prep, label_cfg, [t0, t1, t2, pd.Timestamp(t3_ns, tz="UTC")])
+
+    # 1. data: fitted on the training window, nothing at or after val_end loaded
+    prep = prepare_training_data(specs, t0, t1, t2, options.get("tactical"))
+    run = create_run_dir(
+        out,
+        f"train --policy {policy_kind}",
+        run_config,
+        seed,
+        {s: p for s, p in prep.data_files.items()},
+        extra={"data_summary": prep.describe()},
+    )
+    supervised = supervised_for_symbols(
+        prep.bars, prep.frames, label_cfg, [t0, t1, t2], ("train", "validation")
+    )
     n_inputs = supervised.inputs.shape[1]
-    state_dim = n_inputs + len(ACCOUNT_FIELDS)
-    policy = _build_policy(policy_kind, n_inputs, state_dim, options, seed)
+    policy = build_policy(
+        policy_kind,
+        n_inputs,
+        n_inputs + len(ACCOUNT_FIELDS),
+        options.get("model", {}),
+        label_cfg.window,
+        seed,
+    )
     sim_config = sim_config.replace(window=max(sim_config.window, int(policy.window)))
-    markets = [_market(prep, k) for k in range(len(prep.symbols))]
-    index = [(m.index_of(t0), m.index_of(t1), m.index_of(t2), min(m.index_of(pd.Timestamp(t3_ns, tz="UTC")), m.num_bars))
-             for m in markets]
-    eval_every = int(options.get("eval_every", max(1, steps // 5)))
+    markets = symbol_markets(prep.bars, prep.frames, [t0, t1, t2])
+    batch = int(policy.config.batch_size)
+    per_sample = int(policy.config.context) if policy_kind in ("dt", "cgdt") else 1
+    updates = max(1, -(-samples // (batch * per_sample)))
+    evaluations = max(1, int(options.get("evaluations", 4)))
+    eval_every = max(1, -(-updates // evaluations))
 
     def select(candidate: Any) -> float:
-        return float(np.mean([rollout_return(candidate, m, sim_config, i[1], i[2])["net_log_return"]
-                              for m, i in zip(markets, index, strict=True)]))
+        """Validation-window simulator net log return, averaged over symbols (selection only uses this)."""
+        return float(
+            np.mean(
+                [
+                    rollout_return(candidate, sm.market, sim_config, *sm.validation)["net_log_return"]
+                    for sm in markets
+                ]
+            )
+        )
 
-    summary: dict[str, Any] = {}
-    with progress_bar(f"train {policy_kind}", total=steps) as bar:
+    # 2. train, selecting on validation only
+    summary: dict[str, Any] = {"updates": updates, "batch_size": batch}
+    with progress_bar(f"train {policy_kind}", total=updates) as bar:
+
         def on_step(step: int, loss: float) -> None:
             bar.advance(1, info=f"loss={loss:.4f}")
 
@@ -332,87 +446,144 @@ def train_offline(
             from himari.agents.offline.supervised import train_supervised
 
             cfg = policy.config
-            summary = train_supervised(policy, supervised, steps, cfg.batch_size, cfg.lr, seed,
-                                       weight_decay=cfg.weight_decay, eval_every=eval_every, on_step=on_step)
+            summary.update(
+                train_supervised(
+                    policy,
+                    supervised,
+                    updates,
+                    batch,
+                    cfg.lr,
+                    seed,
+                    weight_decay=cfg.weight_decay,
+                    eval_every=eval_every,
+                    on_step=on_step,
+                )
+            )
         else:
-            trajectories = _collect(prep, markets, index, sim_config, options, seed)
-            summary["dataset"] = {"transitions": trajectories.n_transitions,
-                                  "action_counts": trajectories.action_counts().tolist(),
-                                  "behaviours": sorted(set(trajectories.behaviour)),
-                                  "mean_reward_per_step": float(trajectories.rewards.mean())}
+            collect_steps = int(options.get("collect_steps", min(2048, max(64, samples // num_envs))))
+            trajectories = collect_offline_data(
+                markets,
+                prep.frames,
+                sim_config,
+                num_envs,
+                collect_steps,
+                float(options.get("epsilon", 0.1)),
+                seed,
+                options.get("behaviour_policy"),
+            )
+            summary["dataset"] = {
+                "transitions": trajectories.n_transitions,
+                "action_counts": trajectories.action_counts().tolist(),
+                "behaviours": sorted(set(trajectories.behaviour)),
+                "mean_reward_per_step": float(trajectories.rewards.mean()),
+            }
             if policy_kind == "cql":
                 from himari.agents.offline.cql import train_cql
 
-                summary.update(train_cql(policy, trajectories.flat(), steps, seed, eval_every, select, on_step))
+                summary.update(
+                    train_cql(policy, trajectories.flat(), updates, seed, eval_every, select, on_step)
+                )
             else:
                 from himari.agents.offline.decision_transformer import train_decision_transformer
 
-                summary.update(train_decision_transformer(policy, trajectories, steps, seed, eval_every, select,
-                                                          on_step))
-    metrics = _report(policy, supervised, markets, index, sim_config, summary)
-    policy.meta = {"trained_on": list(prep.symbols), "train_window": [str(t0), str(t1)], "val_end": str(t2),
-                   "seed": seed}
+                summary.update(
+                    train_decision_transformer(
+                        policy, trajectories, updates, seed, eval_every, select, on_step
+                    )
+                )
+    policy.meta = {
+        "trained_on": list(prep.symbols),
+        "train_window": [str(t0), str(t1)],
+        "val_end": str(t2),
+        "seed": seed,
+    }
     bundle = Bundle(
         symbols=prep.symbols,
-        timeframe=str(prep.bars[0].timeframe),
+        timeframe=prep.timeframe,
         tactical=prep.pipelines,
         policy=policy,
         sim_config=sim_config.to_dict(),
-        meta={"model_id": f"{policy_kind}-{run_config_hash(run)}", "train_start": str(t0), "train_end": str(t1),
-              "val_end": str(t2), "selection": "validation", "steps": steps},
+        meta={
+            "model_id": f"{policy_kind}-{config_hash(run_config)}",
+            "train_start": str(t0),
+            "train_end": str(t1),
+            "val_end": str(t2),
+            "selection": "validation simulator return" if policy_kind in RL_KINDS else "validation log-loss",
+            "updates": updates,
+        },
     )
-    save_bundle(run / "bundle", bundle)
+    save_bundle(run / "bundle", bundle)  # the model is final before anything after val_end is read
+
+    # 3. honest report: validation now; the later test period only after the bundle is written
+    metrics: dict[str, Any] = {
+        "policy_kind": policy_kind,
+        "classification": {
+            "validation": evaluate_policy(policy, supervised, ("validation",))["validation"],
+            "train_class_counts": supervised.class_counts("train").tolist(),
+        },
+        "simulator": {"validation": _trading(policy, markets, sim_config, "validation")},
+        "training": {k: v for k, v in summary.items() if not k.endswith("history")},
+        "training_history": summary.get("history", []),
+        "windows": {
+            "train": [str(t0), str(t1)],
+            "validation": [str(t1), str(t2)],
+            "test": [str(t2), str(t3)],
+        },
+        "notes": (
+            "Fitting on train, selection on validation only; the test period is read only after the bundle "
+            "is saved and is reported, never used. Simulator returns are net of fees and slippage, without "
+            "the sizing/risk layer (the backtester adds those)."
+        ),
+    }
+    if options.get("test", True):
+        metrics.update(_test_report(policy, specs, prep, label_cfg, sim_config, (t0, t1, t2, t3)))
     atomic_write_json(run / "metrics.json", metrics)
     return run
 
 
-def run_config_hash(run: Path) -> str:
-    return str(read_json(run / "run.json").get("config_hash", ""))
+def _trading(policy: Any, markets: list[SymbolMarket], sim_config: Any, window: str) -> dict[str, Any]:
+    """Net log return of the model and of always-long over a window, averaged over symbols."""
+    out: dict[str, Any] = {}
+    for label, candidate in (("model", policy), ("always_long", ConstantPolicy(LONG))):
+        results = [
+            rollout_return(candidate, sm.market, sim_config, *getattr(sm, window))
+            for sm in markets
+            if getattr(sm, window)[1] - getattr(sm, window)[0] > sim_config.window + 8
+        ]
+        if results:
+            out[label] = {
+                "net_log_return": float(np.mean([r["net_log_return"] for r in results])),
+                "action_fractions": np.mean([r["action_fractions"] for r in results], axis=0).tolist(),
+            }
+    return out
 
 
-def _collect(prep: PreparedData, markets: list[Any], index: list[tuple[int, int, int, int]], sim_config: Any,
-             options: dict[str, Any], seed: int) -> TrajectoryData:
-    from himari.env.sim import SimVecEnv
+def _test_report(
+    policy: Any,
+    specs: list[Any],
+    prep: Any,
+    label_cfg: LabelConfig,
+    sim_config: Any,
+    times: tuple[pd.Timestamp, ...],
+) -> dict[str, Any]:
+    """Classification and simulator metrics on ``[val_end, test_end)`` with the already fitted pipelines."""
+    from himari.data.bundled import resolve_data_path
+    from himari.data.loaders import load_bars
 
-    num_envs = int(options.get("num_envs", 16))
-    collect_steps = int(options.get("collect_steps", 512))
-    parts = []
-    for k, (market, idx) in enumerate(zip(markets, index, strict=True)):
-        length = min(sim_config.episode_length, max(16, (idx[1] - idx[0]) // 4))
-        cfg = sim_config.replace(episode_length=length)
-        env = SimVecEnv(market, cfg, num_envs, seed=seed + k, start_index=idx[0], end_index=idx[1])
-        behaviours = _behaviours(prep, k, np.asarray(idx[:2]), seed + 100 * k, options.get("behaviour_policy"))
-        parts.append(collect_trajectories(env, behaviours, collect_steps, seed + k,
-                                          epsilon=float(options.get("epsilon", 0.1))))
-    if len(parts) == 1:
-        return parts[0]
-    cat = {f: np.concatenate([getattr(p, f) for p in parts], axis=1) for f in
-           ("states", "actions", "rewards", "next_states", "terminated", "truncated", "returns_to_go", "episode_step")}
-    return TrajectoryData(**cat, behaviour=sum((p.behaviour for p in parts), ()), gamma=parts[0].gamma)
-
-
-def _report(policy: Any, supervised: SupervisedData, markets: list[Any], index: list[tuple[int, int, int, int]],
-            sim_config: Any, summary: dict[str, Any]) -> dict[str, Any]:
-    """Classification (validation, test) beside the majority baseline; simulator returns beside flat/always-long."""
-    classification = evaluate_policy(policy, supervised, ("validation", "test"))
-    trading: dict[str, Any] = {}
-    for name, (lo, hi) in (("validation", (1, 2)), ("test", (2, 3))):
-        per_policy: dict[str, Any] = {}
-        for label, candidate in (("model", policy), ("always_long", _ConstantPolicy(LONG))):
-            results = [rollout_return(candidate, m, sim_config, i[lo], i[hi]) for m, i in zip(markets, index, strict=True)
-                       if i[hi] - i[lo] > sim_config.window + 16]
-            if results:
-                per_policy[label] = {"net_log_return": float(np.mean([r["net_log_return"] for r in results])),
-                                     "action_fractions": results[0]["action_fractions"]}
-        trading[name] = per_policy
+    t0, t1, t2, t3 = times
+    bars_by_symbol, frames = {}, {}
+    for spec, symbol in zip(specs, prep.symbols, strict=True):
+        full = spec if isinstance(spec, Bars) else load_bars(resolve_data_path(spec))
+        span = full.between(pd.Timestamp(int(prep.bars[symbol].timestamps_ns[0]), tz="UTC"), t3)
+        if len(span.between(t2, t3)) <= label_cfg.horizon_bars + label_cfg.window:
+            return {"test": None, "test_note": f"no test data after {t2} for {symbol}"}
+        bars_by_symbol[symbol] = span
+        frames[symbol] = prep.pipelines[symbol].transform(span, eval_start=t2)
+    data = supervised_for_symbols(
+        bars_by_symbol, frames, label_cfg, [t0, t1, t2, t3], ("train", "validation", "test")
+    )
+    markets = symbol_markets(bars_by_symbol, frames, [t0, t1, t2, t3])
+    report = evaluate_policy(policy, data, ("test",))
     return {
-        "policy_kind": policy.kind,
-        "classification": classification,
-        "simulator": trading,
-        "training": {k: v for k, v in summary.items() if not k.endswith("history")},
-        "training_history": summary.get("history", []),
-        "notes": ("Selection used the validation window only; test metrics are reported, never used. "
-                  "Simulator returns are net of the simulator's fees and slippage (no sizing/risk layer); "
-                  "the backtester adds sizing and risk."),
-        "regimes": list(REGIME_NAMES),
+        "test": {"classification": report["test"], "simulator": _trading(policy, markets, sim_config, "test")}
     }

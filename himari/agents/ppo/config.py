@@ -76,7 +76,8 @@ class LSTMConfig(FrozenConfig):
 
 
 class TransformerConfig(FrozenConfig):
-    """Regime-conditioned causal transformer over the last ``context`` decision steps.
+    """Regime-conditioned causal transformer with sliding-window attention over decision steps (receptive field
+    ``n_layers · (context - 1) + 1`` steps).
 
     The seeds' size is ``d_model=256, n_layers=3, n_heads=4, context=100`` (:meth:`seeds`); the default is small
     enough for CPU quick runs.
@@ -86,7 +87,7 @@ class TransformerConfig(FrozenConfig):
     n_layers: int = Field(2, ge=1)
     n_heads: int = Field(4, ge=1)
     ff_mult: int = Field(2, ge=1)
-    context: int = Field(32, ge=1, description="decision steps attended over (own rolling buffer of tokens)")
+    context: int = Field(32, ge=2, description="attention span per layer (decision steps, the current included)")
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     action: Literal["discrete", "continuous"] = "discrete"
     init_log_std: float = -0.5

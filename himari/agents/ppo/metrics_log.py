@@ -25,7 +25,7 @@ class MetricsLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:  # pragma: no cover - optional extra
-                SummaryWriter = None  # noqa: N806
+                SummaryWriter = None
             if SummaryWriter is not None:
                 self._writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
 

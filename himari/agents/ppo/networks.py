@@ -14,12 +14,13 @@ Initialization: orthogonal weights, gain √2 in hidden layers, 0.01 for the pol
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from torch import nn
 
 N_DISCRETE_ACTIONS = 3  # HOLD, LONG, SHORT
@@ -130,7 +131,7 @@ def _activation(name: str) -> type[nn.Module]:
 
 def mlp(sizes: tuple[int, ...], activation: str = "tanh") -> nn.Sequential:
     layers: list[nn.Module] = []
-    for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
+    for fan_in, fan_out in itertools.pairwise(sizes):
         layers += [layer_init(nn.Linear(fan_in, fan_out)), _activation(activation)()]
     return nn.Sequential(*layers)
 
@@ -249,6 +250,10 @@ class ActorCritic(nn.Module):
     def select_state(self, state: Any, index: torch.Tensor) -> Any:
         return state
 
+    def refresh_state(self, state: Any) -> Any:
+        """Recompute derived parts of the state (caches) with the current weights; called at rollout start."""
+        return state
+
     def core(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -328,7 +333,7 @@ class LSTMActorCritic(ActorCritic):
         cuts = [0, *[t for t in range(1, n_steps) if bool(episode_starts[t].any())], n_steps]
         h, c = state0
         outputs = []
-        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+        for a, b in itertools.pairwise(cuts):
             keep = (~episode_starts[a]).to(torch.float32).view(1, -1, 1)
             out, (h, c) = self.lstm(encoded[a:b], (h * keep, c * keep))
             outputs.append(out)
@@ -338,7 +343,7 @@ class LSTMActorCritic(ActorCritic):
 
 
 class _Block(nn.Module):
-    """Pre-LN transformer block with causal self-attention (additive finite mask)."""
+    """Pre-LN transformer block; attention with an additive mask that also carries a learned relative-position bias."""
 
     def __init__(self, d_model: int, n_heads: int, ff_mult: int, dropout: float) -> None:
         super().__init__()
@@ -350,21 +355,32 @@ class _Block(nn.Module):
         self.ff = nn.Sequential(nn.Linear(d_model, ff_mult * d_model), nn.GELU(), nn.Linear(ff_mult * d_model, d_model))
         self.dropout = dropout
 
-    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        b, c, d = h.shape
-        q, k, v = self.qkv(self.ln1(h)).reshape(b, c, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
-        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
-        h = h + self.proj(attn.transpose(1, 2).reshape(b, c, d))
+    def qkv_heads(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``h (B, S, d)`` -> q, k, v each ``(B, H, S, d/H)``."""
+        b, s, d = h.shape
+        q, k, v = self.qkv(self.ln1(h)).reshape(b, s, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        return q, k, v
+
+    def finish(self, h: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, s, d = h.shape
+        drop = self.dropout if self.training else 0.0
+        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
+        h = h + self.proj(attn.transpose(1, 2).reshape(b, s, d))
         return h + self.ff(self.ln2(h))
 
 
 class TransformerActorCritic(ActorCritic):
-    """Regime-conditioned causal transformer over the last ``context`` decision steps.
+    """Regime-conditioned causal transformer with sliding-window attention over decision steps.
 
-    token_t = W_f · x_t + E_regime · p_t + pos_(age)  where ``p_t`` is the decision bar's regime posterior (a soft
-    regime embedding) and ``age`` counts steps back from the current one. The state is a rolling buffer of raw
-    step inputs ``x`` with a validity mask; steps before the episode start are masked out (never attended to).
-    The actor and critic read the output at the current step.
+    token_t = W_f · x_t + E_regime · p_t, where ``p_t`` is the decision bar's regime posterior (a soft regime
+    embedding). Every layer attends causally to the last ``context`` steps of the same episode (itself included),
+    with a learned relative-position bias b[head, age] (Shaw et al. 2018; the positional encoding over the context),
+    so the receptive field is ``n_layers · (context - 1) + 1`` steps. Steps before the episode start are masked.
+
+    Acting uses per-layer key/value caches (one new token per step, O(context) attention). The state also keeps the
+    last ``n_layers · (context - 1)`` raw step inputs; the PPO update recomputes the whole rollout from them in one
+    banded pass, and :meth:`refresh_state` rebuilds the caches with the current weights at each rollout start, so
+    rollout and update compute exactly the same function.
     """
 
     recurrent = True
@@ -372,66 +388,107 @@ class TransformerActorCritic(ActorCritic):
     def __init__(self, spec: ObsSpec, d_model: int, n_layers: int, n_heads: int, ff_mult: int, context: int,
                  dropout: float, action: str, init_log_std: float) -> None:
         super().__init__()
+        if context < 2:
+            raise ValueError("transformer context must be >= 2")
         self.spec = spec
         self.context = context
+        self.n_layers = n_layers
+        self.n_heads = n_heads
+        self.d_model = d_model
+        self.memory = n_layers * (context - 1)  # raw steps kept for exact recomputation
         self.obs_dim = spec.obs_dim
         self.feature_proj = nn.Linear(spec.obs_dim, d_model)
         self.regime_embedding = nn.Linear(spec.n_assets * spec.n_regimes, d_model, bias=False)
-        self.pos_embedding = nn.Parameter(torch.zeros(context, d_model))
-        nn.init.normal_(self.pos_embedding, std=0.02)
+        self.rel_bias = nn.Parameter(torch.zeros(n_layers, n_heads, context))
         self.blocks = nn.ModuleList(_Block(d_model, n_heads, ff_mult, dropout) for _ in range(n_layers))
         self.ln_f = nn.LayerNorm(d_model)
         self.critic = layer_init(nn.Linear(d_model, 1), std=1.0)
         self.head = make_head(action, d_model, spec.n_assets, init_log_std)
-        causal = torch.ones(context, context, dtype=torch.bool).tril()
-        self.register_buffer("causal", causal, persistent=False)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         regime = self.spec.last_regime(x).reshape(*x.shape[:-1], -1)
         return self.feature_proj(x) + self.regime_embedding(regime)
 
-    def initial_state(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return (torch.zeros(n, self.context, self.obs_dim), torch.zeros(n, self.context, dtype=torch.bool))
+    # state = (raw (n, M, D), raw_valid (n, M), k_cache (L, n, H, C-1, dh), v_cache (L, n, H, C-1, dh))
+    def initial_state(self, n: int) -> tuple[torch.Tensor, ...]:
+        dh = self.d_model // self.n_heads
+        cache = torch.zeros(self.n_layers, n, self.n_heads, self.context - 1, dh)
+        return (torch.zeros(n, self.memory, self.obs_dim), torch.zeros(n, self.memory, dtype=torch.bool), cache,
+                cache.clone())
 
     def reset_state(self, state: Any, done: torch.Tensor) -> Any:
-        ctx, valid = state
-        return (ctx, valid & ~done.view(-1, 1))
+        raw, valid, k, v = state
+        return (raw, valid & ~done.view(-1, 1), k, v)
 
     def select_state(self, state: Any, index: torch.Tensor) -> Any:
-        return (state[0][index], state[1][index])
+        raw, valid, k, v = state
+        return (raw[index], valid[index], k[:, index], v[:, index])
 
-    def _attend(self, tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """``tokens (B, C, d)`` right-aligned (last = current step), ``valid (B, C)`` -> output ``(B, d)``."""
-        h = tokens + self.pos_embedding
-        allowed = self.causal.unsqueeze(0) & valid.unsqueeze(1)  # (B, query, key)
-        mask = torch.zeros(allowed.shape, dtype=h.dtype).masked_fill_(~allowed, _MASKED).unsqueeze(1)
-        for block in self.blocks:
-            h = block(h, mask)
-        return self.ln_f(h[:, -1])
+    def _banded(self, tokens: torch.Tensor, valid: torch.Tensor, segment: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """All steps of ``tokens (B, S, d)`` at once: query q attends key j iff q-C < j <= q, same segment, valid."""
+        s = tokens.shape[1]
+        pos = torch.arange(s)
+        age = pos.view(-1, 1) - pos.view(1, -1)  # (S, S) query - key
+        in_band = (age >= 0) & (age < self.context)
+        allowed = in_band & (segment.unsqueeze(2) == segment.unsqueeze(1)) & valid.unsqueeze(1)
+        allowed = allowed | torch.eye(s, dtype=torch.bool)  # never an empty row (invalid rows are unused)
+        base = torch.zeros(allowed.shape, dtype=tokens.dtype).masked_fill_(~allowed, _MASKED).unsqueeze(1)
+        age_idx = age.clamp(0, self.context - 1)
+        h = tokens
+        ks, vs = [], []
+        for layer, block in enumerate(self.blocks):
+            bias = self.rel_bias[layer][:, age_idx]  # (H, S, S)
+            q, k, v = block.qkv_heads(h)
+            ks.append(k)
+            vs.append(v)
+            h = block.finish(h, q, k, v, base + bias.unsqueeze(0))
+        return self.ln_f(h), ks, vs
+
+    def refresh_state(self, state: Any) -> Any:
+        """Rebuild the key/value caches from the raw step memory with the current weights."""
+        raw, valid, _, _ = state
+        c1 = self.context - 1
+        segment = torch.zeros(valid.shape, dtype=torch.int64)
+        _, ks, vs = self._banded(self.embed(raw), valid, segment)
+        return (raw, valid, torch.stack([k[:, :, -c1:] for k in ks]), torch.stack([v[:, :, -c1:] for v in vs]))
 
     def forward_step(self, x: torch.Tensor, state: Any) -> tuple[tuple[torch.Tensor, ...], torch.Tensor, Any]:
-        ctx, valid = state
-        ctx = torch.cat([ctx[:, 1:], x.unsqueeze(1)], dim=1)
-        valid = torch.cat([valid[:, 1:], torch.ones_like(valid[:, :1])], dim=1)
-        z = self._attend(self.embed(ctx), valid)
-        return self.head(z, x), self.critic(z).squeeze(-1), (ctx, valid)
+        raw, valid, k_cache, v_cache = state
+        c1 = self.context - 1
+        key_valid = torch.cat([valid[:, valid.shape[1] - c1:], torch.ones_like(valid[:, :1])], dim=1)  # (n, C)
+        mask = torch.zeros(key_valid.shape, dtype=x.dtype).masked_fill_(~key_valid, _MASKED).view(-1, 1, 1, self.context)
+        ages = torch.arange(self.context - 1, -1, -1)  # cache slot i holds the step of age C-1-i; self has age 0
+        h = self.embed(x).unsqueeze(1)  # (n, 1, d)
+        new_k, new_v = [], []
+        for layer, block in enumerate(self.blocks):
+            q, k, v = block.qkv_heads(h)
+            keys = torch.cat([k_cache[layer], k], dim=2)
+            values = torch.cat([v_cache[layer], v], dim=2)
+            bias = self.rel_bias[layer][:, ages].view(1, self.n_heads, 1, self.context)
+            h = block.finish(h, q, keys, values, mask + bias)
+            new_k.append(keys[:, :, 1:])
+            new_v.append(values[:, :, 1:])
+        z = self.ln_f(h[:, 0])
+        new_state = (
+            torch.cat([raw[:, 1:], x.unsqueeze(1)], dim=1),
+            torch.cat([valid[:, 1:], torch.ones_like(valid[:, :1])], dim=1),
+            torch.stack(new_k),
+            torch.stack(new_v),
+        )
+        return self.head(z, x), self.critic(z).squeeze(-1), new_state
 
     def forward_sequence(
         self, x: torch.Tensor, state0: Any, episode_starts: torch.Tensor
     ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
         n_steps, n = x.shape[:2]
-        c = self.context
-        ctx0, valid0 = state0
-        # Step t's context holds full[t+1 : t+c+1] of full = [ctx0 (c steps), x (T steps)].
-        full_tokens = torch.cat([self.embed(ctx0).transpose(0, 1), self.embed(x)], dim=0)  # (c+T, n, d)
-        segment = torch.cumsum(episode_starts.to(torch.int64), dim=0)  # episode index within the rollout
-        full_segment = torch.cat([torch.zeros(c, n, dtype=torch.int64), segment], dim=0)
-        full_valid = torch.cat([valid0.transpose(0, 1), torch.ones(n_steps, n, dtype=torch.bool)], dim=0)
-        windows = full_tokens.unfold(0, c, 1)[1:]  # (T, n, d, c)
-        seg_windows = full_segment.unfold(0, c, 1)[1:]  # (T, n, c)
-        valid_windows = full_valid.unfold(0, c, 1)[1:] & (seg_windows == segment.unsqueeze(-1))
-        tokens = windows.permute(0, 1, 3, 2).reshape(n_steps * n, c, -1)
-        z = self._attend(tokens, valid_windows.reshape(n_steps * n, c))
+        raw0, valid0, _, _ = state0
+        m = self.memory
+        tokens = torch.cat([self.embed(raw0), self.embed(x).transpose(0, 1)], dim=1)  # (n, M+T, d)
+        segment = torch.cat([torch.zeros(n, m, dtype=torch.int64),
+                             torch.cumsum(episode_starts.to(torch.int64), dim=0).transpose(0, 1)], dim=1)
+        valid = torch.cat([valid0, torch.ones(n, n_steps, dtype=torch.bool)], dim=1)
+        z, _, _ = self._banded(tokens, valid, segment)
+        z = z[:, m:].transpose(0, 1).reshape(n_steps * n, -1)  # back to (T, n) order
         flat = x.reshape(-1, x.shape[-1])
         return self.head(z, flat), self.critic(z).squeeze(-1)
 
@@ -477,7 +534,7 @@ class MultiAssetActorCritic(ActorCritic):
 
     def core(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features, regime, account = self.spec.split(x)
-        n, w, a, _ = features.shape
+        n, _w, a, _ = features.shape
         per_asset = torch.cat(
             [features.permute(0, 2, 1, 3).reshape(n, a, -1), regime.permute(0, 2, 1, 3).reshape(n, a, -1), account],
             dim=-1,

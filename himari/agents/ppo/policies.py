@@ -235,7 +235,8 @@ class LSTMPolicy(PPOPolicy):
 
 
 class TransformerPolicy(PPOPolicy):
-    """Regime-conditioned causal transformer over the last ``context`` decisions (seeds: 3 layers, 4 heads, d=256)."""
+    """Regime-conditioned causal transformer, sliding-window attention over past decisions within the episode
+    (``TransformerConfig.seeds()``: 3 layers, 4 heads, d=256, context 100; a smaller default for CPU runs)."""
 
     kind = "transformer"
     config_class = TransformerConfig

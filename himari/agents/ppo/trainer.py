@@ -150,8 +150,9 @@ class PPOTrainer:
              "obs_spec": policy.spec.to_dict(), "seed": self.seed, "run": run_config or {}}
         )
         self.logger = MetricsLogger(self.run_dir, tensorboard=tensorboard)
+        self._params = [p for p in policy.module.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(
-            policy.module.parameters(), lr=config.learning_rate, eps=config.adam_eps, foreach=True
+            self._params, lr=config.learning_rate, eps=config.adam_eps, foreach=True
         )
         action_shape = (spec.n_assets,)
         action_dtype = torch.int64 if policy.action_kind == "discrete" else torch.float32
@@ -195,6 +196,8 @@ class PPOTrainer:
         """Fill the buffer with ``n_steps`` transitions; returns rollout statistics."""
         policy, net, buf, env = self.policy, self.policy.net, self.buffer, self.env
         head = net.head
+        with torch.no_grad():
+            self._state = net.refresh_state(self._state)  # caches recomputed with the current weights
         buf.state0 = _clone_state(self._state)
         rewards_sum = 0.0
         episodes_done = 0
@@ -296,7 +299,7 @@ class PPOTrainer:
                 loss = pg_loss - ent_coef * entropy + c.vf_coef * v_loss
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                nn.utils.clip_grad_norm_(self.policy.module.parameters(), c.max_grad_norm)
+                nn.utils.clip_grad_norm_(self._params, c.max_grad_norm, foreach=True)
                 self.optimizer.step()
                 with torch.no_grad():
                     approx_kl = float(((ratio - 1) - log_ratio).mean())

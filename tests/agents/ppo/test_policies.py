@@ -97,8 +97,8 @@ def test_sizer_regime_scaling_shrinks_the_distribution() -> None:
     crisis.regime[..., 3] = 1.0
     x_low, x_crisis = policy.preprocess(obs), policy.preprocess(crisis)
     with torch.no_grad():
-        (m_low, s_low), _, _ = policy.net.forward_step(x_low, None)
-        (m_cr, s_cr), _, _ = policy.net.forward_step(x_crisis, None)
+        (_m_low, s_low), _, _ = policy.net.forward_step(x_low, None)
+        (_m_cr, s_cr), _, _ = policy.net.forward_step(x_crisis, None)
     np.testing.assert_allclose((s_cr - s_low).exp().numpy(), 0.2, rtol=1e-5)
 
 

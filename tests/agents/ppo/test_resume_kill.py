@@ -55,7 +55,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path: Path) -> None:
     resumed = make_trainer(str(run_dir))
     result = resumed.train(resume=True)
     assert result.updates == UPDATES
-    assert [h["update"] for h in result.history][0] == killed_at  # continued from the last checkpoint
+    assert next(h["update"] for h in result.history) == killed_at  # continued from the last checkpoint
     updates_logged = [json.loads(line)["update"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert updates_logged == list(range(UPDATES))
 

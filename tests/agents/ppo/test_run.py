@@ -93,3 +93,29 @@ def test_cli_train_multiasset_end_to_end_and_resume_guard(tmp_path) -> None:
     assert changed.exit_code == 2 and "different config" in changed.output
     resumed = runner.invoke(cli, [*args, "--resume"])  # finished run: resumes to the end at once
     assert resumed.exit_code == 0, resumed.output
+
+
+def test_synthetic_pretraining_is_measured_on_validation(btc_data, tmp_path) -> None:
+    result = train_ppo("mlp", btc_data, tmp_path, steps=256, seed=0, num_envs=8, eval_envs=4,
+                       ppo_overrides={"n_steps": 16, "eval_every_updates": 1}, sim_overrides={"episode_length": 32},
+                       pretrain_synthetic_steps=256, synthetic_bars=800, tensorboard=False)
+    sp = json.loads((tmp_path / "metrics.json").read_text())["synthetic_pretraining"]
+    assert sp["pretrain_steps"] == 256 and sp["chosen"] in ("pretrained", "scratch")
+    assert sp["helps"] == (sp["val_mean_reward_pretrained"] > sp["val_mean_reward_scratch"])
+    assert (tmp_path / "pretrain" / "checkpoints" / "latest.json").exists()
+    chosen_best = sp["val_mean_reward_pretrained"] if sp["chosen"] == "pretrained" else sp["val_mean_reward_scratch"]
+    assert result.train.best_metric == chosen_best
+    assert load_bundle(tmp_path).policy.kind == "mlp"
+
+
+def test_cli_dispatches_offline_kinds(monkeypatch, tmp_path) -> None:
+    import himari.agents.offline.train as offline_train
+
+    calls = []
+    monkeypatch.setattr(offline_train, "train_offline", lambda **kwargs: calls.append(kwargs) or tmp_path)
+    result = CliRunner().invoke(cli, ["train", "--policy", "cql", "--data", "BTCUSDT", "--out", str(tmp_path / "o"),
+                                      "--steps", "10", "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    assert calls == [{"policy_kind": "cql", "data_specs": ["BTCUSDT"], "out": str(tmp_path / "o"),
+                      "train_start": "2023-01-01", "train_end": "2024-01-01", "val_end": "2024-04-01", "steps": 10,
+                      "seed": 3, "resume": False}]

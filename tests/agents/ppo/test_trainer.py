@@ -22,12 +22,21 @@ def _trainer(kind: str, run_dir=None, seed: int = 3, updates: int = 2, **cfg) ->
     return PPOTrainer(policy, env, config, seed=seed, run_dir=run_dir, progress=False, tensorboard=False)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", [*KINDS, "transformer-deep"])
 def test_recomputed_log_probs_match_rollout(kind: str) -> None:
-    """Before any update, the sequence/batch forward reproduces the rollout's log-probs and values exactly:
-    recurrent state, context masks and episode starts are handled identically in acting and learning."""
-    trainer = _trainer(kind)
+    """Right after a rollout, the sequence/batch forward reproduces its log-probs and values exactly: recurrent
+    state carried over from the previous rollout (collected with the weights before the update), context masks and
+    episode starts are handled identically in acting and learning."""
+    if kind == "transformer-deep":
+        env = env_for("transformer", num_envs=16, terminate_prob=0.05, episode_length=7)
+        policy = small_policy("transformer", env, seed=3, n_layers=3, context=3)
+        trainer = PPOTrainer(policy, env, PPOConfig(total_steps=512, n_steps=8, n_minibatches=2), seed=3,
+                             progress=False, tensorboard=False)
+    else:
+        trainer = _trainer(kind)
     trainer._boundary_reset(0)
+    trainer.collect_rollout()
+    trainer.update(0)
     trainer.collect_rollout()
     buf = trainer.buffer
     assert buf.episode_starts[1:].any(), "the test needs episode boundaries inside the rollout"
@@ -83,7 +92,7 @@ def test_resume_in_process_is_bit_identical(tmp_path) -> None:
 
 def test_resume_refuses_other_config_and_fresh_run_refuses_old_checkpoints(tmp_path) -> None:
     _trainer("mlp", run_dir=tmp_path, updates=2, checkpoint_every_updates=1).train()
-    with pytest.raises(RunDirError, match="different config|same config"):
+    with pytest.raises(RunDirError, match=r"different config|same config"):
         _trainer("mlp", run_dir=tmp_path, updates=2, checkpoint_every_updates=1, learning_rate=1e-3).train(resume=True)
     with pytest.raises(RunDirError, match="earlier run"):
         _trainer("mlp", run_dir=tmp_path, updates=2, checkpoint_every_updates=1).train()

@@ -1,0 +1,332 @@
+"""``himari bench serve``: decision latency of the API under concurrent load, on loopback.
+
+The benchmark starts ``himari serve`` in a subprocess (API key on, access log off), feeds it the last
+``--history-bars`` bars of each symbol (``POST /v1/bars``) and loads ``POST /v1/decide`` with one of two
+generators:
+
+- ``wrk`` (closed loop; ``apt-get install -y wrk``): ``--connections`` connections each send the next request as soon
+  as the previous answer arrives. Latency percentiles from wrk's ``--latency`` report; at saturation they measure
+  queueing (about connections / throughput), so this mode gives the throughput ceiling.
+- ``python`` (open loop, coordinated-omission safe): ``--connections`` asyncio keep-alive connections (raw HTTP/1.1)
+  send at a fixed total
+  ``--rate``; each latency is measured from the request's *scheduled* send time, so a stalled server is charged for
+  the requests it delayed.
+
+Scenarios (``--scenario``): ``hot`` asks about the kept bars with no account (every client polling the current
+decision: answered from the decision memo after the first request); ``decide`` disables the decision memo
+(``--decision-cache 0``), so every request runs observation -> policy forward -> sizing -> all risk gates on the
+memoized market data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from himari.errors import ConfigError
+
+_UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def parse_wrk_output(text: str) -> dict[str, float]:
+    """p50/p75/p90/p99 (ms), requests/s and non-2xx count from ``wrk --latency`` output."""
+    out: dict[str, float] = {}
+    for pct, value, unit in re.findall(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s|m)\s*$", text, flags=re.M):
+        out[f"p{pct}_ms"] = float(value) * _UNITS_MS[unit]
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    if rps:
+        out["requests_per_s"] = float(rps.group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    out["non_2xx"] = float(non2xx.group(1)) if non2xx else 0.0
+    errors = re.search(r"Socket errors:.*?timeout (\d+)", text)
+    out["timeouts"] = float(errors.group(1)) if errors else 0.0
+    if "p99_ms" not in out:
+        raise ConfigError(f"could not parse wrk output:\n{text[-2000:]}")
+    return out
+
+
+def _lua_script(body: str, key: str) -> str:
+    escaped = body.replace("\\", "\\\\").replace('"', '\\"')
+    return (
+        'wrk.method = "POST"\n'
+        f'wrk.body = "{escaped}"\n'
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f'wrk.headers["X-API-Key"] = "{key}"\n'
+    )
+
+
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    """Read one HTTP/1.1 response with Content-Length; return the status code."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:].strip())
+    if length:
+        await reader.readexactly(length)
+    return status
+
+
+async def _open_loop(host: str, port: int, path: str, body: bytes, key: str, connections: int, rate: float,
+                     duration_s: float) -> dict[str, float]:
+    """Open-loop load: ``connections`` keep-alive connections, each sending every ``connections / rate`` seconds.
+
+    Raw HTTP/1.1 over asyncio streams (a few tens of microseconds per request on the client side, so the generator
+    does not become the bottleneck the way a full HTTP client library would). Latency is measured from the
+    scheduled send time (coordinated omission safe).
+    """
+    request = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        f"X-API-Key: {key}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    interval = connections / rate  # each connection's period
+    latencies: list[float] = []
+    errors = 0
+    clock = time.perf_counter  # uvloop's loop.time() has only millisecond resolution
+    start = clock() + 0.5
+
+    async def worker(i: int) -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection(host, port)
+        k = 0
+        try:
+            while True:
+                scheduled = start + (i / connections) * interval + k * interval
+                if scheduled - start > duration_s:
+                    return
+                delay = scheduled - clock()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                writer.write(request)
+                status = await _read_response(reader)
+                latencies.append(clock() - scheduled)
+                if status != 200:
+                    errors += 1
+                k += 1
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(worker(i) for i in range(connections)))
+    elapsed = clock() - start
+    lat_ms = np.array(latencies) * 1e3
+    return {
+        "p50_ms": float(np.percentile(lat_ms, 50)),
+        "p90_ms": float(np.percentile(lat_ms, 90)),
+        "p99_ms": float(np.percentile(lat_ms, 99)),
+        "max_ms": float(lat_ms.max()),
+        "requests_per_s": len(lat_ms) / elapsed,
+        "non_2xx": float(errors),
+        "requests": float(len(lat_ms)),
+    }
+
+
+def run_serve_bench(
+    run: str,
+    scenario: str,
+    tool: str,
+    connections: int,
+    duration_s: float,
+    rate: float,
+    history_bars: int,
+    wrk_threads: int = 2,
+) -> dict[str, Any]:
+    """Start the server, seed bars, run the load, stop the server; return the figures."""
+    import httpx
+
+    from himari.bundle import find_bundle_dir
+    from himari.data.loaders import load_bars
+    from himari.utils.io import read_json
+
+    meta = read_json(find_bundle_dir(run) / "bundle.json")
+    symbols = list(meta["symbols"])
+    if tool == "wrk" and shutil.which("wrk") is None:
+        raise ConfigError("wrk is not installed (apt-get install -y wrk), or use --tool python")
+    key = secrets.token_hex(16)
+    port = _free_port()
+    env = {**os.environ, "HIMARI_API_KEY": key}
+    cmd = [
+        sys.executable,
+        "-m",
+        "himari",
+        "serve",
+        "--run",
+        str(run),
+        "--port",
+        str(port),
+        "--history-bars",
+        str(history_bars),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
+    if scenario == "decide":
+        cmd += ["--decision-cache", "0"]
+    server = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if server.poll() is not None:
+                raise ConfigError(f"himari serve exited: {server.stdout.read() if server.stdout else ''}")
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise ConfigError("himari serve did not become healthy within 180 s")
+            time.sleep(0.25)
+        headers = {"X-API-Key": key}
+        for symbol in symbols:
+            bars = load_bars(symbol)
+            bars = bars.with_frame(bars.frame.iloc[-history_bars:])
+            ms = bars.timestamps_ns // 1_000_000
+            rows = [
+                {"timestamp": int(t), "open": o, "high": h, "low": lo, "close": c, "volume": v}
+                for t, o, h, lo, c, v in zip(
+                    ms.tolist(), bars.open, bars.high, bars.low, bars.close, bars.volume, strict=True
+                )
+            ]
+            resp = httpx.post(
+                f"{base}/v1/bars",
+                json={"symbol": symbol, "bars": rows, "reset": True},
+                headers=headers,
+                timeout=60,
+            )
+            if resp.status_code != 200:
+                raise ConfigError(f"seeding bars for {symbol} failed: {resp.text}")
+        body = json.dumps({"symbols": symbols})
+        warm = httpx.post(
+            f"{base}/v1/decide",
+            content=body,
+            headers={**headers, "Content-Type": "application/json"},
+            timeout=120,
+        )
+        if warm.status_code != 200:
+            raise ConfigError(f"warm-up decision failed: {warm.text}")
+        for _ in range(20):
+            httpx.post(
+                f"{base}/v1/decide", content=body, headers={**headers, "Content-Type": "application/json"}
+            )
+        if tool == "wrk":
+            with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
+                handle.write(_lua_script(body, key))
+                script = handle.name
+            try:
+                wrk = subprocess.run(
+                    [
+                        "wrk",
+                        f"-t{wrk_threads}",
+                        f"-c{connections}",
+                        f"-d{duration_s:g}s",
+                        "--latency",
+                        "-s",
+                        script,
+                        f"{base}/v1/decide",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=duration_s + 60,
+                )
+            finally:
+                Path(script).unlink(missing_ok=True)
+            figures: dict[str, Any] = parse_wrk_output(wrk.stdout)
+            figures["raw"] = wrk.stdout
+        else:
+            try:
+                import uvloop
+
+                uvloop.install()
+            except ImportError:
+                pass
+            figures = asyncio.run(
+                _open_loop("127.0.0.1", port, "/v1/decide", body.encode(), key, connections, rate, duration_s)
+            )
+        metrics = httpx.get(f"{base}/metrics", headers=headers).text
+        server_side = [
+            line for line in metrics.splitlines() if line.startswith("himari_decision_latency_seconds_")
+        ]
+        figures["server_decision_latency"] = server_side
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    figures.update(
+        {
+            "scenario": scenario,
+            "tool": tool,
+            "connections": connections,
+            "duration_s": duration_s,
+            "rate": rate if tool == "python" else None,
+            "history_bars": history_bars,
+            "symbols": symbols,
+            "cpu_count": os.cpu_count(),
+        }
+    )
+    return figures
+
+
+@click.command("serve")
+@click.option(
+    "--run", "run", required=True, help="Run directory with a bundle (e.g. a quick pipeline or train run)."
+)
+@click.option("--scenario", type=click.Choice(["hot", "decide"]), default="hot", show_default=True)
+@click.option("--tool", type=click.Choice(["wrk", "python"]), default="wrk", show_default=True)
+@click.option("--connections", default=50, show_default=True, type=int)
+@click.option("--duration", default=10.0, show_default=True, type=float, help="Seconds of load.")
+@click.option(
+    "--rate", default=200.0, show_default=True, type=float, help="python tool: total requests/s (open loop)."
+)
+@click.option("--history-bars", default=1000, show_default=True, type=int)
+@click.option("--json", "as_json", is_flag=True)
+def serve_bench(
+    run: str,
+    scenario: str,
+    tool: str,
+    connections: int,
+    duration: float,
+    rate: float,
+    history_bars: int,
+    as_json: bool,
+) -> None:
+    """Latency of POST /v1/decide at N concurrent clients on loopback (see himari/bench/serve.py)."""
+    figures = run_serve_bench(run, scenario, tool, connections, duration, rate, history_bars)
+    raw = figures.pop("raw", None)
+    if as_json:
+        click.echo(json.dumps(figures, sort_keys=True))
+        return
+    if raw:
+        click.echo(raw.rstrip())
+    click.echo(
+        f"serve {scenario} via {tool}: {connections} connections"
+        + (f" at {rate:g} req/s" if tool == "python" else " (closed loop)")
+        + f": p50 {figures['p50_ms']:.2f} ms, p90 {figures.get('p90_ms', float('nan')):.2f} ms, "
+        f"p99 {figures['p99_ms']:.2f} ms, {figures['requests_per_s']:.0f} req/s, non-2xx {figures['non_2xx']:.0f}"
+    )
+
+
+def register_bench(group: click.Group) -> None:
+    group.add_command(serve_bench)

@@ -1,0 +1,49 @@
+"""A small real bundle (tactical pipeline fitted on BTC 2022-H2, a briefly trained MLP PPO policy) for backtest tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from himari.bundle import Bundle, load_bundle, save_bundle
+from himari.data.bars import Bars
+
+
+def make_bundle(bars: Bars, train_start: str, train_end: str, steps: int = 2048, seed: int = 0) -> Bundle:
+    from himari.agents.ppo.config import PPOConfig
+    from himari.agents.ppo.networks import ObsSpec
+    from himari.agents.ppo.policies import make_policy
+    from himari.agents.ppo.trainer import PPOTrainer
+    from himari.env.market import MarketData
+    from himari.env.sim import SimConfig, SimVecEnv
+    from himari.features.pipeline import TacticalPipeline
+
+    tp = TacticalPipeline().fit(bars, train_start, train_end)
+    market = MarketData.from_frames([bars], [tp.transform(bars.between(None, train_end))])
+    sim = SimConfig(window=4, episode_length=128)
+    env = SimVecEnv(market, sim, num_envs=16, seed=seed, start_index=market.index_of(train_start), end_index=market.num_bars)
+    policy = make_policy("mlp", ObsSpec.from_env(env), seed=seed)
+    PPOTrainer(policy, env, PPOConfig(total_steps=steps, n_steps=32), seed=seed, progress=False, tensorboard=False).train()
+    return Bundle(
+        symbols=(bars.symbol,), timeframe=str(bars.timeframe), tactical={bars.symbol: tp}, policy=policy,
+        sim_config=sim.to_dict(), meta={"model_id": "test-mlp", "fit_windows": {"train": [train_start, train_end]}},
+    )
+
+
+@pytest.fixture(scope="session")
+def btc_slice(btc_bars: Bars) -> Bars:
+    """BTCUSDT 2022-04-01 .. 2023-03-01 (warm-up, training 2022-H2, then test months)."""
+    return btc_bars.between("2022-04-01", "2023-03-01")
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(btc_slice: Bars, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("run")
+    save_bundle(run / "bundle", make_bundle(btc_slice, "2022-07-01", "2023-01-01"))
+    return run
+
+
+@pytest.fixture()
+def bundle(bundle_dir: Path) -> Bundle:
+    return load_bundle(bundle_dir)

@@ -1,0 +1,103 @@
+"""Walk-forward: test data never reaches fitting or selection; the pipeline CLI is reproducible end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import torch
+from click.testing import CliRunner
+
+from himari.backtest.wfo import WFOConfig, run_window
+from himari.cli.main import cli
+from himari.data.bars import Bars
+
+TINY = {
+    "test_start": "2023-01-01",
+    "test_end": "2023-02-01",
+    "train_months": 3,
+    "validation_months": 1,
+    "test_months": 1,
+    "n_candidates": 2,
+    "steps_first_window": 1024,
+    "steps_per_window": 512,
+    "num_envs": 8,
+    "n_steps": 32,
+    "episode_length": 64,
+    "warmup_bars": 1500,
+}
+
+
+def _corrupt_test_month(bars: Bars, start: str, end: str) -> Bars:
+    """Replace every bar of [start, end) with a wild but valid random walk."""
+    frame = bars.frame.copy()
+    mask = (frame.index >= pd.Timestamp(start, tz="UTC")) & (frame.index < pd.Timestamp(end, tz="UTC"))
+    rng = np.random.default_rng(123)
+    n = int(mask.sum())
+    close = frame["close"][mask].iloc[0] * np.exp(np.cumsum(rng.normal(0, 0.05, n)))
+    frame.loc[mask, "open"] = close * 1.01
+    frame.loc[mask, "close"] = close
+    frame.loc[mask, "high"] = close * 1.03
+    frame.loc[mask, "low"] = close * 0.97
+    frame.loc[mask, "volume"] = rng.uniform(1, 1e6, n)
+    return bars.with_frame(frame)
+
+
+def test_corrupting_test_month_does_not_change_fitting_or_selection(btc_bars):
+    bars = btc_bars.between("2022-06-01", "2023-02-01")
+    cfg = WFOConfig.parse(TINY)
+    window = cfg.windows()[0]
+    clean = run_window(cfg, window, {"BTCUSDT": bars})
+    dirty = run_window(cfg, window, {"BTCUSDT": _corrupt_test_month(bars, "2023-01-01", "2023-02-01")})
+    assert clean.selected == dirty.selected
+    assert [c.validation_sharpe for c in clean.candidates] == [c.validation_sharpe for c in dirty.candidates]
+    for key, value in clean.bundle.policy.module.state_dict().items():
+        assert torch.equal(value, dirty.bundle.policy.module.state_dict()[key]), key
+    # ...while the test month itself is traded on the (different) test data
+    assert not np.allclose(clean.test.strategy.net_returns, dirty.test.strategy.net_returns)
+    assert not np.allclose(clean.test.baselines["buy_and_hold"].net_returns, dirty.test.baselines["buy_and_hold"].net_returns)
+
+
+def test_pipeline_cli_is_reproducible_and_writes_a_run_directory(tmp_path):
+    runner = CliRunner()
+    outs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        res = runner.invoke(
+            cli,
+            ["pipeline", "--preset", "quick", "--max-windows", "1", "--steps-scale", "0.01", "--out", str(out)],
+            catch_exceptions=False,
+        )
+        assert res.exit_code == 0, res.output
+        outs.append(out)
+    a, b = outs
+    assert (a / "metrics.json").read_bytes() == (b / "metrics.json").read_bytes()
+    metrics = json.loads((a / "metrics.json").read_text())
+    for key in ("total_return", "annual_return", "annual_volatility", "sharpe", "sortino", "calmar", "max_drawdown",
+                "win_rate", "profit_factor", "turnover", "exposure", "n_trades", "fees_paid", "per_regime",
+                "action_distribution", "baselines", "statistics", "verdict"):
+        assert key in metrics, key
+    assert set(metrics["baselines"]) == {"buy_and_hold", "vol_target_buy_and_hold", "ma_crossover", "random"}
+    for key in ("sharpe_ci_low", "sharpe_ci_high", "psr", "dsr", "n_trials", "pbo"):
+        assert key in metrics["statistics"], key
+    assert metrics["statistics"]["n_trials"] == 2
+    html = (a / "report.html").read_text()
+    assert "<html" in html.lower() and "walk-forward" in html.lower()
+    run = json.loads((a / "run.json").read_text())
+    assert run["seed"] == 0 and run["data"]["BTCUSDT"]["sha256"]
+    assert (a / "bundle" / "bundle.json").exists()
+
+    # the pipeline's run directory is accepted by `himari backtest --run`
+    res = runner.invoke(cli, ["backtest", "--run", str(a), "--start", "2024-06-01", "--end", "2024-06-08",
+                              "--out", str(tmp_path / "bt")], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    bt = json.loads((tmp_path / "bt" / "metrics.json").read_text())
+    assert bt["period"]["start"].startswith("2024-06-01")
+    assert (tmp_path / "bt" / "report.html").exists() and (tmp_path / "bt" / "fills.csv").exists()
+
+
+def test_backtest_cli_errors_are_one_line(tmp_path):
+    res = CliRunner().invoke(cli, ["backtest", "--run", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2
+    assert "no model bundle" in res.output and "Traceback" not in res.output
