@@ -178,6 +178,8 @@ class DecisionEngine:
                 # HOLD keeps the current direction (sizing may still resize it); "flat" HOLD means no position.
                 keep = act == HOLD
                 act = np.where(keep & (position > 0), 1, np.where(keep & (position < 0), 2, act))
+            if not self.policy_config.allow_short:
+                act = np.where(act == 2, HOLD, act)  # long/flat: SHORT means "no position", as in the simulator
             return discrete_signal(act, probs)
         if kind == "continuous":
             return continuous_signal(np.asarray(action, dtype=np.float64))

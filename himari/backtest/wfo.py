@@ -288,6 +288,7 @@ def run_wfo(
     pretrained: Any = None,
     progress: bool = True,
     on_window: Any = None,
+    ray_address: str | None = None,
 ) -> WFOResult:
     """Run every window. ``local``: sequential, each window fine-tunes from the previous one's selected weights
     (when ``config.transfer``). ``ray``: windows in parallel as Ray tasks (each starts from ``pretrained`` or from
@@ -297,7 +298,7 @@ def run_wfo(
     windows = config.windows()
     results: list[WindowResult] = []
     if backend == "ray":
-        results = _run_ray(config, windows, bars_by_symbol, pretrained)
+        results = _run_ray(config, windows, bars_by_symbol, pretrained, ray_address)
         if on_window is not None:
             for r in results:
                 on_window(r)
@@ -318,14 +319,15 @@ def run_wfo(
 
 
 def _run_ray(config: WFOConfig, windows: list[WalkForwardWindow], bars_by_symbol: Mapping[str, Bars],
-             pretrained: Any) -> list[WindowResult]:
+             pretrained: Any, address: str | None = None) -> list[WindowResult]:
+    """Windows as Ray tasks: on this machine by default (a local Ray instance), or on ``address`` (a cluster)."""
     try:
         import ray
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ConfigError("--backend ray needs the 'dist' extra: pip install 'himari[dist]'") from exc
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(num_cpus=None, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         remote = ray.remote(num_cpus=1)(run_window)
         bars_ref = ray.put(dict(bars_by_symbol))

@@ -88,10 +88,15 @@ def run_ppo_bench(
         if name in ("mlp", "lstm", "transformer"):
             budget = steps if name == "mlp" else slow_steps
             out[name] = himari_ppo_steps_per_s(name, budget, num_envs, n_steps, seed)
-        elif name == "sb3_ppo":
-            out[name] = sb3_steps_per_s(False, sb3_steps, sb3_envs, sb3_n_steps, seed)
-        elif name == "sb3_recurrent_ppo":
-            out[name] = sb3_steps_per_s(True, max(sb3_envs * 128, sb3_steps // 4), sb3_envs, 128, seed)
+        elif name in ("sb3_ppo", "sb3_recurrent_ppo"):
+            recurrent = name == "sb3_recurrent_ppo"
+            try:
+                if recurrent:
+                    out[name] = sb3_steps_per_s(True, max(sb3_envs * 128, sb3_steps // 4), sb3_envs, 128, seed)
+                else:
+                    out[name] = sb3_steps_per_s(False, sb3_steps, sb3_envs, sb3_n_steps, seed)
+            except ImportError:  # optional extra `baselines` (stable-baselines3, sb3-contrib) not installed
+                click.echo(f"{name}: skipped (pip install 'himari[baselines]')", err=True)
         else:
             raise click.BadParameter(f"unknown contender {name!r}; known: {', '.join(BENCH_NAMES)}")
     if "mlp" in out and "sb3_ppo" in out:

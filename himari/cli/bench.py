@@ -16,6 +16,7 @@ BENCH_MODULES: tuple[str, ...] = (
     "himari.bench.env",
     "himari.bench.ppo",
     "himari.bench.serve",
+    "himari.bench.inference",
 )
 
 

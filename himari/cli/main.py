@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "himari.cli.backtest",
     "himari.cli.train",
     "himari.cli.pipeline",
+    "himari.cli.offline",
 )
 
 

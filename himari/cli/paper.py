@@ -59,10 +59,20 @@ def paper_group(
 
         metrics = Metrics()
         start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
-    summary = run_paper_command(
-        run, feeds, db, shadow=shadow, speed=speed, start=start, end=end, initial_equity=initial_equity,
-        max_bars=max_bars, poll_interval_s=poll_interval, metrics=metrics,
-    )
+    from himari.utils.progress import progress_bar
+
+    with progress_bar("paper", total=max_bars) as bar:
+
+        def on_commit(ts_ns: int, records: dict) -> None:
+            import pandas as pd
+
+            equity = ", ".join(f"{name} {rec.equity:,.0f}" for name, rec in records.items())
+            bar.advance(1, info=f"{pd.Timestamp(ts_ns, tz='UTC'):%Y-%m-%d %H:%M} equity {equity}")
+
+        summary = run_paper_command(
+            run, feeds, db, shadow=shadow, speed=speed, start=start, end=end, initial_equity=initial_equity,
+            max_bars=max_bars, poll_interval_s=poll_interval, metrics=metrics, on_commit=on_commit,
+        )
     resumed = "" if summary.resumed_from_ns is None else " (resumed)"
     click.echo(f"paper: traded {summary.bars_traded} bars{resumed}, warm-up {summary.bars_warmup} bars -> {db}")
     for stream, equity in summary.final_equity.items():

@@ -25,7 +25,7 @@ REGIME_NAMES: tuple[str, ...] = ("LOW_VOL", "TRENDING", "HIGH_VOL", "CRISIS")
 ACCOUNT_FIELDS: tuple[str, ...] = (
     "position",  # signed position as a fraction of equity (-max..max)
     "unrealized_pnl",  # log return of the open position since entry (0 when flat)
-    "time_in_position",  # bars since the position's sign last changed, scaled by 1/episode_length
+    "time_in_position",  # bars since the position's sign last changed, scaled by 1/SimConfig.episode_length
     "equity_log",  # log(equity / initial equity)
     "drawdown",  # 1 - equity / peak equity
     "base_position",  # the sizer's base position at t (vol-targeted or constant; see himari.env.sim.base_position)

@@ -355,7 +355,9 @@ def account_fields(state: SimState, market: MarketData, config: SimConfig) -> np
     out = np.empty((n, a, len(ACCOUNT_FIELDS)), dtype=np.float32)
     out[:, :, _F_POSITION] = pos
     out[:, :, _F_UNREALIZED] = unreal
-    out[:, :, _F_TIME] = state.time_in_position / np.maximum(state.length, 1)[:, None]
+    # scaled by the configured episode length (not the episode's own), so evaluation chunks and backtests of any
+    # length present the same scale as training
+    out[:, :, _F_TIME] = state.time_in_position * (1.0 / config.episode_length)
     out[:, :, _F_EQUITY] = np.log(np.maximum(state.equity, 1e-300))[:, None]
     out[:, :, _F_DRAWDOWN] = (1.0 - state.equity / state.peak_equity)[:, None]
     out[:, :, _F_BASE] = base_position(market, config, state.t)

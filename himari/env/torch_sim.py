@@ -282,7 +282,7 @@ class TorchSimVecEnv:
         columns = {
             "position": pos,
             "unrealized_pnl": unreal,
-            "time_in_position": s.time_in_position.to(self.dtype) / torch.clamp(s.length, min=1)[:, None],
+            "time_in_position": s.time_in_position.to(self.dtype) * (1.0 / self.config.episode_length),
             "equity_log": torch.log(torch.clamp(s.equity, min=1e-300))[:, None].expand(n, a),
             "drawdown": (1.0 - s.equity / s.peak_equity)[:, None].expand(n, a),
             "base_position": self._base_position(s.t),

@@ -36,7 +36,7 @@ from himari.utils.io import atomic_write_json, read_json, sha256_array
 
 FILTER_FEATURE_NAMES: tuple[str, ...] = ("kf_level_dev", "kf_slope", "ekf_vol", "ekf_level_dev")
 PIPELINE_FILE = "tactical_pipeline.json"
-PIPELINE_VERSION = 1
+PIPELINE_VERSION = 2
 
 
 class TacticalConfig(FrozenConfig):
@@ -81,6 +81,7 @@ class _Fitted:
     hmm_scaler: FrozenStandardizer
     hmm: StudentTHMM
     feature_scaler: FrozenStandardizer | SpectralNormalizer | None
+    timeframe_seconds: int
 
 
 def _ns(value: object, name: str) -> int:
@@ -261,7 +262,7 @@ class TacticalPipeline:
             hmm.fit_em(z_tr, gap_tr, n_iter=cfg.hmm_em_iters, estimate_dof=cfg.hmm_dof is None)
             hmm.state_to_regime = map_states_by_means(hmm.means, vol_col=0, trend_col=1, ret_col=2)
         hmm.meta.update({"fit_window": window.to_dict(), "observations": ["rel_log_vol", "trend_tstat", "rel_crash_return"]})
-        self._fitted = _Fitted(window, kalman, ekf, hmm_scaler, hmm, scaler)
+        self._fitted = _Fitted(window, kalman, ekf, hmm_scaler, hmm, scaler, bars.timeframe.seconds)
         return self
 
     def transform(self, bars: Bars, eval_start: object = None) -> TacticalFrame:
@@ -275,6 +276,12 @@ class TacticalPipeline:
         fitted = self._require()
         if eval_start is not None:
             fitted.fit_window.check_evaluation_start(_ns(eval_start, "eval_start"), "TacticalPipeline")
+        if bars.timeframe.seconds != fitted.timeframe_seconds:
+            raise DataError(
+                f"TacticalPipeline was fitted on {fitted.timeframe_seconds}s bars but got {bars.timeframe} bars "
+                f"({bars.symbol}): windows and annualization would not match",
+                bars.source or None,
+            )
         cfg = self.config
         key = _TRANSFORM_CACHE.key(bars, cfg)
         cached = _TRANSFORM_CACHE.get(key)
@@ -333,6 +340,7 @@ class TacticalPipeline:
             "feature_names": list(self.feature_names),
             "regime_names": list(REGIME_NAMES),
             "fit_window": f.fit_window.to_dict(),
+            "timeframe_seconds": f.timeframe_seconds,
             "kalman": f.kalman._asdict(),
             "ekf": f.ekf._asdict(),
             "hmm_scaler": f.hmm_scaler.state(),
@@ -375,6 +383,7 @@ class TacticalPipeline:
             FrozenStandardizer.from_state(payload["hmm_scaler"]),
             StudentTHMM.from_dict(payload["hmm"], str(path)),
             scaler,
+            int(payload["timeframe_seconds"]),
         )
         return pipe
 

@@ -109,15 +109,41 @@ def _place(n: int, window: int, values: np.ndarray) -> np.ndarray:
     return out
 
 
+# Windows longer than this use cumulative sums (O(T), prefix-exact so still truncation invariant) on values shifted
+# by the segment's first value; shorter ones use exact two-pass sliding windows.
+_SLIDING_MAX = 32
+
+
+def window_sums(x: np.ndarray, window: int) -> np.ndarray:
+    """Trailing sums ``sum x[t-window+1 .. t]`` by differences of a cumulative sum (NaN before ``window - 1``).
+    ``cumsum[t]`` depends only on ``x[:t+1]``, so the result is exactly truncation invariant."""
+    n = len(x)
+    out = np.full(n, np.nan)
+    if n >= window:
+        c = np.concatenate([[0.0], np.cumsum(x)])
+        out[window - 1 :] = c[window:] - c[:-window]
+    return out
+
+
 def rolling_mean(x: np.ndarray, window: int) -> np.ndarray:
     """Trailing mean of ``x[t-window+1 .. t]``."""
     n = len(x)
+    if window > _SLIDING_MAX and n:
+        ref = x[0]
+        return window_sums(x - ref, window) / window + ref
     return _place(n, window, _windows(x, window).mean(axis=1) if n >= window else np.empty(0))
 
 
 def rolling_std(x: np.ndarray, window: int, ddof: int = 0) -> np.ndarray:
-    """Trailing standard deviation (two-pass per window, so no cancellation on price levels)."""
+    """Trailing standard deviation: two-pass per window for short windows (no cancellation on price levels);
+    for long windows ``sqrt((S2 - S1^2/w)/(w - ddof))`` on ``x - x_0`` (clipped at 0)."""
     n = len(x)
+    if window > _SLIDING_MAX and n:
+        d = x - x[0]
+        s1 = window_sums(d, window)
+        s2 = window_sums(d * d, window)
+        var = np.maximum(s2 - s1 * s1 / window, 0.0) / (window - ddof)
+        return np.sqrt(var)
     return _place(n, window, _windows(x, window).std(axis=1, ddof=ddof) if n >= window else np.empty(0))
 
 
@@ -189,42 +215,53 @@ def rsi(close: np.ndarray, window: int = 14) -> np.ndarray:
     return out
 
 
-def _rolling_moments(returns: np.ndarray, window: int) -> tuple[np.ndarray, ...]:
-    """Per-window skewness (bias-corrected, as pandas) and excess kurtosis (bias-corrected) of ``returns``."""
+def _rolling_moments(returns: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-window skewness and excess kurtosis (bias-corrected, as pandas ``rolling.skew/kurt``) from windowed
+    power sums: ``m2 = S2/w - mu^2``, ``m3 = S3/w - 3 mu S2/w + 2 mu^3``,
+    ``m4 = S4/w - 4 mu S3/w + 6 mu^2 S2/w - 3 mu^4``. Windows with (numerically) no variance give 0."""
     n = len(returns)
     if n < window:
         nan = np.full(n, np.nan)
         return nan, nan.copy()
-    w = _windows(returns, window)
-    d = w - w.mean(axis=1, keepdims=True)
-    m2 = (d * d).mean(axis=1)
-    m3 = (d * d * d).mean(axis=1)
-    m4 = (d * d * d * d).mean(axis=1)
+    x = returns
     k = float(window)
+    mu = window_sums(x, window) / k
+    e2 = window_sums(x * x, window) / k
+    e3 = window_sums(x * x * x, window) / k
+    e4 = window_sums(x * x * x * x, window) / k
+    m2 = e2 - mu * mu
+    m3 = e3 - 3.0 * mu * e2 + 2.0 * mu**3
+    m4 = e4 - 4.0 * mu * e3 + 6.0 * mu * mu * e2 - 3.0 * mu**4
+    flat = m2 <= 1e-12 * np.maximum(e2, 1e-300)
     with np.errstate(divide="ignore", invalid="ignore"):
         g1 = m3 / m2**1.5
-        skew = np.where(m2 > 0, g1 * np.sqrt(k * (k - 1)) / (k - 2), 0.0)
+        skew = np.where(flat, 0.0, g1 * np.sqrt(k * (k - 1)) / (k - 2))
         g2 = m4 / m2**2 - 3.0
-        kurt = np.where(m2 > 0, ((k + 1) * g2 + 6) * (k - 1) / ((k - 2) * (k - 3)), 0.0)
-    return _place(n, window, skew), _place(n, window, kurt)
+        kurt = np.where(flat, 0.0, ((k + 1) * g2 + 6) * (k - 1) / ((k - 2) * (k - 3)))
+    skew[: window - 1] = np.nan
+    kurt[: window - 1] = np.nan
+    return skew, kurt
 
 
 def _rolling_corr(x: np.ndarray, y: np.ndarray, window: int) -> np.ndarray:
-    """Trailing Pearson correlation of paired series (0 when either is constant in the window)."""
+    """Trailing Pearson correlation of paired series from windowed sums (0 when either is flat in the window)."""
     n = len(x)
     if n < window:
         return np.full(n, np.nan)
-    wx = _windows(x, window)
-    wy = _windows(y, window)
-    dx = wx - wx.mean(axis=1, keepdims=True)
-    dy = wy - wy.mean(axis=1, keepdims=True)
-    sxy = (dx * dy).sum(axis=1)
-    sxx = (dx * dx).sum(axis=1)
-    syy = (dy * dy).sum(axis=1)
-    den = np.sqrt(sxx * syy)
+    k = float(window)
+    mx = window_sums(x, window) / k
+    my = window_sums(y, window) / k
+    exx = window_sums(x * x, window) / k
+    eyy = window_sums(y * y, window) / k
+    exy = window_sums(x * y, window) / k
+    vx = exx - mx * mx
+    vy = eyy - my * my
+    cov = exy - mx * my
+    flat = (vx <= 1e-12 * np.maximum(exx, 1e-300)) | (vy <= 1e-12 * np.maximum(eyy, 1e-300))
     with np.errstate(divide="ignore", invalid="ignore"):
-        corr = np.where(den > 0, sxy / den, 0.0)
-    return _place(n, window, corr)
+        corr = np.where(flat, 0.0, cov / np.sqrt(vx * vy))
+    corr[: window - 1] = np.nan
+    return np.clip(corr, -1.0, 1.0)
 
 
 def _rolling_slope(y: np.ndarray, window: int) -> np.ndarray:
@@ -387,14 +424,16 @@ def segment_features(
     plag = _lag(logp, 1)
     mr = np.full(n, np.nan)
     if n > 168:
-        wx = _windows(plag[1:], 168)
-        wy = _windows(r1[1:], 168)
-        dx = wx - wx.mean(axis=1, keepdims=True)
-        dy = wy - wy.mean(axis=1, keepdims=True)
-        sxx = (dx * dx).sum(axis=1)
+        px = plag[1:] - logp[0]
+        ry = r1[1:]
+        k = 168.0
+        mx = window_sums(px, 168) / k
+        my = window_sums(ry, 168) / k
+        vx = window_sums(px * px, 168) / k - mx * mx
+        cxy = window_sums(px * ry, 168) / k - mx * my
         with np.errstate(divide="ignore", invalid="ignore"):
-            beta = np.where(sxx > 0, (dx * dy).sum(axis=1) / sxx, 0.0)
-        mr[168:] = -beta
+            beta = np.where(vx > 1e-14, cxy / vx, 0.0)
+        mr[168:] = -beta[167:]
     cols["mean_reversion_168"] = mr
     for w in (24, 168):
         mu = rolling_mean(close, w)

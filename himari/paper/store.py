@@ -59,6 +59,20 @@ CREATE TABLE IF NOT EXISTS state (
 """
 
 
+def _exclusive_lock(db: Path) -> Any:
+    """An exclusive, non-blocking ``flock`` on ``DB.lock``: one writer per database. The OS drops it when the
+    process dies (kill -9 included), so a restart is never blocked by a stale lock."""
+    import fcntl
+
+    handle = open(db.with_name(db.name + ".lock"), "a+")  # held for the store's lifetime
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise RunDirError(f"{db}: another himari paper process is writing this database") from None
+    return handle
+
+
 @dataclass(frozen=True)
 class BarRecord:
     """What one stream produced on one bar (built by the loop from a ``BarOutcome``)."""
@@ -87,6 +101,7 @@ class PaperStore:
             self.conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock = _exclusive_lock(self.path)
             self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             mode = self.conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
@@ -103,6 +118,10 @@ class PaperStore:
 
     def close(self) -> None:
         self.conn.close()
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            lock.close()  # releases the flock
+            self._lock = None
 
     def __enter__(self) -> PaperStore:
         return self

@@ -15,7 +15,7 @@ and drawdown against buy-and-hold). Exceedance rates are compared with the nomin
 
     LR = -2 ln[(1-p)^(N-x) p^x] + 2 ln[(1-x/N)^(N-x) (x/N)^x]  ~  χ²(1)
 
-and the ES forecasts by the ratio of realized mean loss on exceedance bars to the mean forecast ES (1 is ideal).
+exceedance clustering by Christoffersen's (1998) independence test, and the ES forecasts by the ratio of realized mean loss on exceedance bars to the mean forecast ES (1 is ideal).
 """
 
 from __future__ import annotations
@@ -58,6 +58,35 @@ def kupiec_pof(n_obs: int, n_exceed: int, level: float) -> tuple[float, float]:
     return lr, float(stats.chi2.sf(lr, 1))
 
 
+def _xlogy(count: float, prob: float) -> float:
+    return 0.0 if count == 0 else count * math.log(prob)
+
+
+def christoffersen_independence(hits: np.ndarray) -> tuple[float, float]:
+    """Christoffersen (1998) test that VaR exceedances do not cluster: LR_ind and its χ²(1) p-value.
+
+    With n_ij the number of transitions from state i to j (1 = exceedance) in the hit sequence,
+    ``LR = -2 ln[(1-π)^(n00+n10) π^(n01+n11)] + 2 ln[(1-π0)^n00 π0^n01 (1-π1)^n10 π1^n11]``,
+    π0 = n01/(n00+n01), π1 = n11/(n10+n11), π = (n01+n11)/N.
+    """
+    h = np.asarray(hits, dtype=bool)
+    if h.size < 2:
+        return math.nan, math.nan
+    prev, nxt = h[:-1], h[1:]
+    n00 = float(np.sum(~prev & ~nxt))
+    n01 = float(np.sum(~prev & nxt))
+    n10 = float(np.sum(prev & ~nxt))
+    n11 = float(np.sum(prev & nxt))
+    total = n00 + n01 + n10 + n11
+    pi = (n01 + n11) / total
+    pi0 = n01 / (n00 + n01) if n00 + n01 > 0 else 0.0
+    pi1 = n11 / (n10 + n11) if n10 + n11 > 0 else 0.0
+    restricted = _xlogy(n00 + n10, 1 - pi) + _xlogy(n01 + n11, pi)
+    unrestricted = _xlogy(n00, 1 - pi0) + _xlogy(n01, pi0) + _xlogy(n10, 1 - pi1) + _xlogy(n11, pi1)
+    lr = max(-2.0 * (restricted - unrestricted), 0.0)
+    return lr, float(stats.chi2.sf(lr, 1))
+
+
 def select_threshold(
     losses: np.ndarray, candidates: tuple[float, ...], min_exceedances: int
 ) -> dict[str, Any]:
@@ -94,6 +123,7 @@ def _var_backtest(losses: np.ndarray, var: np.ndarray, es: np.ndarray | None, le
     hits = ok & (losses > var)
     x = int(hits.sum())
     lr, pvalue = kupiec_pof(n, x, level)
+    lr_ind, p_ind = christoffersen_independence(hits[ok])
     out: dict[str, Any] = {
         "n_forecasts": n,
         "n_exceedances": x,
@@ -101,6 +131,8 @@ def _var_backtest(losses: np.ndarray, var: np.ndarray, es: np.ndarray | None, le
         "nominal_rate": 1.0 - level,
         "kupiec_lr": lr,
         "kupiec_pvalue": pvalue,
+        "christoffersen_lr": lr_ind,
+        "christoffersen_pvalue": p_ind,
     }
     if es is not None:
         out["es_ratio"] = float(losses[hits].mean() / es[hits].mean()) if x else math.nan
@@ -156,13 +188,14 @@ def _max_drawdown(log_returns: np.ndarray) -> float:
 def managed_long_replay(
     bars: Bars, start: int, stop: int, config: RiskConfig, history: int = 2000
 ) -> dict[str, Any]:
-    """Run the full sizing + risk stack on [start, stop) with an always-LONG signal and no regime scaling
-    (posterior one-hot LOW_VOL): how often each gate binds, and the managed position's realized risk vs buy-and-hold.
+    """Run the sizing + risk stack on [start, stop) with an always-LONG signal, no regime scaling (posterior one-hot
+    LOW_VOL) and the Kelly cap off: how often each gate binds, and the managed position's realized risk vs buy-and-hold.
     Decisions at t fill at t+1 and earn bar t+1's return.
     """
     returns = bars.log_returns()
     ts = bars.timestamps_ns
-    manager = PositionManager(SizingConfig(), config, (bars.symbol,))
+    # the Kelly cap judges the policy's signal, not the market: off here, so the market-risk gates show
+    manager = PositionManager(SizingConfig(), config.replace(kelly_cap_enabled=False), (bars.symbol,))
     posterior = np.array([[1.0, 0.0, 0.0, 0.0]])
     equity, peak, position = 1.0, 1.0, np.zeros(1)
     strat = np.full(stop - start, np.nan)
@@ -304,7 +337,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"beta={ch['beta']:.4f}, N_u={ch['n_exceed']}, KS p={ch['ks_pvalue']:.3f}",
         f"  vol cap  {tr['vol_cap_annual']:.1%}/yr (q{tr['vol_quantile']:.2f} of trailing realized vol)",
         f"validation {va['start'][:16]} -> {va['end_exclusive'][:16]} ({va['bars']} bars); VaR exceedances vs nominal:",
-        f"  {'model':<18}{'N':>7}{'hits':>6}{'rate':>9}{'nominal':>9}{'Kupiec p':>10}{'ES ratio':>10}",
+        f"  {'model':<18}{'N':>7}{'hits':>6}{'rate':>9}{'nominal':>9}{'Kupiec p':>10}{'indep p':>9}{'ES ratio':>10}",
     ]
     for key in (
         "evt_long",
@@ -319,12 +352,12 @@ def format_report(report: dict[str, Any]) -> str:
         es_text = "" if es is None else ("n/a" if not np.isfinite(es) else f"{es:.2f}")
         lines.append(
             f"  {key:<18}{r['n_forecasts']:>7}{r['n_exceedances']:>6}{r['exceedance_rate']:>9.2%}{r['nominal_rate']:>9.2%}"
-            f"{r['kupiec_pvalue']:>10.3f}{es_text:>10}"
+            f"{r['kupiec_pvalue']:>10.3f}{r['christoffersen_pvalue']:>9.3f}{es_text:>10}"
         )
     m = va["managed_long"]
     binds = ", ".join(f"{k} {v:.0%}" for k, v in sorted(m["binding_fraction"].items(), key=lambda kv: -kv[1]))
     lines += [
-        "  always-long signal through sizing + risk (no regime scaling), fill at t+1:",
+        "  always-long signal through sizing + risk (no regime scaling, Kelly cap off), fill at t+1:",
         f"    binding gate: {binds}",
         f"    mean |position| {m['mean_abs_position']:.2f}; vol {m['managed_vol_annual']:.1%}/yr vs buy-and-hold "
         f"{m['buy_and_hold_vol_annual']:.1%}; max drawdown {m['managed_max_drawdown']:.1%} vs "

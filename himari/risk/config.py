@@ -58,6 +58,12 @@ class RiskConfig(FrozenConfig):
     drawdown_enabled: bool = True
     drawdown_thresholds: tuple[float, ...] = (0.03, 0.06, 0.10)
     drawdown_cuts: tuple[float, ...] = (0.30, 0.60, 0.95)
+    drawdown_peak_halflife_days: float | None = Field(
+        30.0,
+        gt=0.0,
+        description="the brake's reference peak decays towards equity with this half-life, so a strategy held "
+        "near flat by the brake is not locked out forever; None = all-time peak",
+    )
     # 5. portfolio VaR
     portfolio_var_enabled: bool = True
     portfolio_var_level: float = Field(0.99, gt=0.5, lt=1.0)

@@ -11,8 +11,8 @@ again on the scaled target, because scaling single assets down can raise the ris
 carries each gate's scale and reason and the binding gate per asset (nautilus_trader's RiskEngine denies with a
 reason in the same spirit).
 
-State (JSON-able via ``state_dict``): the EVT fit cache, the risk budget, the tracked peak equity and the last
-decision timestamp, so paper trading can persist and resume with identical decisions.
+State (JSON-able via ``state_dict``): the EVT fit cache, the risk budget, the tracked peak equity, the drawdown
+brake's decaying reference peak and the last decision timestamp, so paper trading can persist and resume with identical decisions.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 from himari.errors import ConfigError
 from himari.risk.budget import RiskBudget, budget_gate, budget_target
 from himari.risk.config import RiskConfig, per_bar_limit
-from himari.risk.drawdown import drawdown, drawdown_gate
+from himari.risk.drawdown import decayed_peak, drawdown, drawdown_gate
 from himari.risk.evt import EvtTailCache, evt_gate
 from himari.risk.gate import GateResult, passthrough
 from himari.risk.kelly_cap import kelly_cap_gate
@@ -115,6 +115,7 @@ class RiskEngine:
         self.evt = EvtTailCache(self.n_assets, cfg.evt_refit_every_bars)
         self.budget = RiskBudget(cfg.budget_halflife_bars, cfg.budget_min, cfg.budget_max)
         self.peak_equity: float | None = None
+        self.brake_peak: float | None = None  # the drawdown brake's decaying reference peak
         self.last_timestamp_ns: int | None = None
         self._leverage_levels = np.asarray(cfg.leverage_by_regime, dtype=np.float64)
 
@@ -200,7 +201,17 @@ class RiskEngine:
             else passthrough("vol_target", n, "disabled")
         )
         # 4. drawdown brake
-        dd = drawdown(ctx.equity, peak if peak is not None else ctx.equity)
+        reference = peak if peak is not None else ctx.equity
+        if cfg.drawdown_peak_halflife_days is not None and math.isfinite(ctx.equity) and ctx.equity > 0:
+            if self.brake_peak is None:
+                self.brake_peak = max(reference, ctx.equity)
+            elif self.last_timestamp_ns is not None and ts > self.last_timestamp_ns:
+                elapsed = (ts - self.last_timestamp_ns) / tf.nanoseconds
+                halflife = cfg.drawdown_peak_halflife_days * 86400.0 / tf.seconds
+                self.brake_peak = decayed_peak(self.brake_peak, ctx.equity, elapsed, halflife)
+            self.brake_peak = max(self.brake_peak, ctx.equity)
+            reference = min(reference, self.brake_peak)
+        dd = drawdown(ctx.equity, reference)
         gates.append(
             drawdown_gate(n, dd, cfg.drawdown_thresholds, cfg.drawdown_cuts)
             if cfg.drawdown_enabled
@@ -284,6 +295,7 @@ class RiskEngine:
             "evt": self.evt.state_dict(),
             "budget": self.budget.state_dict(),
             "peak_equity": self.peak_equity,
+            "brake_peak": self.brake_peak,
             "last_timestamp_ns": self.last_timestamp_ns,
         }
 
@@ -297,5 +309,6 @@ class RiskEngine:
         self.evt.load_state_dict(state["evt"])
         self.budget.load_state_dict(state["budget"])
         self.peak_equity = None if state["peak_equity"] is None else float(state["peak_equity"])
+        self.brake_peak = None if state.get("brake_peak") is None else float(state["brake_peak"])
         ts = state["last_timestamp_ns"]
         self.last_timestamp_ns = None if ts is None else int(ts)

@@ -30,6 +30,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from himari.data.timeframe import Timeframe
 from himari.errors import ConfigError, DataError, HimariError
@@ -132,7 +133,19 @@ class _AuthAndSizeMiddleware:
                 )
                 self._observe(path, status_holder["status"], started)
                 return
-        await self.app(scope, receive, send_wrapper)
+        received = 0
+
+        async def limited_receive() -> dict[str, Any]:
+            # bodies without Content-Length (chunked) are counted as they stream in
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > MAX_BODY_BYTES:
+                    raise StarletteHTTPException(413, f"request body larger than {MAX_BODY_BYTES} bytes")
+            return message
+
+        await self.app(scope, limited_receive, send_wrapper)
         self._observe(path, status_holder["status"], started)
 
     def _observe(self, path: str, status: int, started: float) -> None:
@@ -232,6 +245,10 @@ def create_app(
         return JSONResponse(
             status_code=422, content={"error": _first_validation_message(errors), "detail": errors}
         )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(status_code=exc.status_code, content={"error": str(exc.detail)}, headers=exc.headers)
 
     @app.exception_handler(DataError)
     async def _data_error(_: Request, exc: DataError) -> JSONResponse:

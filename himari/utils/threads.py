@@ -24,4 +24,10 @@ def configure_torch_threads(n_threads: int | None = None) -> int:
         torch.set_num_interop_threads(n_threads)
     except RuntimeError:
         pass  # can only be set once per process, before any parallel work
+    try:  # NumPy/SciPy BLAS too: the same thread count gives the same float summation order in every process
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=n_threads)
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        pass
     return n_threads

@@ -101,3 +101,18 @@ def test_backtest_cli_errors_are_one_line(tmp_path):
     res = CliRunner().invoke(cli, ["backtest", "--run", str(tmp_path), "--out", str(tmp_path / "o")])
     assert res.exit_code == 2
     assert "no model bundle" in res.output and "Traceback" not in res.output
+
+
+def test_ray_backend_matches_local_backend(btc_bars):
+    """Windows as Ray tasks on a local Ray instance give exactly the local backend's results (no transfer)."""
+    import pytest
+
+    pytest.importorskip("ray")
+    from himari.backtest.wfo import run_wfo
+
+    bars = {"BTCUSDT": btc_bars.between("2022-06-01", "2023-03-01")}
+    cfg = WFOConfig.parse({**TINY, "test_end": "2023-03-01", "n_candidates": 1, "transfer": False})
+    local = run_wfo(cfg, bars, backend="local", progress=False)
+    remote = run_wfo(cfg, bars, backend="ray", progress=False)
+    assert len(remote.windows) == len(local.windows) == 2
+    np.testing.assert_array_equal(remote.stitched.strategy.net_returns, local.stitched.strategy.net_returns)

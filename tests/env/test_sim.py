@@ -309,3 +309,20 @@ def test_no_fill_across_a_gap_and_the_jump_is_paid_on_resumption() -> None:
     assert info["equity"][0] == pytest.approx(1.1)  # the jump across the gap is paid to the position held
     state, _, info = step(state, np.array([[SHORT]]), market, config)  # decided at 20, fills at 21
     assert info["position"][0, 0] == pytest.approx(-1.0)
+
+
+def test_account_fields_have_the_same_scale_in_training_and_evaluation() -> None:
+    market = make_market(seed=12, t_len=400)
+    config = SimConfig(window=4, episode_length=50, costs=FREE)
+    train = SimVecEnv(market, config, 1, starts=[100])
+    evaluation = SimVecEnv.for_evaluation(market, config, 100, 390)  # one long episode from bar 100
+    train.reset(), evaluation.reset()
+    assert evaluation.state.start[0] == 100 and evaluation.state.length[0] > 50
+    k = ACCOUNT_FIELDS.index("time_in_position")
+    for _ in range(10):
+        a = train.step(np.array([[LONG]])).obs.account
+        b = evaluation.step(np.array([[LONG]])).obs.account
+        np.testing.assert_array_equal(a, b)
+    assert a[0, 0, k] == pytest.approx(10 / 50)
+    unreal = ACCOUNT_FIELDS.index("unrealized_pnl")
+    assert a[0, 0, unreal] == pytest.approx(np.log(market.close[110, 0] / market.open[101, 0]), rel=1e-5)

@@ -118,3 +118,16 @@ def test_transform_cache_returns_exact_recomputation(fitted: TacticalPipeline, s
     frame.iloc[-1, 3] *= 1.01  # different content -> different key, last row changes
     changed = fitted.transform(syn.with_frame(frame))
     assert not np.array_equal(changed.features[-1], first.features[-1])
+
+
+def test_short_inputs_and_wrong_timeframe(fitted: TacticalPipeline, syn: Bars) -> None:
+    from himari.errors import DataError
+
+    for n in (1, 2, 30):
+        tf = fitted.transform(syn.head(n))
+        assert tf.features.shape == (n, N_FEATURES + 4) and not tf.valid.any()
+        assert np.isfinite(tf.features).all() and np.isfinite(tf.regime_posterior).all()
+    four_hourly = Bars.from_arrays(syn.index[::4], syn.open[::4], syn.high[::4], syn.low[::4], syn.close[::4],
+                                   syn.volume[::4], "SYN", "4h")
+    with pytest.raises(DataError, match="fitted on 3600s bars"):
+        fitted.transform(four_hourly)

@@ -172,3 +172,13 @@ def test_order_records_follow_target_changes() -> None:
     assert orders == [{"order_id": "BTCUSDT:1704067200000000000", "symbol": "BTCUSDT", "target_position": 0.5,
                        "position_before": 0.2, "requested_change": pytest.approx(0.3)}]
     assert np.isclose(orders[0]["requested_change"], 0.3)
+
+
+def test_one_writer_per_database(tmp_path: Path) -> None:
+    first = PaperStore(tmp_path / "p.sqlite")
+    with pytest.raises(RunDirError, match="another himari paper process"):
+        PaperStore(tmp_path / "p.sqlite")
+    with PaperStore(tmp_path / "p.sqlite", readonly=True) as reader:  # readers (API, compare) are fine
+        assert reader.streams() == []
+    first.close()
+    PaperStore(tmp_path / "p.sqlite").close()  # released on close (and by the OS when a process dies)

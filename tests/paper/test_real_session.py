@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -50,21 +58,49 @@ def test_replay_gives_the_backtesters_fills(tmp_path: Path, mlp_run: Path, repla
     assert np.allclose(equity, [bt_equity[t] for t in ts.tolist()], rtol=1e-9, atol=0)
 
 
-def test_cli_paper_runs_and_resumes_on_a_real_bundle(tmp_path: Path, mlp_run: Path, replay_2022: Path) -> None:
+def _committed(db: Path) -> int:
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM equity").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+
+
+def test_cli_paper_killed_and_restarted_matches_the_backtest(tmp_path: Path, mlp_run: Path, replay_2022: Path) -> None:
+    start = "2022-04-08"
     db = tmp_path / "cli.sqlite"
-    args = ["paper", "--run", str(mlp_run), "--feed", f"replay:{replay_2022}", "--db", str(db), "--start", "2022-04-08",
+    args = ["paper", "--run", str(mlp_run), "--feed", f"replay:{replay_2022}", "--db", str(db), "--start", start,
             "--end", END]
+    total = len(load_bars(replay_2022).between(start, END))
+    env = {**os.environ, "HIMARI_PAPER_SYNCHRONOUS": "FULL"}
+    proc = subprocess.Popen([sys.executable, "-m", "himari", *args, "--speed", "36000"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while _committed(db) < 8 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    assert 8 <= _committed(db) < total
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     runner = CliRunner()
-    first = runner.invoke(cli, [*args, "--max-bars", "10"])
-    assert first.exit_code == 0, first.output
-    assert "traded 10 bars" in first.output
-    second = runner.invoke(cli, args)
+    second = runner.invoke(cli, [*args, "--metrics-port", str(port)])
     assert second.exit_code == 0 and "(resumed)" in second.output, second.output
+    exported = httpx.get(f"http://127.0.0.1:{port}/metrics").text  # the exporter thread outlives the command here
+    assert 'himari_equity{stream="champion"}' in exported and "himari_decision_latency_seconds_count" in exported
     with PaperStore(db, readonly=True) as store:
-        ts, _, _ = store.equity_curve("champion")
+        ts, equity, _ = store.equity_curve("champion")
+        fills = store.fills("champion")
         decisions = store.decisions("champion")
-    assert len(ts) == len(load_bars(replay_2022).between("2022-04-08", END)) and len(set(ts.tolist())) == len(ts)
+    assert len(ts) == total and len(set(ts.tolist())) == total
     assert decisions[-1]["model_id"] == "mlp-test" and len(decisions[-1]["gates"]) >= 8
+    result = run_backtest(load_bundle(mlp_run), {"BTCUSDT": load_bars(replay_2022)}, start, END, show_progress=False)
+    assert [(f["order_id"], f["ts_ns"]) for f in fills] == [(f["order_id"], f["timestamp_ns"]) for f in result.fills]
+    assert np.allclose([f["quantity_change"] for f in fills], [f["quantity_change"] for f in result.fills], rtol=1e-9)
+    bt_equity = {d["timestamp_ns"]: d["equity"] for d in result.decisions}
+    assert np.allclose(equity, [bt_equity[t] for t in ts.tolist()], rtol=1e-9, atol=0)
     wrong = runner.invoke(cli, ["paper", "--run", str(tmp_path / "nothing"), "--feed", "replay:BTCUSDT", "--db",
                                 str(tmp_path / "x.sqlite")])
     assert wrong.exit_code == 2 and "no model bundle" in wrong.output

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from himari.cli.main import cli
 from himari.data.bars import Bars
 from himari.risk import RiskConfig
-from himari.risk.calibrate import calibrate, kupiec_pof
+from himari.risk.calibrate import calibrate, christoffersen_independence, kupiec_pof
 
 
 def test_kupiec_hand_computation() -> None:
@@ -23,6 +23,20 @@ def test_kupiec_hand_computation() -> None:
     assert p == pytest.approx(0.0051464650, abs=1e-8)
     assert kupiec_pof(1000, 0, 0.99)[0] == pytest.approx(-2 * 1000 * math.log(0.99))
     assert kupiec_pof(1000, 10, 0.99)[1] == pytest.approx(1.0)
+
+
+def test_christoffersen_hand_computation() -> None:
+    # hits 0 1 1 0 0 0 0 0 0 1 1 0: n00=5, n01=2, n10=2, n11=2; π0=2/7, π1=1/2, π=4/11
+    # LR = -2[7 ln(7/11) + 4 ln(4/11)] + 2[5 ln(5/7) + 2 ln(2/7) + 4 ln(1/2)] = 0.4996473412
+    lr, p = christoffersen_independence(np.array([0, 1, 1, 0, 0, 0, 0, 0, 0, 1, 1, 0], dtype=bool))
+    assert lr == pytest.approx(0.4996473412, abs=1e-9)
+    assert p == pytest.approx(0.4796551184, abs=1e-9)
+    # π0 = π1: no evidence of clustering
+    assert christoffersen_independence(np.array([0, 0, 1, 1, 0, 0, 0, 1, 0, 0], dtype=bool))[
+        0
+    ] == pytest.approx(0.0, abs=1e-12)
+    clustered = np.array([0] * 50 + [1] * 5 + [0] * 50 + [1] * 5, dtype=bool)
+    assert christoffersen_independence(clustered)[1] < 0.001
 
 
 @pytest.fixture(scope="module")

@@ -307,3 +307,26 @@ def test_multi_asset_through_a_listing_date() -> None:
             assert d.target[0] > 0 and d.target[1] < 0  # BTC long, ETH short keep trading
     assert sol_first_trade is not None
     assert any("SOLUSDT" in r for r in reasons_before)
+
+
+@pytest.mark.parametrize("halflife_days", [1.0, None])
+def test_drawdown_brake_releases_with_decaying_peak(halflife_days: float | None) -> None:
+    # equity drops 12 % and then stays flat (the brake held the strategy flat): with a 1-day half-life the reference
+    # peak is 0.88 + 0.12 · 2^(-t/24), so dd < 10 % after 7.1 bars, < 6 % after 26.3, < 3 % after 51.4
+    cfg = RiskConfig.parse(drawdown_peak_halflife_days=halflife_days)
+    engine = RiskEngine(cfg, ("A",))
+    returns = make_returns(0, 1, 0.005)
+    bar = TF.nanoseconds
+    engine.decide(sizing_for(np.array([0.5])), ctx(returns, LOW_VOL[None], equity=1.0, peak=1.0, t=0))
+    scales = {}
+    for k in range(1, 61):
+        d = engine.decide(
+            sizing_for(np.array([0.5])), ctx(returns, LOW_VOL[None], equity=0.88, peak=1.0, t=k * bar)
+        )
+        scales[k - 1] = next(g for g in d.gates if g.name == "drawdown_brake").scale[0]
+    expected = [0.05, 0.4, 0.7, 1.0] if halflife_days else [0.05] * 4
+    assert [scales[t] for t in (5, 10, 30, 55)] == pytest.approx(expected)
+    if halflife_days:  # and the brake peak is part of the resumable state
+        clone = RiskEngine(cfg, ("A",))
+        clone.load_state_dict(json.loads(json.dumps(engine.state_dict())))
+        assert clone.brake_peak == engine.brake_peak

@@ -9,7 +9,8 @@ from scipy import stats
 from himari.errors import ConfigError
 from himari.risk.budget import RiskBudget, budget_target
 from himari.risk.config import RiskConfig, per_bar_limit
-from himari.risk.drawdown import drawdown, drawdown_scale
+from himari.risk.drawdown import decayed_peak, drawdown, drawdown_scale
+from himari.risk.gate import scalar_scale, scale_to_limit
 from himari.risk.kelly_cap import kelly_cap_gate
 from himari.risk.leverage import leverage_gate, regime_leverage_cap
 from himari.risk.margin import margin_usage, safe_margin_gate
@@ -122,3 +123,17 @@ def test_vol_target_gate_and_limits() -> None:
     assert per_bar_limit(0.24, 3600) == pytest.approx(0.24 / np.sqrt(24))
     with pytest.raises(ConfigError):
         RiskConfig.parse(drawdown_thresholds=(0.06, 0.03), drawdown_cuts=(0.3, 0.6))
+
+
+def test_scale_to_limit() -> None:
+    np.testing.assert_allclose(
+        scale_to_limit(np.array([0.0, 0.5, 2.0, np.nan, np.inf]), 1.0), [1, 1, 0.5, 0, 0]
+    )
+    np.testing.assert_allclose(scale_to_limit(np.array([2.0, 2.0]), np.array([1.0, 4.0])), [0.5, 1.0])
+    assert [scalar_scale(v, 1.0) for v in (0.0, 2.0, float("nan"), float("inf"))] == [1.0, 0.5, 0.0, 0.0]
+
+
+def test_decayed_peak() -> None:
+    assert decayed_peak(1.0, 0.8, 24.0, 24.0) == pytest.approx(0.9)
+    assert decayed_peak(1.0, 0.8, 0.0, 24.0) == pytest.approx(1.0)
+    assert decayed_peak(1.0, 1.1, 5.0, 24.0) == 1.1  # a new high resets it

@@ -205,6 +205,15 @@ def test_oversized_body_is_413(client: TestClient) -> None:
     resp = client.post("/v1/decide", content=b" " * (9 * 1024 * 1024), headers={**AUTH, "content-type": "application/json"})
     assert resp.status_code == 413
 
+    def chunks():  # no Content-Length: counted while streaming
+        for _ in range(10):
+            yield b" " * (1024 * 1024)
+
+    chunked = client.post("/v1/decide", content=chunks(), headers={**AUTH, "content-type": "application/json"})
+    assert chunked.status_code == 413 and "larger than" in chunked.json()["error"]
+    assert client.get("/no-such-route", headers=AUTH).json() == {"error": "Not Found"}
+    assert client.get("/v1/decide", headers=AUTH).status_code == 405
+
 
 def test_api_key_loading_and_startup_rules(tmp_path, caplog) -> None:
     key_file = tmp_path / "keys"
@@ -237,3 +246,31 @@ def test_open_loopback_mode_serves_without_key(engine: FakeEngine, caplog) -> No
     client = TestClient(create_app(engine, config, ApiKeys(()), account_factory=account_factory))
     with caplog.at_level(logging.DEBUG):
         assert client.post("/v1/decide", json={"bars": {"BTCUSDT": make_rows()}}).status_code == 200
+
+
+def test_fuzzed_bodies_never_give_500(engine: FakeEngine) -> None:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    config = ServeConfig(symbols=("BTCUSDT",), timeframe="1h", model_id="fake-mlp", model_version="0", history_bars=64)
+    fuzz_client = TestClient(create_app(engine, config, ApiKeys((KEY.encode(),)), account_factory=account_factory))
+    base = make_rows(20)
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**15, 10**15), st.floats(allow_nan=True),
+                        st.text(max_size=8), st.lists(st.integers(), max_size=2))
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(row=st.integers(0, 19), field=st.sampled_from(["timestamp", "open", "high", "low", "close", "volume", "x"]),
+           value=scalars, drop=st.booleans(), path=st.sampled_from(["/v1/decide", "/v1/bars"]))
+    def check(row: int, field: str, value: object, drop: bool, path: str) -> None:
+        rows = copy.deepcopy(base)
+        if drop:
+            rows[row].pop(field, None)
+        else:
+            rows[row][field] = value
+        body = {"bars": {"BTCUSDT": rows}} if path == "/v1/decide" else {"symbol": "BTCUSDT", "bars": rows, "reset": True}
+        resp = fuzz_client.post(path, json=body, headers=AUTH)
+        assert resp.status_code in (200, 422), resp.text
+        if resp.status_code == 422:
+            assert resp.json()["error"]
+
+    check()

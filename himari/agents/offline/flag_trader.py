@@ -19,6 +19,7 @@ downloaded. Requires the ``llm`` extra (``transformers`` and ``peft``).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -88,7 +89,9 @@ class FlagTraderNet(nn.Module):
             backbone = gpt2_model_cls(gpt2_config)
         lora = lora_config_cls(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                                target_modules=list(LORA_TARGETS), fan_in_fan_out=True, bias="none")
-        self.backbone = get_peft_model(backbone, lora)  # freezes the backbone, adds trainable LoRA A, B
+        with warnings.catch_warnings():  # peft calls a transformers API deprecated in v5 (harmless)
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            self.backbone = get_peft_model(backbone, lora)  # freezes the backbone, adds trainable LoRA A, B
         self.input_proj = nn.Sequential(nn.LayerNorm(config.n_inputs), nn.Linear(config.n_inputs, config.n_embd))
         self.head = nn.Sequential(nn.LayerNorm(config.n_embd), nn.Linear(config.n_embd, N_ACTIONS))
 

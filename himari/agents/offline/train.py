@@ -587,3 +587,98 @@ def _test_report(
     return {
         "test": {"classification": report["test"], "simulator": _trading(policy, markets, sim_config, "test")}
     }
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Ensembles of trained runs
+
+
+@dataclass
+class _EvalData:
+    symbols: tuple[str, ...]
+    bars: dict[str, Bars]
+    pipelines: dict[str, Any]
+
+
+def train_ensemble(
+    member_runs: Sequence[str | Path],
+    out: str | Path,
+    weights: str = "fit",
+    mode: str = "average",
+    seed: int = 0,
+    test: bool = True,
+) -> Path:
+    """Combine trained offline runs (same data and windows) into an ensemble run directory with a bundle.
+
+    ``weights``: ``"fit"`` (EM maximum-likelihood mixture weights on the *validation* labels, see
+    ``himari.agents.offline.ensemble.fit_weights``) or a preset name (``production``, ``low-latency``). The members'
+    fitted tactical pipelines are reused as they are (nothing is refitted).
+    """
+    from himari.agents.offline.ensemble import PRESETS, EnsembleConfig, EnsemblePolicy, fit_weights
+    from himari.agents.offline.evaluate import stream_probs
+    from himari.bundle import load_bundle
+    from himari.data.bundled import resolve_data_path
+    from himari.data.loaders import load_bars
+    from himari.env.sim import SimConfig
+    from himari.utils.rundir import load_run_meta
+
+    configure_torch_threads()
+    if not member_runs:
+        raise ConfigError("ensemble: no member runs given")
+    if weights != "fit" and weights not in PRESETS:
+        raise ConfigError(f"ensemble weights {weights!r}: use 'fit' or one of {', '.join(PRESETS)}")
+    bundles = [load_bundle(r) for r in member_runs]
+    metas = [load_run_meta(r)["config"] for r in member_runs]
+    first = metas[0]
+    for run, meta, bundle in zip(member_runs, metas, bundles, strict=True):
+        if bundle.policy.action_kind != "discrete":
+            raise ConfigError(f"ensemble member {run}: {bundle.policy.kind} is not discrete")
+        for key in ("train_start", "train_end", "val_end", "data"):
+            if meta.get(key) != first.get(key):
+                raise ConfigError(f"ensemble member {run}: {key} {meta.get(key)} differs from {first.get(key)}")
+    names: list[str] = []
+    for bundle in bundles:
+        name = bundle.policy.kind
+        names.append(name if name not in names else f"{name}-{len(names)}")
+    t0, t1, t2, t3 = (pd.Timestamp(first[k]) for k in ("train_start", "train_end", "val_end", "test_end"))
+    specs = list(first["data"])
+    symbols = bundles[0].symbols
+    bars_by_symbol = {s: load_bars(resolve_data_path(spec)).between(None, t2) for s, spec in zip(symbols, specs,
+                                                                                                  strict=True)}
+    frames = {s: bundles[0].tactical[s].transform(bars_by_symbol[s]) for s in symbols}
+    label_cfg = LabelConfig.parse(first["labels"])
+    data = supervised_for_symbols(bars_by_symbol, frames, label_cfg, [t0, t1, t2], ("train", "validation"))
+    val_idx = data.splits["validation"]
+    members = [b.policy for b in bundles]
+    if weights == "fit":
+        probs = [stream_probs(m, data, val_idx) for m in members]
+        fitted = fit_weights(probs, data.labels[val_idx])
+        config = EnsembleConfig(members=tuple(names), weights=tuple(float(w) for w in fitted), mode=mode)  # type: ignore[arg-type]
+        ensemble = EnsemblePolicy(members, config)
+    else:
+        ensemble = EnsemblePolicy.from_preset(weights, dict(zip(names, members, strict=True)), mode=mode)
+    sim_config = SimConfig.parse(bundles[0].sim_config).replace(
+        window=max(int(b.sim_config.get("window", 1)) for b in bundles))
+    run_config = {"members": [str(r) for r in member_runs], "weights": weights, "mode": mode,
+                  "train_start": str(t0), "train_end": str(t1), "val_end": str(t2), "test_end": str(t3),
+                  "data": specs, "labels": label_cfg.to_dict()}
+    run = create_run_dir(out, "offline ensemble", run_config, seed)
+    ensemble.meta = {"weights_source": weights}
+    save_bundle(run / "bundle", Bundle(symbols=symbols, timeframe=bundles[0].timeframe, tactical=bundles[0].tactical,
+                                       policy=ensemble, sim_config=sim_config.to_dict(),
+                                       meta={"model_id": f"ensemble-{weights}", "train_start": str(t0),
+                                             "train_end": str(t1), "val_end": str(t2)}))
+    markets = symbol_markets(bars_by_symbol, frames, [t0, t1, t2])
+    metrics: dict[str, Any] = {
+        "policy_kind": "ensemble",
+        "weights": dict(zip(ensemble.config.members, ensemble.config.weights, strict=True)),
+        "mode": mode,
+        "classification": {"validation": evaluate_policy(ensemble, data, ("validation",))["validation"]},
+        "simulator": {"validation": _trading(ensemble, markets, sim_config, "validation")},
+        "notes": "Weights fitted on validation labels only when weights='fit'; test reported, never used.",
+    }
+    if test:
+        metrics.update(_test_report(ensemble, specs, _EvalData(symbols, bars_by_symbol, bundles[0].tactical),
+                                    label_cfg, sim_config, (t0, t1, t2, t3)))
+    atomic_write_json(run / "metrics.json", metrics)
+    return run

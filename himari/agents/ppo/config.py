@@ -41,7 +41,9 @@ class PPOConfig(FrozenConfig):
     adam_eps: float = Field(1e-5, gt=0.0)
     # evaluation, model selection, checkpoints
     eval_every_updates: int = Field(10, ge=1, description="validation evaluation period (updates)")
-    eval_steps: int | None = Field(None, ge=1, description="steps per validation run (default: one rollout length)")
+    eval_steps: int | None = Field(
+        None, ge=1, description="steps per validation run (default: one episode of the evaluation env, else n_steps)"
+    )
     early_stop_patience: int | None = Field(None, ge=1, description="evaluations without improvement before stopping")
     checkpoint_every_updates: int = Field(10, ge=1)
     torch_threads: int = Field(1, ge=1)

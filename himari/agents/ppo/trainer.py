@@ -72,14 +72,21 @@ def derived_seeds(seed: int, update: int, n: int = 3) -> list[int]:
 
 @torch.inference_mode()
 def evaluate_policy(
-    policy: PPOPolicy, env: VecEnv, steps: int, seed: int, deterministic: bool = True
+    policy: PPOPolicy, env: VecEnv, steps: int | None, seed: int, deterministic: bool = True
 ) -> dict[str, float]:
     """Run ``policy`` on ``env`` (reset with ``seed``) for ``steps`` steps, frozen normalizer, no learning.
 
+    ``steps=None``: the shortest episode of the freshly reset env (``env.state.length``, as in
+    ``SimVecEnv.for_evaluation``, whose chunks together cover the validation window once).
     Returns ``mean_reward`` (per env-step), ``mean_return`` (summed reward per env over the run), finished
     episodes and their mean return.
     """
     obs = env.reset(seed=seed)
+    if steps is None:
+        lengths = getattr(getattr(env, "state", None), "length", None)
+        if lengths is None:
+            raise ConfigError("evaluate_policy: steps=None needs an env exposing state.length (e.g. SimVecEnv)")
+        steps = int(np.min(lengths))
     state = policy.initial_state(env.num_envs)
     total = np.zeros(env.num_envs, dtype=np.float64)
     running = np.zeros(env.num_envs, dtype=np.float64)
@@ -379,7 +386,9 @@ class PPOTrainer:
     def evaluate(self) -> dict[str, float] | None:
         if self.eval_env is None:
             return None
-        steps = self.config.eval_steps or self.config.n_steps
+        steps = self.config.eval_steps
+        if steps is None and getattr(getattr(self.eval_env, "state", None), "length", None) is None:
+            steps = self.config.n_steps
         return evaluate_policy(self.policy, self.eval_env, steps, seed=derived_seeds(self.seed, EVAL_SEED_STREAM)[0])
 
     def _select(self, metrics: dict[str, float], update: int) -> None:

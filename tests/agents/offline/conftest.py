@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -9,6 +11,11 @@ from himari.data.bars import Bars
 from himari.env.market import MarketData
 from himari.env.protocol import ACCOUNT_FIELDS, REGIME_NAMES, Observation
 from himari.env.sim import SimConfig, SimVecEnv
+
+requires_llm = pytest.mark.skipif(
+    importlib.util.find_spec("peft") is None or importlib.util.find_spec("transformers") is None,
+    reason="FLAG-TRADER needs the llm extra (transformers, peft)",
+)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from himari.agents.offline.decision_transformer import (
 from himari.agents.offline.flag_trader import FlagTraderConfig, FlagTraderPolicy
 from himari.env.protocol import Observation
 
-from .conftest import random_obs
+from .conftest import random_obs, requires_llm
 
 S = 9
 
@@ -62,6 +62,7 @@ def test_decision_transformer_padding_is_inert() -> None:
     torch.testing.assert_close(out[0, 5:], base[0, 5:], rtol=0, atol=1e-5)
 
 
+@requires_llm
 def test_flag_trader_is_causal() -> None:
     policy = FlagTraderPolicy(FlagTraderConfig(n_inputs=7, context=12, n_embd=32, n_layer=2, n_head=4,
                                                n_positions=16, seed=0))
@@ -77,6 +78,7 @@ def test_flag_trader_is_causal() -> None:
             assert not torch.allclose(out[:, t + 1 :], base[:, t + 1 :])
 
 
+@requires_llm
 def test_flag_trader_act_uses_only_the_window_ending_at_t() -> None:
     """Truncation invariance at the policy level: extra future bars beyond the decision bar are never in the input."""
     policy = FlagTraderPolicy(FlagTraderConfig(n_inputs=9, context=8, n_embd=32, n_layer=1, n_head=4, n_positions=8))

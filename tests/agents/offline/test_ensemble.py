@@ -58,7 +58,7 @@ def test_ensemble_policy_acts_and_round_trips(tmp_path) -> None:
     ens = EnsemblePolicy.from_preset("low-latency", {"cql": cql, "mlp-classifier": mlp})
     assert ens.window == 4 and ens.config.weights == (0.6, 0.4)
     obs = random_obs(rng, 4, 6, 2, 5)
-    out, state = ens.act(obs, ens.initial_state(4))
+    out, _ = ens.act(obs, ens.initial_state(4))
     c_out, _ = cql.act(obs, None)
     m_out, _ = mlp.act(obs, None)
     np.testing.assert_allclose(out.action_probs, 0.6 * c_out.action_probs + 0.4 * m_out.action_probs, atol=1e-6)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from himari.agents.registry import load_policy
 from himari.env.protocol import ACCOUNT_FIELDS, Observation
 from himari.errors import RunDirError
 
-from .conftest import random_obs
+from .conftest import random_obs, requires_llm
 
 F = 5
 N_IN = F + 4
@@ -40,7 +41,7 @@ def make(kind: str) -> object:
     }[kind]()
 
 
-KINDS = ("mlp-classifier", "cql", "dt", "cgdt", "flag-trader")
+KINDS = ("mlp-classifier", "cql", "dt", "cgdt", pytest.param("flag-trader", marks=requires_llm))
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -96,7 +97,7 @@ def test_decision_transformer_context_and_return_to_go() -> None:
         assert state["length"][0] == step + 1
         assert state["actions"][0, -1] == out.action[0, 0]
     expected = target
-    for prev, eq in zip(equity[:-1], equity[1:], strict=True):
+    for prev, eq in pairwise(equity):
         expected = (expected - (eq - prev) * cfg.reward_scale) / cfg.gamma
     assert state["rtg_now"][0] == pytest.approx(expected)
     for _ in range(cfg.context + 3):

@@ -12,13 +12,15 @@ from himari.bundle import load_bundle
 from himari.cli.main import cli
 from himari.errors import ConfigError
 
+from .conftest import requires_llm
+
 ARGS = ["--data", "BTCUSDT", "--train-start", "2022-01-01", "--train-end", "2022-03-01", "--val-end", "2022-03-15",
         "--seed", "0"]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind,steps", [("mlp-classifier", 1024), ("cql", 1024), ("dt", 512), ("cgdt", 512),
-                                        ("flag-trader", 256)])
+                                        pytest.param("flag-trader", 256, marks=requires_llm)])
 def test_train_cli_each_offline_kind(kind: str, steps: int, tmp_path) -> None:
     out = tmp_path / "run"
     result = CliRunner().invoke(cli, ["train", "--policy", kind, "--out", str(out), "--steps", str(steps), *ARGS])
@@ -77,3 +79,29 @@ def test_train_offline_resume_and_errors(tmp_path) -> None:
     with pytest.raises(RunDirError):
         train_offline("mlp-classifier", ["BTCUSDT"], tmp_path / "r", "2022-01-01", "2022-03-01", "2022-03-15",
                       steps=512, resume=True, options={"test": False})
+
+
+@pytest.mark.slow
+def test_offline_ensemble_cli_from_trained_runs(tmp_path) -> None:
+    from himari.agents.offline.train import train_offline
+
+    windows = ("2022-01-01", "2022-03-01", "2022-03-15")
+    cql = train_offline("cql", ["BTCUSDT"], tmp_path / "cql", *windows, steps=512, options={"test": False})
+    mlp = train_offline("mlp-classifier", ["BTCUSDT"], tmp_path / "mlp", *windows, steps=512,
+                        options={"test": False})
+    runner = CliRunner()
+    for weights in ("fit", "low-latency"):
+        out = tmp_path / f"ens-{weights}"
+        result = runner.invoke(cli, ["offline", "ensemble", "--member", str(cql), "--member", str(mlp),
+                                     "--weights", weights, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert sum(metrics["weights"].values()) == pytest.approx(1.0)
+        assert metrics["test"]["classification"]["model"]["n"] > 0
+        bundle = load_bundle(out)
+        assert bundle.policy.kind == "ensemble" and len(bundle.policy.members) == 2
+    assert json.loads((tmp_path / "ens-low-latency" / "metrics.json").read_text())["weights"] == {
+        "cql": pytest.approx(0.6), "mlp-classifier": pytest.approx(0.4)}
+    bad = runner.invoke(cli, ["offline", "ensemble", "--member", str(cql), "--weights", "production",
+                              "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "needs trained" in bad.output

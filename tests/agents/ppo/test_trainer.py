@@ -22,7 +22,7 @@ def _trainer(kind: str, run_dir=None, seed: int = 3, updates: int = 2, **cfg) ->
     return PPOTrainer(policy, env, config, seed=seed, run_dir=run_dir, progress=False, tensorboard=False)
 
 
-@pytest.mark.parametrize("kind", [*KINDS, "transformer-deep"])
+@pytest.mark.parametrize("kind", [*KINDS, "transformer-deep", "multiasset-continuous"])
 def test_recomputed_log_probs_match_rollout(kind: str) -> None:
     """Right after a rollout, the sequence/batch forward reproduces its log-probs and values exactly: recurrent
     state carried over from the previous rollout (collected with the weights before the update), context masks and
@@ -30,6 +30,11 @@ def test_recomputed_log_probs_match_rollout(kind: str) -> None:
     if kind == "transformer-deep":
         env = env_for("transformer", num_envs=16, terminate_prob=0.05, episode_length=7)
         policy = small_policy("transformer", env, seed=3, n_layers=3, context=3)
+        trainer = PPOTrainer(policy, env, PPOConfig(total_steps=512, n_steps=8, n_minibatches=2), seed=3,
+                             progress=False, tensorboard=False)
+    elif kind == "multiasset-continuous":
+        env = SignalEnv(num_envs=16, num_assets=3, action_kind="continuous", terminate_prob=0.05, episode_length=7)
+        policy = small_policy("multiasset", env, seed=3, action="continuous")
         trainer = PPOTrainer(policy, env, PPOConfig(total_steps=512, n_steps=8, n_minibatches=2), seed=3,
                              progress=False, tensorboard=False)
     else:
