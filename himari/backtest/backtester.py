@@ -66,6 +66,7 @@ class BacktestResult:
     baselines: dict[str, PathResult]
     decisions: list[dict[str, Any]] = field(default_factory=list)  # compact decision log
     fills: list[dict[str, Any]] = field(default_factory=list)
+    carry: dict[str, Any] | None = None  # session state at the end (for the next walk-forward period)
 
     def concat(self, other: BacktestResult) -> BacktestResult:
         """Stitch a later period (walk-forward test months) after this one."""
@@ -77,9 +78,10 @@ class BacktestResult:
             strategy=self.strategy.concat(other.strategy),
             actions=None if self.actions is None or other.actions is None else np.concatenate([self.actions, other.actions]),
             regimes=np.concatenate([self.regimes, other.regimes]),
-            baselines={k: v.concat(other.baselines[k]) for k, v in self.baselines.items()},
+            baselines={k: v.concat(other.baselines[k]) for k, v in self.baselines.items() if k in other.baselines},
             decisions=self.decisions + other.decisions,
             fills=self.fills + other.fills,
+            carry=other.carry,
         )
 
 
@@ -160,11 +162,17 @@ def run_backtest(
     keep_log: bool = True,
     show_progress: bool = True,
     market: MarketData | None = None,
+    carry: dict[str, Any] | None = None,
+    with_baselines: bool = True,
 ) -> BacktestResult:
     """Run the bundle over [start, end) with warm-up history before ``start`` (see the module docstring).
 
     ``market``: MarketData already built by this bundle's tactical pipelines from the same bars (< end), to share
     one transform between several policies with the same pipelines (walk-forward candidates).
+    ``carry``: :meth:`TradingSession.carry_state` of the session that traded the bars just before ``start`` (the
+    previous walk-forward window): the account, its pending order and the risk state continue, so positions held
+    across a model change are neither closed for free nor bought again. The result then also covers bar t0 (where
+    that pending order fills). ``BacktestResult.carry`` holds the state at the end for the next period.
     """
     end_ts = to_utc_timestamp(end) if end is not None else None  # type: ignore[arg-type]
     session = TradingSession(bundle, session_config or SessionConfig())
@@ -175,8 +183,12 @@ def run_backtest(
         raise DataError("the market passed to run_backtest holds bars at or after the backtest end")
     t0, t1 = _index_range(market, start, end)
     t0 = max(t0, session.engine.policy_config.window - 1)
+    prev_decision: Any = None
+    if carry is not None:
+        session.load_carry(carry)
+    first = t0 if carry is not None else t0 + 1  # first bar whose move a decision pays
     a = market.num_assets
-    n = t1 - 1 - t0
+    n = t1 - first
     rets = np.zeros(n)
     pos = np.zeros((n, a))
     turn = np.zeros(n)
@@ -187,24 +199,26 @@ def run_backtest(
     decisions: list[dict[str, Any]] = []
     fills: list[dict[str, Any]] = []
     prev_equity = session.equity
-    prev_decision = None
+    prev_action = None if carry is None else np.asarray(carry.get("last_action", np.zeros(a)), dtype=np.int64)
+    prev_regime = None if carry is None else int(carry.get("last_regime", -1))
     with progress_bar("backtest", total=t1 - t0, enabled=None if show_progress else False) as bar:
         for t in range(t0, t1):
             out = session.process(market, t)
-            if t > t0:
-                i = t - t0 - 1
+            if t >= first:
+                i = t - first
                 rets[i] = out.equity / prev_equity - 1.0
                 pos[i] = out.positions
                 turn[i] = out.turnover
                 fees[i] = (out.fee + out.slippage) / prev_equity
-                assert prev_decision is not None
-                if acts is not None:
-                    acts[i] = prev_decision.raw_action.astype(np.int64)
-                regimes[i] = int(prev_decision.regime_posterior[0].argmax())
+                if acts is not None and prev_action is not None:
+                    acts[i] = prev_action
+                regimes[i] = -1 if prev_regime is None else prev_regime
                 if keep_log:
                     fills.extend(f.to_dict() for f in out.fills)
             prev_equity = out.equity
             prev_decision = out.decision
+            prev_action = prev_decision.raw_action.astype(np.int64) if discrete else None
+            prev_regime = int(prev_decision.regime_posterior[0].argmax())
             if keep_log:
                 d = out.decision
                 decisions.append(
@@ -219,26 +233,61 @@ def run_backtest(
                     }
                 )
             bar.advance(1)
-    exec_cfg = session.engine.exec_config
-    # The vol-targeted baseline aims at the same annualized volatility as the strategy's own sizing.
-    target_vol = session.engine.manager.sizing_config.target_vol_annual
-    base_t = baseline_targets(market, seed, target_vol_annual=target_vol)
-    names = list(base_t)
-    paths = simulate_targets(
-        market, np.stack([base_t[k] for k in names]), t0, t1, exec_cfg, session.config.rebalance_band
-    )
+    baselines: dict[str, PathResult] = {}
+    if with_baselines:
+        exec_cfg = session.engine.exec_config
+        # The vol-targeted baseline aims at the same annualized volatility as the strategy's own sizing.
+        target_vol = session.engine.manager.sizing_config.target_vol_annual
+        base_t = baseline_targets(market, seed, target_vol_annual=target_vol)
+        names = list(base_t)
+        paths = simulate_targets(
+            market, np.stack([base_t[k] for k in names]), first - 1, t1, exec_cfg, session.config.rebalance_band
+        )
+        baselines = dict(zip(names, paths, strict=True))
+    end_carry = session.carry_state()
+    end_carry["last_action"] = None if prev_action is None else prev_action.tolist()
+    end_carry["last_regime"] = prev_regime
     return BacktestResult(
         symbols=tuple(market.symbols),
         timeframe=str(market.timeframe),
-        timestamps_ns=market.timestamps_ns[t0 + 1 : t1].copy(),
-        close=market.mark_close[t0 + 1 : t1].copy(),
+        timestamps_ns=market.timestamps_ns[first:t1].copy(),
+        close=market.mark_close[first:t1].copy(),
         strategy=PathResult(rets, pos, turn, fees),
         actions=acts,
         regimes=regimes,
-        baselines=dict(zip(names, paths, strict=True)),
+        baselines=baselines,
         decisions=decisions,
         fills=fills,
+        carry=end_carry,
     )
+
+
+def baseline_results(
+    bars_by_symbol: Mapping[str, Bars], start: object, end: object, sim_config: Mapping[str, Any] | SimConfig,
+    seed: int = 0, target_vol_annual: float = 0.40, rebalance_band: float = 0.05, warmup_bars: int = 1000,
+) -> tuple[np.ndarray, dict[str, PathResult]]:
+    """The baselines alone over [start, end) (e.g. a stitched walk-forward span), through the same execution.
+
+    Returns (timestamps of the paid bars, {name: PathResult}) covering bars t0+1 .. t1-1.
+    """
+    import pandas as pd
+
+    cfg = execution_config(sim_config)
+    bars_list = []
+    for b in bars_by_symbol.values():
+        lo = to_utc_timestamp(start) - pd.Timedelta(seconds=b.timeframe.seconds * warmup_bars)  # type: ignore[arg-type, operator]
+        bars_list.append(b.between(lo, end))
+    market = MarketData.from_frames(bars_list, None)
+    # Baselines see prices only: every bar with a price is a valid decision bar for them.
+    market = MarketData.from_arrays(
+        market.timestamps_ns, market.open, market.high, market.low, market.close, valid=market.present,
+        symbols=market.symbols, timeframe=market.timeframe, vol_window=market.vol_window,
+    )
+    t0, t1 = _index_range(market, start, end)
+    base_t = baseline_targets(market, seed, target_vol_annual=target_vol_annual)
+    names = list(base_t)
+    paths = simulate_targets(market, np.stack([base_t[k] for k in names]), t0, t1, cfg, rebalance_band)
+    return market.timestamps_ns[t0 + 1 : t1].copy(), dict(zip(names, paths, strict=True))
 
 
 def evaluate(
@@ -274,7 +323,7 @@ def evaluate(
     metrics["period"] = {
         "start": pd.Timestamp(int(result.timestamps_ns[0]), tz="UTC").isoformat(),
         "end": pd.Timestamp(int(result.timestamps_ns[-1]), tz="UTC").isoformat(),
-        "n_bars": int(len(result.timestamps_ns)),
+        "n_bars": len(result.timestamps_ns),
         "symbols": list(result.symbols),
     }
     metrics["baselines"] = baselines

@@ -24,11 +24,17 @@ from himari.bundle import Bundle
 from himari.data.bars import Bars
 from himari.env.market import MarketData
 from himari.env.protocol import ACTION_NAMES, HOLD, REGIME_NAMES, Observation
-from himari.env.sim import SimConfig, SimState, observe
 from himari.env.rewards import initial_reward_state
+from himari.env.sim import SimConfig, SimState, observe
 from himari.errors import DataError
 from himari.risk.manager import PositionManager
-from himari.sizing.context import DecisionContext, PolicySignal, continuous_signal, delta_signal, discrete_signal
+from himari.sizing.context import (
+    DecisionContext,
+    PolicySignal,
+    continuous_signal,
+    delta_signal,
+    discrete_signal,
+)
 
 # Trailing bars of returns handed to sizing/risk (EVT refits use up to 2000 bars).
 RISK_LOOKBACK_BARS = 2000

@@ -43,9 +43,9 @@ def pretrain_synthetic(
     from himari.agents.ppo.policies import make_policy
     from himari.agents.ppo.trainer import PPOTrainer
     from himari.agents.training import synthetic_market
+    from himari.backtest.wfo import _history
     from himari.env.sim import SimVecEnv
     from himari.features.pipeline import TacticalConfig, TacticalPipeline
-    from himari.backtest.wfo import _history
 
     started = time.perf_counter()
     w0 = config.windows()[0]

@@ -76,6 +76,7 @@ def run_wfo_to_dir(
     stages: dict[str, dict[str, Any]] | None = None,
     progress: bool = True,
     extra_meta: dict[str, Any] | None = None,
+    ray_address: str | None = None,
 ) -> dict[str, Any]:
     """Run walk-forward and write the run directory (see the module docstring). Returns metrics.json's content."""
     from himari.data.timeframe import Timeframe
@@ -92,8 +93,9 @@ def run_wfo_to_dir(
         window_rows.append(r.row())
         atomic_write_json(root / "windows.json", window_rows)
 
-    result = run_wfo(config, bars_by_symbol, backend=backend, pretrained=pretrained, progress=progress, on_window=on_window)
-    window_rows = [w.row() for w in result.windows]
+    result = run_wfo(config, bars_by_symbol, backend=backend, pretrained=pretrained, progress=progress,
+                     on_window=on_window, ray_address=ray_address)
+    window_rows = result.window_rows()
     atomic_write_json(root / "windows.json", window_rows)
     stitched = result.stitched
     ppy = Timeframe.parse(stitched.timeframe).periods_per_year

@@ -20,15 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-from himari.bundle import Bundle
 from pydantic import Field
 
-from himari.config import FrozenConfig
-from himari.data.bars import Bars
-from himari.env.market import MarketData
-from himari.env.sim import step
-from himari.errors import DataError
 from himari.backtest.engine import (
     AccountSnapshot,
     Decision,
@@ -36,6 +29,12 @@ from himari.backtest.engine import (
     account_from_state,
     sim_state_from_account,
 )
+from himari.bundle import Bundle
+from himari.config import FrozenConfig
+from himari.data.bars import Bars
+from himari.env.market import MarketData
+from himari.env.sim import step
+from himari.errors import DataError
 
 STATE_FORMAT = 1
 STRATEGY_RETURN_MEMORY = 500
@@ -252,6 +251,19 @@ class TradingSession:
             "policy_state": _to_jsonable(self.policy_state),
             "manager": self.engine.manager.state_dict(),
         }
+
+    def carry_state(self) -> dict[str, Any]:
+        """The state a session of *another* model continues from (walk-forward model change): account, pending
+        order, strategy returns and the sizing/risk state; not the policy's own recurrent state."""
+        state = self.state_dict()
+        state.pop("policy_state")
+        return state
+
+    def load_carry(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        state["policy_state"] = _to_jsonable(self.engine.policy.initial_state(1))
+        state["symbols"] = list(self.symbols) if tuple(state["symbols"]) == self.symbols else state["symbols"]
+        self.load_state_dict(state)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("format") != STATE_FORMAT:

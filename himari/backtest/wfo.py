@@ -113,10 +113,9 @@ class WindowResult:
     wall_s: float
     policy_state: dict[str, Any] = field(default_factory=dict)
 
-    def row(self) -> dict[str, Any]:
+    def row(self, buy_and_hold_return: float = math.nan) -> dict[str, Any]:
         s = self.test.strategy.net_returns
         total = float(np.prod(1 + s) - 1) if len(s) else math.nan
-        bh = self.test.baselines.get("buy_and_hold")
         return {
             "window": self.window.index,
             "train": str(self.window.train),
@@ -125,7 +124,7 @@ class WindowResult:
             "selected": f"seed {self.candidates[self.selected].seed}",
             "validation_sharpe": round(self.candidates[self.selected].validation_sharpe, 3),
             "test_return": total,
-            "buy_and_hold_return": float(np.prod(1 + bh.net_returns) - 1) if bh is not None else math.nan,
+            "buy_and_hold_return": buy_and_hold_return,
         }
 
 
@@ -226,6 +225,33 @@ def fit_window(
     return bundles[selected], candidates, selected, bundles
 
 
+def trade_window(
+    config: WFOConfig,
+    window: WalkForwardWindow,
+    bars_by_symbol: Mapping[str, Bars],
+    bundle: Bundle,
+    candidates: list[CandidateResult],
+    bundles: list[Bundle],
+    carry: dict[str, Any] | None = None,
+    candidate_carries: list[dict[str, Any] | None] | None = None,
+) -> tuple[BacktestResult, list[dict[str, Any] | None]]:
+    """Trade the test period with the selected bundle (continuing ``carry``: the account of the previous window),
+    and each candidate on its own account chain for PBO only. Uses bars < test end."""
+    from himari.backtest.engine import DecisionEngine
+
+    test_bars = {s: _history(b, window.train.start, window.test.end, config.warmup_bars) for s, b in bars_by_symbol.items()}
+    test_market = DecisionEngine(bundle).build_market(test_bars)
+    test = run_backtest(bundle, test_bars, window.test.start, window.test.end, seed=config.seed, show_progress=False,
+                        market=test_market, carry=carry, with_baselines=carry is None)
+    carries = list(candidate_carries or [None] * len(bundles))
+    for c, (cand, b) in enumerate(zip(candidates, bundles, strict=True)):
+        other = run_backtest(b, test_bars, window.test.start, window.test.end, seed=config.seed, keep_log=False,
+                             show_progress=False, market=test_market, carry=carries[c], with_baselines=False)
+        cand.test_returns = other.strategy.net_returns  # for PBO only; never used to select
+        carries[c] = other.carry
+    return test, carries
+
+
 def run_window(
     config: WFOConfig,
     window: WalkForwardWindow,
@@ -233,41 +259,58 @@ def run_window(
     init_policy_state: dict[str, Any] | None = None,
     pretrained: Any = None,
     progress: bool = False,
-) -> WindowResult:
-    """Fit/select (bars < validation end) then trade the test period (bars < test end)."""
+    carry: dict[str, Any] | None = None,
+    candidate_carries: list[dict[str, Any] | None] | None = None,
+) -> tuple[WindowResult, list[dict[str, Any] | None]]:
+    """Fit/select one window (bars < validation end), then trade its test period (bars < test end)."""
     from himari.utils.threads import configure_torch_threads
 
     configure_torch_threads()
     started = time.perf_counter()
     bundle, candidates, selected, bundles = fit_window(config, window, bars_by_symbol, init_policy_state, pretrained, progress)
-    test_bars = {s: _history(b, window.train.start, window.test.end, config.warmup_bars) for s, b in bars_by_symbol.items()}
-    from himari.backtest.engine import DecisionEngine
-
-    test_market = DecisionEngine(bundle).build_market(test_bars)
-    test = run_backtest(bundle, test_bars, window.test.start, window.test.end, seed=config.seed, show_progress=False,
-                        market=test_market)
-    for cand, b in zip(candidates, bundles, strict=True):
-        if b is bundle:
-            cand.test_returns = test.strategy.net_returns
-        else:  # for PBO only; never used to select
-            other = run_backtest(b, test_bars, window.test.start, window.test.end, seed=config.seed,
-                                 keep_log=False, show_progress=False, market=test_market)
-            cand.test_returns = other.strategy.net_returns
+    test, carries = trade_window(config, window, bars_by_symbol, bundle, candidates, bundles, carry, candidate_carries)
     state = {k: v.detach().clone() for k, v in bundle.policy.module.state_dict().items()}
-    return WindowResult(window, selected, candidates, test, bundle, time.perf_counter() - started, state)
+    return WindowResult(window, selected, candidates, test, bundle, time.perf_counter() - started, state), carries
+
+
+def _fit_only(config: WFOConfig, window: WalkForwardWindow, bars_by_symbol: Mapping[str, Bars], pretrained: Any) -> Any:
+    """Ray task: fit and select one window (no transfer between parallel windows)."""
+    from himari.utils.threads import configure_torch_threads
+
+    configure_torch_threads()
+    started = time.perf_counter()
+    return fit_window(config, window, bars_by_symbol, None, pretrained), time.perf_counter() - started
 
 
 @dataclass
 class WFOResult:
     config: WFOConfig
     windows: list[WindowResult]
+    baselines: dict[str, Any] = field(default_factory=dict)  # name -> PathResult over the stitched span
+    baseline_timestamps_ns: np.ndarray | None = None
 
     @property
     def stitched(self) -> BacktestResult:
+        """The test periods, one account carried across windows, with the baselines over the same span."""
         out = self.windows[0].test
         for w in self.windows[1:]:
             out = out.concat(w.test)
+        if self.baselines:
+            if self.baseline_timestamps_ns is not None and not np.array_equal(self.baseline_timestamps_ns, out.timestamps_ns):
+                raise ConfigError("internal: stitched strategy and baseline bars differ")
+            out.baselines = dict(self.baselines)
         return out
+
+    def window_rows(self) -> list[dict[str, Any]]:
+        rows = []
+        bh = self.baselines.get("buy_and_hold")
+        for w in self.windows:
+            ret = math.nan
+            if bh is not None and self.baseline_timestamps_ns is not None:
+                mask = np.isin(self.baseline_timestamps_ns, w.test.timestamps_ns)
+                ret = float(np.prod(1 + bh.net_returns[mask]) - 1)
+            rows.append(w.row(ret))
+        return rows
 
     def candidate_matrix(self) -> np.ndarray:
         """(T, n_candidates) stitched test returns of every candidate (for PBO)."""
@@ -290,37 +333,56 @@ def run_wfo(
     on_window: Any = None,
     ray_address: str | None = None,
 ) -> WFOResult:
-    """Run every window. ``local``: sequential, each window fine-tunes from the previous one's selected weights
-    (when ``config.transfer``). ``ray``: windows in parallel as Ray tasks (each starts from ``pretrained`` or from
-    scratch, since a window cannot wait for its predecessor's weights)."""
+    """Run every window, then the baselines over the stitched span.
+
+    ``local``: sequential; each window fine-tunes from the previous one's selected weights (``config.transfer``).
+    ``ray``: the fits run in parallel as Ray tasks (each from ``pretrained`` or from scratch, since a window cannot
+    wait for its predecessor's weights). In both, the test periods are then traded in order on one account.
+    """
+    from himari.backtest.backtester import baseline_results
     from himari.utils.progress import progress_bar
 
     windows = config.windows()
     results: list[WindowResult] = []
+    carry: dict[str, Any] | None = None
+    carries: list[dict[str, Any] | None] | None = None
     if backend == "ray":
-        results = _run_ray(config, windows, bars_by_symbol, pretrained, ray_address)
-        if on_window is not None:
-            for r in results:
-                on_window(r)
-        return WFOResult(config, results)
-    if backend != "local":
-        raise ConfigError(f"unknown backend {backend!r}: use local or ray")
-    prev_state = None
-    with progress_bar("walk-forward windows", total=len(windows), enabled=None if progress else False) as bar:
-        for w in windows:
-            r = run_window(config, w, bars_by_symbol, prev_state if config.transfer else None,
-                           pretrained if prev_state is None else None)
+        fits = _run_ray(config, windows, bars_by_symbol, pretrained, ray_address)
+        for w, ((bundle, cands, sel, bundles), wall) in zip(windows, fits, strict=True):
+            test, carries = trade_window(config, w, bars_by_symbol, bundle, cands, bundles, carry, carries)
+            carry = test.carry
+            r = WindowResult(w, sel, cands, test, bundle, wall)
             results.append(r)
             if on_window is not None:
                 on_window(r)
-            prev_state = r.policy_state
-            bar.advance(1, info=f"window {w.index}: test {w.test} return {r.row()['test_return'] * 100:+.1f}%")
-    return WFOResult(config, results)
+    elif backend == "local":
+        prev_state = None
+        with progress_bar("walk-forward windows", total=len(windows), enabled=None if progress else False) as bar:
+            for w in windows:
+                r, carries = run_window(config, w, bars_by_symbol, prev_state if config.transfer else None,
+                                        pretrained if prev_state is None else None, carry=carry,
+                                        candidate_carries=carries)
+                carry = r.test.carry
+                results.append(r)
+                if on_window is not None:
+                    on_window(r)
+                prev_state = r.policy_state
+                bar.advance(1, info=f"window {w.index}: test {w.test} return {r.row()['test_return'] * 100:+.1f}%")
+    else:
+        raise ConfigError(f"unknown backend {backend!r}: use local or ray")
+    from himari.sizing.sizer import SizingConfig
+
+    sizing = SizingConfig.parse(config.sizing)
+    ts, baselines = baseline_results(
+        bars_by_symbol, windows[0].test.start, windows[-1].test.end, config.sim_config(), seed=config.seed,
+        target_vol_annual=sizing.target_vol_annual, warmup_bars=config.warmup_bars,
+    )
+    return WFOResult(config, results, baselines, ts)
 
 
 def _run_ray(config: WFOConfig, windows: list[WalkForwardWindow], bars_by_symbol: Mapping[str, Bars],
-             pretrained: Any, address: str | None = None) -> list[WindowResult]:
-    """Windows as Ray tasks: on this machine by default (a local Ray instance), or on ``address`` (a cluster)."""
+             pretrained: Any, address: str | None = None) -> list[Any]:
+    """Window fits as Ray tasks: on this machine by default (a local Ray instance), or on ``address`` (a cluster)."""
     try:
         import ray
     except ImportError as exc:  # pragma: no cover - depends on the install
@@ -329,9 +391,9 @@ def _run_ray(config: WFOConfig, windows: list[WalkForwardWindow], bars_by_symbol
     if started_here:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
-        remote = ray.remote(num_cpus=1)(run_window)
+        remote = ray.remote(num_cpus=1)(_fit_only)
         bars_ref = ray.put(dict(bars_by_symbol))
-        futures = [remote.remote(config, w, bars_ref, None, pretrained) for w in windows]
+        futures = [remote.remote(config, w, bars_ref, pretrained) for w in windows]
         return list(ray.get(futures))
     finally:
         if started_here:

@@ -15,7 +15,9 @@ from himari.utils.io import atomic_write_json
 @click.option("--out", required=True, help="Output directory (metrics.json, report.html, decisions.csv, fills.csv).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the random baseline and the bootstrap.")
 @click.option("--initial-equity", default=10_000.0, show_default=True)
-def backtest_cmd(run_dir: str, data_specs: tuple[str, ...], start: str | None, end: str | None, out: str, seed: int, initial_equity: float) -> None:
+@click.option("--risk-config", default=None, help="RiskConfig JSON overriding the bundle's risk settings.")
+def backtest_cmd(run_dir: str, data_specs: tuple[str, ...], start: str | None, end: str | None, out: str, seed: int,
+                 initial_equity: float, risk_config: str | None) -> None:
     """Backtest RUN's model on [START, END) through the same code as training and paper trading."""
     from himari.backtest.backtester import evaluate, run_backtest
     from himari.backtest.outputs import print_summary, write_outputs
@@ -28,6 +30,13 @@ def backtest_cmd(run_dir: str, data_specs: tuple[str, ...], start: str | None, e
 
     configure_torch_threads()
     bundle = load_bundle(run_dir)
+    if risk_config:
+        import json
+        from pathlib import Path
+
+        from himari.risk.config import RiskConfig
+
+        bundle.risk_config = RiskConfig.parse(json.loads(Path(risk_config).read_text())).to_dict()
     specs = list(data_specs) or list(bundle.symbols)
     if len(specs) != len(bundle.symbols):
         raise DataError(f"the model trades {len(bundle.symbols)} symbol(s) ({', '.join(bundle.symbols)}); got {len(specs)} --data")

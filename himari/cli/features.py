@@ -61,6 +61,7 @@ def denoise_cmd(data_path: str, train_start: str, train_end: str, eval_end: str 
         fit_kalman_mle,
         kalman_filter,
         steady_state_gain,
+        step_response_lag,
     )
     from himari.utils.seeding import make_rng
 
@@ -74,8 +75,10 @@ def denoise_cmd(data_path: str, train_start: str, train_end: str, eval_end: str 
     llt = fit_kalman_mle(ytr, train.gap_before, trend=True)
     ek = fit_ekf_mle(ytr, train.gap_before)
     click.echo(f"data: {bars.symbol}; train {train.describe_range()}; evaluation {test.describe_range()}")
-    click.echo(f"local level MLE: Q={ll.q_level:.3e} R={ll.r_obs:.3e} (q=Q/R={ll.q_level / ll.r_obs:.3g}, steady gain {steady_state_gain(ll.q_level / ll.r_obs):.3f})")
-    click.echo(f"local linear trend MLE: Q={llt.q_level:.3e} Q_slope={llt.q_slope:.3e} R={llt.r_obs:.3e}")
+    click.echo(f"local level MLE: Q={ll.q_level:.3e} R={ll.r_obs:.3e} (q=Q/R={ll.q_level / ll.r_obs:.3g}, steady gain "
+               f"{steady_state_gain(ll.q_level / ll.r_obs):.3f}, step-response lag {step_response_lag(ll):.2f} bars)")
+    click.echo(f"local linear trend MLE: Q={llt.q_level:.3e} Q_slope={llt.q_slope:.3e} R={llt.r_obs:.3e} "
+               f"(step-response lag {step_response_lag(llt, trend=True):.2f} bars)")
     click.echo(f"EKF MLE: R={ek.r_obs:.3e} phi={ek.phi:.4f} h_bar={ek.h_bar:.3f} (vol {np.sqrt(np.exp(ek.h_bar) * bars.timeframe.periods_per_year) * 100:.1f}%/yr) q_h={ek.q_h:.3e} bounds h in [{ek.h_lo:.2f}, {ek.h_hi:.2f}]")
     for name, out in (
         ("local level", kalman_filter(yte, ll, test.gap_before)),
@@ -99,7 +102,7 @@ def denoise_cmd(data_path: str, train_start: str, train_end: str, eval_end: str 
             out = kalman_filter(y, KalmanParams(p.q_level, p.r_obs))
             d = filter_diagnostics(y, out.level, out.innovation, signal)
             click.echo(
-                f"synthetic local level (Q/R={ratio:g}): MLE Q/R={p.q_level / p.r_obs:.3g}, lag {d.lag_bars:.2f} bars (theory (1-K)/K = {(1 - steady_state_gain(p.q_level / p.r_obs)) / steady_state_gain(p.q_level / p.r_obs):.2f}), "
+                f"synthetic local level (Q/R={ratio:g}): MLE Q/R={p.q_level / p.r_obs:.3g}, lag vs signal {d.lag_bars:.2f} bars (step response {step_response_lag(p):.2f}), "
                 f"noise reduction x{d.noise_reduction:.2f}, innovation Ljung-Box p={d.ljung_box_pvalue:.3g}"
             )
 

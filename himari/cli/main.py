@@ -47,7 +47,7 @@ class HimariGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(130)
-        except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
+        except Exception as exc:
             if os.environ.get("HIMARI_DEBUG"):
                 raise
             click.echo(f"error: {type(exc).__name__}: {exc} (set HIMARI_DEBUG=1 for a traceback)", err=True)

@@ -8,6 +8,12 @@ from pathlib import Path
 import click
 
 
+def _risk(path: str) -> dict:
+    from himari.risk.config import RiskConfig
+
+    return RiskConfig.parse(json.loads(Path(path).read_text())).to_dict()
+
+
 def _load(data_specs: tuple[str, ...]) -> dict:
     from himari.data.loaders import load_bars
 
@@ -35,9 +41,12 @@ def _load(data_specs: tuple[str, ...]) -> dict:
 @click.option("--no-transfer", is_flag=True, help="Train every window from scratch.")
 @click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True)
 @click.option("--config", "config_file", default=None, help="JSON file with WFOConfig fields (options override it).")
+@click.option("--risk-config", default=None, help="RiskConfig JSON (e.g. from 'himari risk calibrate').")
+@click.option("--ray-address", default=None, help="Ray cluster address for --backend ray (default: a local Ray instance).")
 @click.option("--seed", default=0, show_default=True)
 def wfo_cmd(data_specs, out, policy, test_start, test_end, train_months, validation_months, test_months, step_months,
-            max_windows, candidates, steps_first, steps, no_transfer, backend, config_file, seed) -> None:
+            max_windows, candidates, steps_first, steps, no_transfer, backend, config_file, risk_config, ray_address,
+            seed) -> None:
     """Walk-forward optimization: fit on train, select on validation, trade test; stitched out-of-sample report."""
     from himari.backtest.outputs import print_summary
     from himari.backtest.pipeline import run_wfo_to_dir
@@ -49,9 +58,10 @@ def wfo_cmd(data_specs, out, policy, test_start, test_end, train_months, validat
     cfg = WFOConfig.parse(base, policy=policy, test_start=test_start, test_end=test_end, train_months=train_months,
                           validation_months=validation_months, test_months=test_months, step_months=step_months,
                           max_windows=max_windows, n_candidates=candidates, steps_first_window=steps_first,
-                          steps_per_window=steps, transfer=not no_transfer, seed=seed)
+                          steps_per_window=steps, transfer=not no_transfer, seed=seed,
+                          **({"risk": _risk(risk_config)} if risk_config else {}))
     bars = _load(data_specs)
-    metrics = run_wfo_to_dir(cfg, bars, out, command="wfo", backend=backend)
+    metrics = run_wfo_to_dir(cfg, bars, out, command="wfo", backend=backend, ray_address=ray_address)
     print_summary(metrics)
     click.echo(f"wrote {out}/metrics.json, {out}/report.html and the final model in {out}/bundle")
 
@@ -63,7 +73,8 @@ def wfo_cmd(data_specs, out, policy, test_start, test_end, train_months, validat
 @click.option("--seed", default=0, show_default=True)
 @click.option("--max-windows", default=None, type=int, help="Limit the walk-forward windows (smoke runs).")
 @click.option("--steps-scale", default=1.0, show_default=True, help="Scale the PPO step budgets (smoke runs: 0.05).")
-def pipeline_cmd(preset, data_specs, out, seed, max_windows, steps_scale) -> None:
+@click.option("--risk-config", default=None, help="RiskConfig JSON (e.g. from 'himari risk calibrate').")
+def pipeline_cmd(preset, data_specs, out, seed, max_windows, steps_scale, risk_config) -> None:
     """The end-to-end job: features, regimes, PPO with sizing and risk, walk-forward out-of-sample report."""
     from himari.backtest.full import run_full_pipeline
     from himari.backtest.outputs import print_summary
@@ -75,6 +86,8 @@ def pipeline_cmd(preset, data_specs, out, seed, max_windows, steps_scale) -> Non
     params = dict(PRESETS[preset])
     params["steps_first_window"] = max(1, int(params["steps_first_window"] * steps_scale))
     params["steps_per_window"] = max(1, int(params["steps_per_window"] * steps_scale))
+    if risk_config:
+        params["risk"] = _risk(risk_config)
     cfg = WFOConfig.parse(params, seed=seed, max_windows=max_windows)
     if preset == "quick":
         bars = _load(tuple(data_specs) if data_specs else ("BTCUSDT",))

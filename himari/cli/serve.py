@@ -81,6 +81,10 @@ def serve_cmd(
         extra["http"] = "httptools"
     except ImportError:
         pass
+    import gc
+
+    gc.collect()
+    gc.freeze()  # the loaded model and pipelines move to the permanent generation: shorter GC pauses per request
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log, **extra)
 
 

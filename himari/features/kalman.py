@@ -246,6 +246,15 @@ def estimate_lag(filtered: np.ndarray, signal: np.ndarray, max_lag: int = 50) ->
     return float(np.arange(max_lag + 1) @ w / total)
 
 
+def step_response_lag(params: KalmanParams, trend: bool = False, settle: int = 2000, horizon: int = 2000) -> float:
+    """Lag (bars) of the filter behind a unit step in a noise-free signal, after the gain has settled:
+    ``sum_t (1 - mu_t)`` over the bars after the step. For the local level model this is exactly ``(1 - K)/K``;
+    the local linear trend can overshoot (smaller or negative area)."""
+    y = np.concatenate([np.zeros(settle), np.ones(horizon)])
+    out = kalman_filter(y, params, None, trend)
+    return float(np.sum(1.0 - out.level[settle:]))
+
+
 def filter_diagnostics(y: np.ndarray, filtered: np.ndarray, innovation: np.ndarray, signal: np.ndarray | None) -> FilterDiagnostics:
     """Lag and noise reduction against a known ``signal`` (synthetic data; NaN without it) and whiteness."""
     lb, p = ljung_box(innovation)

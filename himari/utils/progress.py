@@ -30,7 +30,7 @@ def progress_enabled() -> bool:
 
 
 @contextmanager
-def progress_bar(description: str, total: float | None, enabled: bool | None = None) -> Iterator["ProgressHandle"]:
+def progress_bar(description: str, total: float | None, enabled: bool | None = None) -> Iterator[ProgressHandle]:
     """``with progress_bar("training", total=steps) as bar: bar.advance(n, info="sps=...")``."""
     show = progress_enabled() if enabled is None else enabled
     if not show:

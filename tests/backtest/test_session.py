@@ -105,3 +105,16 @@ def test_rebalance_band_skips_small_resizes_only():
     out = apply_rebalance_band(tgt, pre, 0.05)
     # small resize kept at the drifted position; big resize, close and flips go through
     np.testing.assert_allclose(out, [[0.50, 0.60, 0.00, 0.01, -0.01]])
+
+
+def test_carry_across_periods_equals_one_uninterrupted_backtest(bundle, btc_slice):
+    """Walk-forward stitching: trading [A, B) then carrying the account into [B, C) is one continuous account."""
+    whole = run_backtest(bundle, {"BTCUSDT": btc_slice}, "2023-01-10", "2023-01-14", show_progress=False)
+    first = run_backtest(bundle, {"BTCUSDT": btc_slice}, "2023-01-10", "2023-01-12", show_progress=False)
+    second = run_backtest(bundle, {"BTCUSDT": btc_slice}, "2023-01-12", "2023-01-14", show_progress=False,
+                          carry=first.carry, with_baselines=False)
+    stitched = first.concat(second)
+    np.testing.assert_array_equal(stitched.timestamps_ns, whole.timestamps_ns)
+    np.testing.assert_allclose(stitched.strategy.net_returns, whole.strategy.net_returns, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(stitched.strategy.positions, whole.strategy.positions, rtol=0, atol=1e-12)
+    assert [f["order_id"] for f in stitched.fills] == [f["order_id"] for f in whole.fills]

@@ -48,8 +48,8 @@ def test_corrupting_test_month_does_not_change_fitting_or_selection(btc_bars):
     bars = btc_bars.between("2022-06-01", "2023-02-01")
     cfg = WFOConfig.parse(TINY)
     window = cfg.windows()[0]
-    clean = run_window(cfg, window, {"BTCUSDT": bars})
-    dirty = run_window(cfg, window, {"BTCUSDT": _corrupt_test_month(bars, "2023-01-01", "2023-02-01")})
+    clean, _ = run_window(cfg, window, {"BTCUSDT": bars})
+    dirty, _ = run_window(cfg, window, {"BTCUSDT": _corrupt_test_month(bars, "2023-01-01", "2023-02-01")})
     assert clean.selected == dirty.selected
     assert [c.validation_sharpe for c in clean.candidates] == [c.validation_sharpe for c in dirty.candidates]
     for key, value in clean.bundle.policy.module.state_dict().items():

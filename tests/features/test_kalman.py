@@ -24,6 +24,14 @@ def test_steady_state_gain_textbook() -> None:
         assert out.gain[-1] == pytest.approx(steady_state_gain(q), rel=1e-9)
 
 
+@pytest.mark.parametrize("q", [0.01, 0.1, 1.0])
+def test_step_response_lag_is_exponential_smoother_lag(q: float) -> None:
+    from himari.features.kalman import step_response_lag
+
+    k = steady_state_gain(q)
+    assert step_response_lag(KalmanParams(q, 1.0)) == pytest.approx((1 - k) / k, rel=1e-6)
+
+
 def test_local_level_first_steps_by_hand() -> None:
     y = np.array([1.0, 2.0, 0.0])
     out = kalman_filter(y, KalmanParams(q_level=1.0, r_obs=1.0))

@@ -27,6 +27,7 @@ class ClassifierConfig(FrozenConfig):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     batch_size: int = Field(256, ge=1)
+    balanced_classes: bool = False  # class-weighted loss (better balanced accuracy, worse calibration)
     seed: int = 0
 
 

@@ -24,11 +24,13 @@ from pydantic import Field
 from safetensors.torch import save as st_save
 
 from himari.agents.base import PolicyOutput
+from himari.agents.offline.classifier import probs_to_output
 from himari.agents.offline.common import N_ACTIONS
 from himari.config import FrozenConfig
 from himari.env.protocol import Observation
 from himari.errors import ConfigError, RunDirError
 from himari.utils.io import atomic_write_bytes, atomic_write_json, read_json
+from himari.utils.seeding import make_rng
 
 PRESETS: dict[str, dict[str, float]] = {
     "production": {"flag-trader": 0.50, "cgdt": 0.35, "cql": 0.15},
@@ -40,6 +42,7 @@ class EnsembleConfig(FrozenConfig):
     members: tuple[str, ...] = Field(min_length=1)  # member names (their directory names under members/)
     weights: tuple[float, ...] = Field(min_length=1)
     mode: Literal["average", "vote"] = "average"
+    seed: int = 0  # for sampled (non-deterministic) actions
 
     def model_post_init(self, __context: object) -> None:
         if len(self.members) != len(self.weights):
@@ -101,6 +104,7 @@ class EnsemblePolicy:
         self.window = max(int(m.window) for m in self.members)
         self.n_assets = max(int(getattr(m, "n_assets", 1)) for m in self.members)
         self.meta: dict[str, Any] = {}
+        self._rng = make_rng(config.seed)
 
     @classmethod
     def from_preset(cls, preset: str, policies: Mapping[str, Any], mode: str = "average") -> EnsemblePolicy:
@@ -135,8 +139,8 @@ class EnsemblePolicy:
             if out.value is not None:
                 values.append(out.value)
         combined = combine_probs(probs, self.config.weights, self.config.mode).astype(np.float32)
-        action = combined.argmax(-1).astype(np.int64)
-        return PolicyOutput(action=action, action_probs=combined, value=None), new_state
+        out = probs_to_output(combined, deterministic, self._rng)
+        return out, new_state
 
     def save(self, directory: str | Path) -> None:
         root = Path(directory)

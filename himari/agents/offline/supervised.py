@@ -56,7 +56,7 @@ def train_supervised(
     lr: float,
     seed: int,
     weight_decay: float = 0.0,
-    balanced: bool = True,
+    balanced: bool = False,
     eval_every: int = 100,
     max_eval_samples: int = 4096,
     on_step: Callable[[int, float], None] | None = None,
@@ -90,6 +90,7 @@ def train_supervised(
         history.append(record)
 
     running = float("nan")
+    evaluate(0, running)  # the untrained model is a candidate too: selection may honestly find no skill
     for step in range(1, steps + 1):
         model.net.train()
         batch = train_idx[rng.integers(0, train_idx.size, size=min(batch_size, train_idx.size))]

@@ -303,6 +303,153 @@ def collect_offline_data(
     return TrajectoryData(**joined, behaviour=sum((p.behaviour for p in parts), ()), gamma=parts[0].gamma)
 
 
+OPTION_KEYS = frozenset(
+    {"labels", "model", "sim", "tactical", "num_envs", "collect_steps", "epsilon", "behaviour_policy", "evaluations",
+     "test"}
+)
+
+
+@dataclass
+class OfflineFit:
+    """A trained offline model with what its report needs (see :func:`fit_offline`)."""
+
+    policy: Any
+    bundle: Bundle
+    summary: dict[str, Any]
+    supervised: SupervisedData  # train + validation splits (nothing at or after val_end)
+    markets: list[SymbolMarket]
+    sim_config: Any
+    label_config: LabelConfig
+    data: Any  # himari.agents.training.TrainingData
+
+
+def _resolve_options(policy_kind: str, steps: int | None, options: dict[str, Any] | None
+                     ) -> tuple[dict[str, Any], int, Any, LabelConfig]:
+    from himari.env.sim import SimConfig
+
+    if policy_kind not in OFFLINE_KINDS:
+        raise ConfigError(f"unknown offline policy kind {policy_kind!r}; known: {', '.join(OFFLINE_KINDS)}")
+    opts = dict(options or {})
+    unknown = set(opts) - OPTION_KEYS
+    if unknown:
+        raise ConfigError(f"train_offline: unknown options {sorted(unknown)}; known: {', '.join(sorted(OPTION_KEYS))}")
+    samples = int(steps) if steps is not None else DEFAULT_STEPS[policy_kind]
+    if samples < 1:
+        raise ConfigError(f"steps must be >= 1, got {samples}")
+    sim_config = SimConfig.parse(opts.get("sim", {}))
+    if sim_config.action_kind != "discrete":
+        raise ConfigError("offline models are discrete: sim.action_kind must be 'discrete'")
+    costs = sim_config.costs
+    label_cfg = LabelConfig.parse(
+        {"fee_bps": costs.fee_rate * 1e4, "slippage_bps": costs.slippage_bps, **opts.get("labels", {})}
+    )
+    return opts, samples, sim_config, label_cfg
+
+
+def _windows(train_start: Any, train_end: Any, val_end: Any) -> tuple[pd.Timestamp, pd.Timestamp, pd.Timestamp]:
+    t0, t1, t2 = (to_utc_timestamp(x) for x in (train_start, train_end, val_end))
+    if t0 is None or t1 is None or t2 is None or not t0 < t1 < t2:
+        raise ConfigError(f"need train_start < train_end < val_end, got {train_start}, {train_end}, {val_end}")
+    return t0, t1, t2
+
+
+def fit_offline(
+    policy_kind: str,
+    data_specs: Sequence[Any] | str,
+    train_start: Any,
+    train_end: Any,
+    val_end: Any,
+    steps: int | None = None,
+    seed: int = 0,
+    options: dict[str, Any] | None = None,
+    sizing_config: dict[str, Any] | None = None,
+    risk_config: dict[str, Any] | None = None,
+) -> OfflineFit:
+    """Fit ``policy_kind`` in memory (no files): the core of :func:`train_offline`, usable per WFO window.
+
+    Loads nothing at or after ``val_end`` (``himari.agents.training.prepare_training_data``): the tactical
+    pipelines and the model are fitted on ``[train_start, train_end)``, the model is selected on
+    ``[train_end, val_end)``. Returns the policy and a :class:`~himari.bundle.Bundle` ready for the backtester.
+    """
+    from himari.agents.training import prepare_training_data
+
+    configure_torch_threads()
+    opts, samples, sim_config, label_cfg = _resolve_options(policy_kind, steps, options)
+    t0, t1, t2 = _windows(train_start, train_end, val_end)
+    specs = [data_specs] if isinstance(data_specs, str | Path | Bars) else list(data_specs)
+    num_envs = int(opts.get("num_envs", 16))
+    prep = prepare_training_data(specs, t0, t1, t2, opts.get("tactical"))
+    supervised = supervised_for_symbols(prep.bars, prep.frames, label_cfg, [t0, t1, t2], ("train", "validation"))
+    n_inputs = supervised.inputs.shape[1]
+    policy = build_policy(policy_kind, n_inputs, n_inputs + len(ACCOUNT_FIELDS), opts.get("model", {}),
+                          label_cfg.window, seed)
+    sim_config = sim_config.replace(window=max(sim_config.window, int(policy.window)))
+    markets = symbol_markets(prep.bars, prep.frames, [t0, t1, t2])
+    batch = int(policy.config.batch_size)
+    per_sample = int(policy.config.context) if policy_kind in ("dt", "cgdt") else 1
+    updates = max(1, -(-samples // (batch * per_sample)))
+    evaluations = max(1, int(opts.get("evaluations", 8 if policy_kind in LABEL_KINDS else 4)))
+    eval_every = max(1, -(-updates // evaluations))
+
+    def select(candidate: Any) -> float:
+        """Validation-window simulator net log return, averaged over symbols (selection only uses this)."""
+        return float(np.mean([rollout_return(candidate, sm.market, sim_config, *sm.validation)["net_log_return"]
+                              for sm in markets]))
+
+    summary: dict[str, Any] = {"updates": updates, "batch_size": batch, "samples": samples}
+    with progress_bar(f"train {policy_kind}", total=updates) as bar:
+
+        def on_step(step: int, loss: float) -> None:
+            bar.advance(1, info=f"loss={loss:.4f}")
+
+        if policy_kind in LABEL_KINDS:
+            from himari.agents.offline.supervised import train_supervised
+
+            cfg = policy.config
+            summary.update(train_supervised(policy, supervised, updates, batch, cfg.lr, seed,
+                                            weight_decay=cfg.weight_decay, balanced=cfg.balanced_classes,
+                                            eval_every=eval_every, on_step=on_step))
+        else:
+            collect_steps = int(opts.get("collect_steps", min(2048, max(64, samples // num_envs))))
+            trajectories = collect_offline_data(markets, prep.frames, sim_config, num_envs, collect_steps,
+                                                float(opts.get("epsilon", 0.1)), seed, opts.get("behaviour_policy"))
+            summary["dataset"] = {
+                "transitions": trajectories.n_transitions,
+                "action_counts": trajectories.action_counts().tolist(),
+                "behaviours": sorted(set(trajectories.behaviour)),
+                "mean_reward_per_step": float(trajectories.rewards.mean()),
+            }
+            if policy_kind == "cql":
+                from himari.agents.offline.cql import train_cql
+
+                summary.update(train_cql(policy, trajectories.flat(), updates, seed, eval_every, select, on_step))
+            else:
+                from himari.agents.offline.decision_transformer import train_decision_transformer
+
+                summary.update(train_decision_transformer(policy, trajectories, updates, seed, eval_every, select,
+                                                          on_step))
+    policy.meta = {"trained_on": list(prep.symbols), "train_window": [str(t0), str(t1)], "val_end": str(t2),
+                   "seed": seed}
+    bundle = Bundle(
+        symbols=prep.symbols,
+        timeframe=prep.timeframe,
+        tactical=prep.pipelines,
+        policy=policy,
+        sim_config=sim_config.to_dict(),
+        sizing_config=dict(sizing_config or {}),
+        risk_config=dict(risk_config or {}),
+        meta={
+            "model_id": f"{policy_kind}-s{seed}",
+            "train_start": str(t0),
+            "train_end": str(t1),
+            "val_end": str(t2),
+            "selection": "validation simulator return" if policy_kind in RL_KINDS else "validation log-loss",
+            "updates": updates,
+        },
+    )
+    return OfflineFit(policy, bundle, summary, supervised, markets, sim_config, label_cfg, prep)
+
+
 def train_offline(
     policy_kind: str,
     data_specs: Sequence[Any] | str,
@@ -325,51 +472,19 @@ def train_offline(
     unless given. ``options`` (all optional): ``labels`` (LabelConfig fields), ``model`` (the kind's config fields),
     ``sim`` (SimConfig fields), ``tactical`` (TacticalConfig fields), ``num_envs`` (16), ``collect_steps``,
     ``epsilon`` (0.1), ``behaviour_policy`` (a run or policy directory of a trained discrete policy),
-    ``evaluations`` (validation checkpoints, 4), ``test`` (True: after training, report on
+    ``evaluations`` (validation checkpoints: 8 for label kinds, 4 for RL kinds), ``test`` (True: after training, report on
     ``[val_end, test_end)``, by default as long as the validation window, clipped to the data).
     ``resume``: a finished run in ``out`` with the same configuration is returned as is; an unfinished one is
     retrained from scratch (offline training is short); a different configuration is an error.
     """
-    from himari.agents.training import prepare_training_data
     from himari.config import config_hash
-    from himari.env.sim import SimConfig
 
-    if policy_kind not in OFFLINE_KINDS:
-        raise ConfigError(f"unknown offline policy kind {policy_kind!r}; known: {', '.join(OFFLINE_KINDS)}")
-    configure_torch_threads()
-    options = dict(options or {})
-    unknown = set(options) - {
-        "labels",
-        "model",
-        "sim",
-        "tactical",
-        "num_envs",
-        "collect_steps",
-        "epsilon",
-        "behaviour_policy",
-        "evaluations",
-        "test",
-    }
-    if unknown:
-        raise ConfigError(f"train_offline: unknown options {sorted(unknown)}")
-    samples = int(steps) if steps is not None else DEFAULT_STEPS[policy_kind]
-    if samples < 1:
-        raise ConfigError(f"steps must be >= 1, got {samples}")
-    sim_config = SimConfig.parse(options.get("sim", {}))
-    if sim_config.action_kind != "discrete":
-        raise ConfigError("offline models are discrete: sim.action_kind must be 'discrete'")
-    costs = sim_config.costs
-    label_cfg = LabelConfig.parse(
-        {"fee_bps": costs.fee_rate * 1e4, "slippage_bps": costs.slippage_bps, **options.get("labels", {})}
-    )
-    t0, t1, t2 = (to_utc_timestamp(x) for x in (train_start, train_end, val_end))
-    if t0 is None or t1 is None or t2 is None or not t0 < t1 < t2:
-        raise ConfigError(
-            f"need train_start < train_end < val_end, got {train_start}, {train_end}, {val_end}"
-        )
+    opts, samples, sim_config, label_cfg = _resolve_options(policy_kind, steps, options)
+    t0, t1, t2 = _windows(train_start, train_end, val_end)
     t3 = to_utc_timestamp(test_end) if test_end is not None else t2 + (t2 - t1)
+    if t3 is None or t3 <= t2:
+        raise ConfigError(f"test_end {test_end} must be after val_end {t2}")
     specs = [data_specs] if isinstance(data_specs, str | Path | Bars) else list(data_specs)
-    num_envs = int(options.get("num_envs", 16))
     run_config = {
         "policy_kind": policy_kind,
         "steps": samples,
@@ -379,164 +494,41 @@ def train_offline(
         "test_end": str(t3),
         "labels": label_cfg.to_dict(),
         "sim": sim_config.to_dict(),
-        "options": {k: v for k, v in options.items() if k not in ("labels", "sim")},
+        "options": {k: v for k, v in opts.items() if k not in ("labels", "sim")},
         "data": [s.symbol if isinstance(s, Bars) else str(s) for s in specs],
     }
     run = Path(out)
     if (run / "run.json").exists():
         previous = read_json(run / "run.json")
         if not resume:
-            raise RunDirError(
-                f"{run}: already holds a run; use --resume to continue it or choose a new --out"
-            )
+            raise RunDirError(f"{run}: already holds a run; use --resume to continue it or choose a new --out")
         if previous.get("config_hash") != config_hash(run_config) or previous.get("seed") != seed:
             raise RunDirError(f"{run}: --resume with a different config than the existing run")
         if (run / "metrics.json").exists() and (run / "bundle" / "bundle.json").exists():
             return run
-
-    # 1. data: fitted on the training window, nothing at or after val_end loaded
-    prep = prepare_training_data(specs, t0, t1, t2, options.get("tactical"))
-    run = create_run_dir(
-        out,
-        f"train --policy {policy_kind}",
-        run_config,
-        seed,
-        {s: p for s, p in prep.data_files.items()},
-        extra={"data_summary": prep.describe()},
-    )
-    supervised = supervised_for_symbols(
-        prep.bars, prep.frames, label_cfg, [t0, t1, t2], ("train", "validation")
-    )
-    n_inputs = supervised.inputs.shape[1]
-    policy = build_policy(
-        policy_kind,
-        n_inputs,
-        n_inputs + len(ACCOUNT_FIELDS),
-        options.get("model", {}),
-        label_cfg.window,
-        seed,
-    )
-    sim_config = sim_config.replace(window=max(sim_config.window, int(policy.window)))
-    markets = symbol_markets(prep.bars, prep.frames, [t0, t1, t2])
-    batch = int(policy.config.batch_size)
-    per_sample = int(policy.config.context) if policy_kind in ("dt", "cgdt") else 1
-    updates = max(1, -(-samples // (batch * per_sample)))
-    evaluations = max(1, int(options.get("evaluations", 4)))
-    eval_every = max(1, -(-updates // evaluations))
-
-    def select(candidate: Any) -> float:
-        """Validation-window simulator net log return, averaged over symbols (selection only uses this)."""
-        return float(
-            np.mean(
-                [
-                    rollout_return(candidate, sm.market, sim_config, *sm.validation)["net_log_return"]
-                    for sm in markets
-                ]
-            )
-        )
-
-    # 2. train, selecting on validation only
-    summary: dict[str, Any] = {"updates": updates, "batch_size": batch}
-    with progress_bar(f"train {policy_kind}", total=updates) as bar:
-
-        def on_step(step: int, loss: float) -> None:
-            bar.advance(1, info=f"loss={loss:.4f}")
-
-        if policy_kind in LABEL_KINDS:
-            from himari.agents.offline.supervised import train_supervised
-
-            cfg = policy.config
-            summary.update(
-                train_supervised(
-                    policy,
-                    supervised,
-                    updates,
-                    batch,
-                    cfg.lr,
-                    seed,
-                    weight_decay=cfg.weight_decay,
-                    eval_every=eval_every,
-                    on_step=on_step,
-                )
-            )
-        else:
-            collect_steps = int(options.get("collect_steps", min(2048, max(64, samples // num_envs))))
-            trajectories = collect_offline_data(
-                markets,
-                prep.frames,
-                sim_config,
-                num_envs,
-                collect_steps,
-                float(options.get("epsilon", 0.1)),
-                seed,
-                options.get("behaviour_policy"),
-            )
-            summary["dataset"] = {
-                "transitions": trajectories.n_transitions,
-                "action_counts": trajectories.action_counts().tolist(),
-                "behaviours": sorted(set(trajectories.behaviour)),
-                "mean_reward_per_step": float(trajectories.rewards.mean()),
-            }
-            if policy_kind == "cql":
-                from himari.agents.offline.cql import train_cql
-
-                summary.update(
-                    train_cql(policy, trajectories.flat(), updates, seed, eval_every, select, on_step)
-                )
-            else:
-                from himari.agents.offline.decision_transformer import train_decision_transformer
-
-                summary.update(
-                    train_decision_transformer(
-                        policy, trajectories, updates, seed, eval_every, select, on_step
-                    )
-                )
-    policy.meta = {
-        "trained_on": list(prep.symbols),
-        "train_window": [str(t0), str(t1)],
-        "val_end": str(t2),
-        "seed": seed,
-    }
-    bundle = Bundle(
-        symbols=prep.symbols,
-        timeframe=prep.timeframe,
-        tactical=prep.pipelines,
-        policy=policy,
-        sim_config=sim_config.to_dict(),
-        meta={
-            "model_id": f"{policy_kind}-{config_hash(run_config)}",
-            "train_start": str(t0),
-            "train_end": str(t1),
-            "val_end": str(t2),
-            "selection": "validation simulator return" if policy_kind in RL_KINDS else "validation log-loss",
-            "updates": updates,
-        },
-    )
-    save_bundle(run / "bundle", bundle)  # the model is final before anything after val_end is read
-
-    # 3. honest report: validation now; the later test period only after the bundle is written
+    fit = fit_offline(policy_kind, specs, t0, t1, t2, samples, seed, opts)
+    run = create_run_dir(out, f"train --policy {policy_kind}", run_config, seed,
+                         {s: p for s, p in fit.data.data_files.items()}, extra={"data_summary": fit.data.describe()})
+    fit.bundle.meta["model_id"] = f"{policy_kind}-{config_hash(run_config)}"
+    save_bundle(run / "bundle", fit.bundle)  # the model is final before anything after val_end is read
     metrics: dict[str, Any] = {
         "policy_kind": policy_kind,
         "classification": {
-            "validation": evaluate_policy(policy, supervised, ("validation",))["validation"],
-            "train_class_counts": supervised.class_counts("train").tolist(),
+            "validation": evaluate_policy(fit.policy, fit.supervised, ("validation",))["validation"],
+            "train_class_counts": fit.supervised.class_counts("train").tolist(),
         },
-        "simulator": {"validation": _trading(policy, markets, sim_config, "validation")},
-        "training": {k: v for k, v in summary.items() if not k.endswith("history")},
-        "training_history": summary.get("history", []),
-        "windows": {
-            "train": [str(t0), str(t1)],
-            "validation": [str(t1), str(t2)],
-            "test": [str(t2), str(t3)],
-        },
+        "simulator": {"validation": _trading(fit.policy, fit.markets, fit.sim_config, "validation")},
+        "training": {k: v for k, v in fit.summary.items() if not k.endswith("history")},
+        "training_history": fit.summary.get("history", []),
+        "windows": {"train": [str(t0), str(t1)], "validation": [str(t1), str(t2)], "test": [str(t2), str(t3)]},
         "notes": (
             "Fitting on train, selection on validation only; the test period is read only after the bundle "
             "is saved and is reported, never used. Simulator returns are net of fees and slippage, without "
             "the sizing/risk layer (the backtester adds those)."
         ),
     }
-    if options.get("test", True):
-        metrics.update(_test_report(policy, specs, prep, label_cfg, sim_config, (t0, t1, t2, t3)))
+    if opts.get("test", True):
+        metrics.update(_test_report(fit.policy, specs, fit.data, label_cfg, fit.sim_config, (t0, t1, t2, t3)))
     atomic_write_json(run / "metrics.json", metrics)
     return run
 

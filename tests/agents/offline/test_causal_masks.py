@@ -91,3 +91,24 @@ def test_flag_trader_act_uses_only_the_window_ending_at_t() -> None:
     b, _ = policy.act(longer, None)
     np.testing.assert_allclose(a.action_probs, b.action_probs, atol=1e-6)
     assert policy.trainable_parameters() < sum(p.numel() for p in policy.net.parameters())  # LoRA: base frozen
+
+
+@requires_llm
+def test_flag_trader_loads_local_pretrained_weights(tmp_path) -> None:
+    """`pretrained_path` loads GPT-2 weights from a local directory (no download); LoRA leaves them frozen."""
+    import torch
+    from transformers import GPT2Config, GPT2Model
+
+    torch.manual_seed(5)
+    GPT2Model(GPT2Config(n_embd=24, n_layer=1, n_head=2, n_positions=32, vocab_size=10)).save_pretrained(tmp_path / "g")
+    reference = GPT2Model.from_pretrained(str(tmp_path / "g"), local_files_only=True).state_dict()
+    policy = FlagTraderPolicy.create(FlagTraderConfig(n_inputs=5, context=8, pretrained_path=str(tmp_path / "g")))
+    assert (policy.config.n_embd, policy.config.n_layer, policy.config.vocab_size) == (24, 1, 10)
+    loaded = policy.net.backbone.base_model.model.state_dict()
+    torch.testing.assert_close(loaded["h.0.mlp.c_fc.base_layer.weight"], reference["h.0.mlp.c_fc.weight"])
+    assert not any(p.requires_grad for n, p in policy.net.backbone.named_parameters() if "lora_" not in n)
+    policy.save(tmp_path / "p")
+    again = FlagTraderPolicy.load(tmp_path / "p")  # rebuilt from the saved weights alone
+    x = torch.randn(2, 8, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(again.logits_from_windows(x), policy.logits_from_windows(x))
