@@ -9,10 +9,10 @@ os.environ.setdefault("HIMARI_TORCH_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
-import pytest  # noqa: E402
+import pytest
 
-from himari.data.bars import Bars  # noqa: E402
-from himari.data.loaders import load_bars  # noqa: E402
+from himari.data.bars import Bars
+from himari.data.loaders import load_bars
 
 
 @pytest.fixture(scope="session")

@@ -94,9 +94,11 @@ def print_summary(metrics: dict[str, Any], title: str = "out-of-sample results (
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title)
-    for col in ("", "total return", "annual return", "ann. vol", "Sharpe", "Sortino", "max DD", "exposure", "trades", "fees"):
-        table.add_column(col, justify="right" if col else "left")
+    table = Table(title=title, pad_edge=False)
+    for col in ("", "return", "CAGR", "vol", "Sharpe", "Sortino", "maxDD", "expo", "trades", "fees"):
+        table.add_column(col, justify="right" if col else "left", no_wrap=True)
+    short = {"buy_and_hold": "buy & hold", "vol_target_buy_and_hold": "vol-tgt B&H", "ma_crossover": "MA 50/200",
+             "random": "random"}
 
     def pct(v: Any) -> str:
         return "-" if v is None or not np.isfinite(v) else f"{v * 100:.1f}%"
@@ -106,11 +108,11 @@ def print_summary(metrics: dict[str, Any], title: str = "out-of-sample results (
 
     for name, m in summary_table(metrics):
         table.add_row(
-            name, pct(m.get("total_return")), pct(m.get("annual_return")), pct(m.get("annual_volatility")),
+            short.get(name, name), pct(m.get("total_return")), pct(m.get("annual_return")), pct(m.get("annual_volatility")),
             num(m.get("sharpe")), num(m.get("sortino")), pct(m.get("max_drawdown")), pct(m.get("exposure")),
             str(m.get("n_trades", "-")), pct(m.get("fees_paid")),
         )
-    console = Console()
+    console = Console(width=max(100, Console().width))
     console.print(table)
     stats = metrics.get("statistics", {})
     if stats:

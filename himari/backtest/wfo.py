@@ -38,11 +38,14 @@ from himari.errors import ConfigError
 from himari.features.pipeline import TacticalConfig
 from himari.utils.seeding import child_seeds
 
+OFFLINE_KINDS: tuple[str, ...] = ("mlp-classifier", "cql", "dt", "cgdt", "flag-trader")
+
 
 class WFOConfig(FrozenConfig):
     """Walk-forward settings. Month lengths default to the issue's 6/1/1/1."""
 
-    policy: Literal["mlp", "lstm", "transformer", "multiasset"] = "mlp"
+    policy: Literal["mlp", "lstm", "transformer", "multiasset", "mlp-classifier", "cql", "dt", "cgdt", "flag-trader"] = "mlp"
+    offline: dict[str, Any] = Field(default_factory=dict)  # options of himari.agents.offline.train.fit_offline
     first_train_start: str | None = None  # default: test_start - (train + validation) months
     test_start: str = "2023-01-01"
     test_end: str = "2025-01-01"
@@ -82,9 +85,16 @@ class WFOConfig(FrozenConfig):
             raise ConfigError(f"no walk-forward window fits between {start} and {self.test_end}")
         return wins
 
+    @property
+    def is_offline(self) -> bool:
+        return self.policy in OFFLINE_KINDS
+
     def sim_config(self) -> SimConfig:
         from himari.agents.ppo.run import ACTION_KINDS, DEFAULT_WINDOWS
 
+        if self.is_offline:
+            return SimConfig.parse({"action_kind": "discrete", "window": self.window or 1,
+                                    "episode_length": self.episode_length, **self.sim})
         base: dict[str, Any] = {
             "action_kind": ACTION_KINDS[self.policy],
             "window": self.window or DEFAULT_WINDOWS[self.policy],
@@ -162,6 +172,8 @@ def fit_window(
 
     symbols = tuple(bars_by_symbol)
     fit_bars = {s: _history(b, window.train.start, window.validation.end, config.warmup_bars) for s, b in bars_by_symbol.items()}
+    if config.is_offline:
+        return _fit_offline_window(config, window, fit_bars, init_policy_state is None and pretrained is None)
     tactical = {}
     frames = []
     for s in symbols:
@@ -207,7 +219,7 @@ def fit_window(
             },
         )
         val = run_backtest(bundle, fit_bars, window.validation.start, window.validation.end, seed=seed,
-                           keep_log=False, show_progress=False, market=market)
+                           keep_log=False, show_progress=False, market=market, with_baselines=False)
         r = val.strategy.net_returns
         candidates.append(
             CandidateResult(
@@ -222,6 +234,38 @@ def fit_window(
     scores = np.array([c.validation_sharpe for c in candidates])
     scores = np.where(np.isfinite(scores), scores, -np.inf)
     selected = int(np.argmax(scores))
+    return bundles[selected], candidates, selected, bundles
+
+
+def _fit_offline_window(
+    config: WFOConfig, window: WalkForwardWindow, fit_bars: dict[str, Bars], first: bool
+) -> tuple[Bundle, list[CandidateResult], int, list[Bundle]]:
+    """Offline models (supervised, CQL, DT, CGDT, FLAG-TRADER) per window: fitted on train, selected on validation
+    (their own selection inside ``fit_offline``, then across candidates by validation Sharpe through the full stack)."""
+    from himari.agents.offline.train import fit_offline
+    from himari.backtest.engine import DecisionEngine
+
+    steps = config.steps_first_window if first else config.steps_per_window
+    seeds = child_seeds(config.seed * 100_003 + window.index, config.n_candidates)
+    candidates: list[CandidateResult] = []
+    bundles: list[Bundle] = []
+    market = None
+    for seed in seeds:
+        fit = fit_offline(config.policy, list(fit_bars.values()), window.train.start, window.train.end,
+                          window.validation.end, steps, seed, dict(config.offline), dict(config.sizing), dict(config.risk))
+        bundle = fit.bundle
+        bundle.meta.update({"model_id": f"{config.policy}-w{window.index:02d}-s{seed}", "fit_windows": window.as_dict()})
+        if market is None:  # the candidates' tactical pipelines are fitted identically (same data and config)
+            market = DecisionEngine(bundle).build_market(fit_bars)
+        val = run_backtest(bundle, fit_bars, window.validation.start, window.validation.end, seed=seed,
+                           keep_log=False, show_progress=False, market=market, with_baselines=False)
+        r = val.strategy.net_returns
+        tf = next(iter(fit_bars.values())).timeframe
+        candidates.append(CandidateResult(seed, _sharpe(r, tf.periods_per_year), float(np.prod(1 + r) - 1),
+                                          {"samples": steps}))
+        bundles.append(bundle)
+    scores = np.array([c.validation_sharpe for c in candidates])
+    selected = int(np.argmax(np.where(np.isfinite(scores), scores, -np.inf)))
     return bundles[selected], candidates, selected, bundles
 
 
@@ -269,7 +313,8 @@ def run_window(
     started = time.perf_counter()
     bundle, candidates, selected, bundles = fit_window(config, window, bars_by_symbol, init_policy_state, pretrained, progress)
     test, carries = trade_window(config, window, bars_by_symbol, bundle, candidates, bundles, carry, candidate_carries)
-    state = {k: v.detach().clone() for k, v in bundle.policy.module.state_dict().items()}
+    module = getattr(bundle.policy, "module", None)
+    state = {} if module is None or config.is_offline else {k: v.detach().clone() for k, v in module.state_dict().items()}
     return WindowResult(window, selected, candidates, test, bundle, time.perf_counter() - started, state), carries
 
 
@@ -366,7 +411,7 @@ def run_wfo(
                 results.append(r)
                 if on_window is not None:
                     on_window(r)
-                prev_state = r.policy_state
+                prev_state = r.policy_state or None
                 bar.advance(1, info=f"window {w.index}: test {w.test} return {r.row()['test_return'] * 100:+.1f}%")
     else:
         raise ConfigError(f"unknown backend {backend!r}: use local or ray")

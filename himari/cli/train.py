@@ -25,10 +25,25 @@ def _load_config_file(path: str | None) -> dict[str, Any]:
         payload = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read JSON config: {exc}") from None
-    unknown = set(payload) - {"ppo", "policy", "sim", "tactical"}
+    unknown = set(payload) - {"ppo", "policy", "sim", "tactical", "offline"}
     if unknown:
-        raise ConfigError(f"{path}: unknown sections {sorted(unknown)}; allowed: ppo, policy, sim, tactical")
+        raise ConfigError(f"{path}: unknown sections {sorted(unknown)}; allowed: ppo, policy, sim, tactical, offline")
     return payload  # type: ignore[no-any-return]
+
+
+def _echo_offline_summary(run: Path) -> None:
+    """A few lines from an offline run's metrics.json: model vs majority class, simulator return vs always-long."""
+    metrics = json.loads((run / "metrics.json").read_text())
+    for period in ("validation", "test"):
+        cls = metrics.get("classification", {}).get(period)
+        if not cls:
+            continue
+        model, base = cls.get("model", cls), cls.get("majority_baseline", {})
+        parts = [f"{k} {model[k]:.3f}" + (f" (majority {base[k]:.3f})" if k in base else "")
+                 for k in ("balanced_accuracy", "macro_f1", "log_loss") if isinstance(model.get(k), int | float)]
+        if parts:
+            click.echo(f"{period}: " + ", ".join(parts))
+    click.echo(f"wrote {run}/metrics.json and the model bundle {run}/bundle")
 
 
 @click.command("train")
@@ -41,7 +56,8 @@ def _load_config_file(path: str | None) -> dict[str, Any]:
 @click.option("--train-end", default="2024-01-01", show_default=True, help="End (exclusive) of the training window.")
 @click.option("--val-end", default="2024-04-01", show_default=True,
               help="End (exclusive) of the validation window that starts at --train-end (model selection only).")
-@click.option("--steps", default=100_000, show_default=True, type=click.IntRange(min=1), help="Environment steps.")
+@click.option("--steps", default=100_000, show_default=True, type=click.IntRange(min=1),
+              help="PPO: environment steps; offline kinds: training samples processed.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out (same config required).")
 @click.option("--pretrain-synthetic", default=0, show_default=True, type=click.IntRange(min=0),
@@ -55,7 +71,8 @@ def _load_config_file(path: str | None) -> dict[str, Any]:
 @click.option("--size", type=click.Choice(["small", "seeds"]), default="small", show_default=True,
               help="transformer: small CPU default or the seeds' 3 layers / 4 heads / d=256 / 100-step context.")
 @click.option("--config", "config_file", default=None, type=click.Path(dir_okay=False, exists=True),
-              help="JSON file with optional sections ppo, policy, sim, tactical (field overrides).")
+              help="JSON file with optional sections ppo, policy, sim, tactical (field overrides), and offline "
+                   "(options of the offline kinds: labels, model, sim, tactical, behaviour_policy, ...).")
 @click.option("--no-tensorboard", is_flag=True, help="Metrics only as metrics.jsonl (no TensorBoard events).")
 def train_cmd(
     policy_kind: str, data_specs: tuple[str, ...], out: str, train_start: str, train_end: str, val_end: str,
@@ -67,8 +84,11 @@ def train_cmd(
     if policy_kind in OFFLINE_KINDS:
         from himari.agents.offline.train import train_offline
 
-        train_offline(policy_kind=policy_kind, data_specs=list(data_specs), out=out, train_start=train_start,
-                      train_end=train_end, val_end=val_end, steps=steps, seed=seed, resume=resume)
+        offline_options = _load_config_file(config_file).get("offline")
+        run = train_offline(policy_kind=policy_kind, data_specs=list(data_specs), out=out, train_start=train_start,
+                            train_end=train_end, val_end=val_end, steps=steps, seed=seed, resume=resume,
+                            options=offline_options)
+        _echo_offline_summary(Path(run))
         return
     from himari.agents.ppo.run import train_ppo
     from himari.agents.training import prepare_training_data

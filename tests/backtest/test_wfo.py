@@ -116,3 +116,19 @@ def test_ray_backend_matches_local_backend(btc_bars):
     remote = run_wfo(cfg, bars, backend="ray", progress=False)
     assert len(remote.windows) == len(local.windows) == 2
     np.testing.assert_array_equal(remote.stitched.strategy.net_returns, local.stitched.strategy.net_returns)
+
+
+def test_wfo_runs_offline_models_through_the_same_backtester(tmp_path):
+    """Offline kinds (here the supervised classifier) appear in walk-forward reports beside the baselines."""
+    res = CliRunner().invoke(
+        cli,
+        ["wfo", "--policy", "mlp-classifier", "--test-start", "2023-01-01", "--test-end", "2023-02-01",
+         "--train-months", "3", "--candidates", "1", "--steps-first", "2000", "--out", str(tmp_path / "w")],
+        catch_exceptions=False,
+    )
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((tmp_path / "w" / "metrics.json").read_text())
+    assert metrics["walk_forward"]["n_windows"] == 1
+    assert "buy_and_hold" in metrics["baselines"] and metrics["verdict"]
+    bundle = json.loads((tmp_path / "w" / "bundle" / "bundle.json").read_text())
+    assert bundle["policy_kind"] == "mlp-classifier"

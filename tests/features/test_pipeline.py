@@ -131,3 +131,16 @@ def test_short_inputs_and_wrong_timeframe(fitted: TacticalPipeline, syn: Bars) -
                                    syn.volume[::4], "SYN", "4h")
     with pytest.raises(DataError, match="fitted on 3600s bars"):
         fitted.transform(four_hourly)
+
+
+def test_trailing_history_gives_the_full_history_features(btc_bars):
+    """Paper trading and the API rebuild features from a bounded trailing history (SessionConfig.history_bars);
+    every feature and the regime posterior must then equal the full-series values (bounded memory)."""
+    from himari.features.pipeline import TacticalPipeline
+
+    bars = btc_bars.between("2023-04-01", "2024-03-01")
+    tp = TacticalPipeline().fit(bars, "2023-06-01", "2023-12-01")
+    full = tp.transform(bars)
+    part = tp.transform(bars.with_frame(bars.frame.iloc[-3000:]))
+    np.testing.assert_allclose(part.features[-200:], full.features[-200:], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(part.regime_posterior[-200:], full.regime_posterior[-200:], rtol=0, atol=1e-6)

@@ -1,20 +1,20 @@
-"""``train_offline``: train one offline model kind end to end and write a run directory with a model bundle.
+"""Training entry points of the offline models: ``train_offline`` (run directory), ``fit_offline`` (in memory, e.g.
+per walk-forward window) and ``train_ensemble`` (combine trained runs).
 
 Steps (all fits on the training window ``[train_start, train_end)``; selection on ``[train_end, val_end)`` only):
 
-1. Load bars, fit the tactical pipeline on the training window and transform (causal) — through
-   ``himari.agents.training.prepare_training_data`` when available, else the same steps here.
+1. ``himari.agents.training.prepare_training_data``: load bars up to ``val_end`` (nothing later), fit one
+   tactical pipeline per symbol on the training window, transform causally.
 2. Label-trained kinds (``mlp-classifier``, ``flag-trader``): forward-return labels with a cost-derived threshold
-   (the simulator's fees and slippage), purged and embargoed chronological splits; the best step by validation
-   log-loss is kept.
+   (the simulator's fees and slippage), purged and embargoed chronological splits; the checkpoint (the untrained
+   model included) with the best validation log-loss is kept.
 3. RL kinds (``cql``, ``dt``, ``cgdt``): offline trajectories collected in the simulator (costs on) on the training
-   window by rule behaviour policies (MA crossover, momentum, random) and, when given, a trained policy; the best
-   checkpoint by the validation-window simulator return is kept.
-4. Every kind is then reported honestly: classification metrics on the validation and later purged test period
-   beside the majority-class baseline, and simulator net log-return on validation and test beside flat and
-   always-long. Nothing from the test period is used for fitting or selection.
-5. ``RUN/run.json``, ``RUN/metrics.json`` and ``RUN/bundle/`` (``himari.bundle.save_bundle``), so the backtester,
-   the API server and paper trading run the model like any PPO policy.
+   window by rule behaviour policies (MA crossover, momentum, random) and, when given, a trained discrete policy;
+   the checkpoint with the best validation-window simulator net return is kept.
+4. The bundle is written (``RUN/bundle``, ``himari.bundle.save_bundle``: backtest, serve and paper run it like any
+   PPO policy). Only then is the later test period ``[val_end, test_end)`` read, for the report: classification
+   metrics beside the majority-class baseline and simulator net log-return beside always-long, on validation and
+   test (``RUN/metrics.json``). Nothing from the test period is used for fitting or selection.
 """
 
 from __future__ import annotations
