@@ -33,6 +33,8 @@ def _load_config_file(path: str | None) -> dict[str, Any]:
 
 def _echo_offline_summary(run: Path) -> None:
     """A few lines from an offline run's metrics.json: model vs majority class, simulator return vs always-long."""
+    if not (run / "metrics.json").exists():
+        return
     metrics = json.loads((run / "metrics.json").read_text())
     for period in ("validation", "test"):
         cls = metrics.get("classification", {}).get(period)
