@@ -118,4 +118,4 @@ def test_cli_dispatches_offline_kinds(monkeypatch, tmp_path) -> None:
     assert result.exit_code == 0, result.output
     assert calls == [{"policy_kind": "cql", "data_specs": ["BTCUSDT"], "out": str(tmp_path / "o"),
                       "train_start": "2023-01-01", "train_end": "2024-01-01", "val_end": "2024-04-01", "steps": 10,
-                      "seed": 3, "resume": False}]
+                      "seed": 3, "resume": False, "options": None}]
