@@ -229,6 +229,7 @@ def run_backtest(
                         "proposal": "|".join(f"{v:.6f}" for v in d.proposal),
                         "regime": "|".join(d.regimes),
                         "binding_gate": "|".join(d.binding),
+                        "reasons": "; ".join(d.reasons),
                         "equity": out.equity,
                     }
                 )
