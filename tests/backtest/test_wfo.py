@@ -132,3 +132,17 @@ def test_wfo_runs_offline_models_through_the_same_backtester(tmp_path):
     assert "buy_and_hold" in metrics["baselines"] and metrics["verdict"]
     bundle = json.loads((tmp_path / "w" / "bundle" / "bundle.json").read_text())
     assert bundle["policy_kind"] == "mlp-classifier"
+
+
+def test_full_preset_runs_every_stage_end_to_end(tmp_path):
+    """`--preset full` at a tiny budget: synthetic pre-training, LSTM, multi-asset and base walk-forward stages."""
+    out = tmp_path / "full"
+    res = CliRunner().invoke(cli, ["pipeline", "--preset", "full", "--max-windows", "1", "--steps-scale", "0.005",
+                                   "--out", str(out)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "stages" / "summary.json").read_text())
+    assert set(summary) == {"synthetic_pretraining", "lstm_ppo", "multiasset_ppo", "base_ppo"}
+    assert isinstance(summary["synthetic_pretraining"]["helps"], bool)
+    multi = json.loads((out / "stages" / "multiasset_ppo" / "metrics.json").read_text())
+    assert multi["period"]["symbols"] == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+    assert "Stage" in (out / "report.html").read_text() or "stage" in (out / "report.html").read_text()
