@@ -74,7 +74,7 @@ def find_bundle_dir(run: str | Path) -> Path:
 
 def load_bundle(run: str | Path) -> Bundle:
     from himari.agents.registry import load_policy
-    from himari.features.pipeline import TacticalPipeline
+    from himari.tactical.pipeline import TacticalPipeline
 
     root = find_bundle_dir(run)
     meta = read_json(root / "bundle.json")

@@ -1,6 +1,6 @@
 """Shared data preparation for every trainer (PPO and the offline models).
 
-``prepare_training_data`` loads the bars of each symbol, fits one :class:`~himari.features.pipeline.TacticalPipeline`
+``prepare_training_data`` loads the bars of each symbol, fits one :class:`~himari.tactical.pipeline.TacticalPipeline`
 per symbol on ``[train_start, train_end)`` only, transforms the whole loaded span with it (causal: row t depends on
 bars <= t) and aligns the symbols into one :class:`~himari.env.market.MarketData`. Episodes are then confined to bar
 ranges of that market:
@@ -27,7 +27,7 @@ from himari.data.bundled import resolve_data_path
 from himari.data.loaders import load_bars
 from himari.env.market import MarketData
 from himari.errors import ConfigError, DataError
-from himari.features.pipeline import TacticalConfig, TacticalFrame, TacticalPipeline
+from himari.tactical.pipeline import TacticalConfig, TacticalFrame, TacticalPipeline
 from himari.utils.io import sha256_array, sha256_file
 
 DEFAULT_WARMUP_BARS = 2000  # history loaded before train_start for features, normalizers and the regime model

@@ -45,7 +45,7 @@ def pretrain_synthetic(
     from himari.agents.training import synthetic_market
     from himari.backtest.wfo import _history
     from himari.env.sim import SimVecEnv
-    from himari.features.pipeline import TacticalConfig, TacticalPipeline
+    from himari.tactical.pipeline import TacticalConfig, TacticalPipeline
 
     started = time.perf_counter()
     w0 = config.windows()[0]

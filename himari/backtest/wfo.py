@@ -35,7 +35,7 @@ from himari.data.bars import Bars
 from himari.data.splits import WalkForwardWindow, walk_forward_windows
 from himari.env.sim import SimConfig
 from himari.errors import ConfigError
-from himari.features.pipeline import TacticalConfig
+from himari.tactical.pipeline import TacticalConfig
 from himari.utils.seeding import child_seeds
 
 OFFLINE_KINDS: tuple[str, ...] = ("mlp-classifier", "cql", "dt", "cgdt", "flag-trader")
@@ -168,7 +168,7 @@ def fit_window(
     from himari.agents.ppo.trainer import PPOTrainer
     from himari.env.market import MarketData
     from himari.env.sim import SimVecEnv
-    from himari.features.pipeline import TacticalPipeline
+    from himari.tactical.pipeline import TacticalPipeline
 
     symbols = tuple(bars_by_symbol)
     fit_bars = {s: _history(b, window.train.start, window.validation.end, config.warmup_bars) for s, b in bars_by_symbol.items()}

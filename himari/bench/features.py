@@ -28,8 +28,8 @@ def _tiled_bars(n_bars: int) -> Any:
 def run_features_bench(n_bars: int = 100_000, repeats: int = 3) -> dict[str, float]:
     """Best-of-``repeats`` seconds and bars/s for each stage."""
     from himari.features.normalize import rolling_percentile
-    from himari.features.pipeline import TacticalPipeline, clear_transform_cache
     from himari.features.technical import compute_features
+    from himari.tactical.pipeline import TacticalPipeline, clear_transform_cache
 
     bars = _tiled_bars(n_bars)
 

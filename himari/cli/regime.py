@@ -51,8 +51,8 @@ def fit_cmd(data_path: str, train_start: str, train_end: str, out: str, method: 
 
     from himari.data.bundled import resolve_data_path
     from himari.data.loaders import load_bars
-    from himari.features.pipeline import TacticalConfig, TacticalPipeline
     from himari.regime.student_t_hmm import GAUSSIAN_DOF, StudentTHMM, gaussian_from_hmmlearn
+    from himari.tactical.pipeline import TacticalConfig, TacticalPipeline
     from himari.utils.io import atomic_write_json
     from himari.utils.rundir import create_run_dir
 
@@ -123,11 +123,11 @@ def label_cmd(model_dir: str, data_path: str, start: str, end: str | None, out: 
     from himari.data.bars import to_utc_timestamp
     from himari.data.loaders import load_bars
     from himari.data.store import write_frame
-    from himari.features.pipeline import TacticalPipeline
     from himari.regime.evaluate import agreement, format_summary, persistence
     from himari.regime.labeller import REGIME_NAMES
     from himari.regime.plot import plot_regimes
     from himari.regime.student_t_hmm import StudentTHMM, apply_hysteresis
+    from himari.tactical.pipeline import TacticalPipeline
     from himari.utils.io import atomic_write_json, to_json
 
     mdir = Path(model_dir)

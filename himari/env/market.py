@@ -45,7 +45,7 @@ N_REGIMES = len(REGIME_NAMES)
 
 
 class TacticalFrameLike(Protocol):
-    """The shape of ``himari.features.pipeline.TacticalFrame`` that :meth:`MarketData.from_frames` reads."""
+    """The shape of ``himari.tactical.pipeline.TacticalFrame`` that :meth:`MarketData.from_frames` reads."""
 
     timestamps_ns: np.ndarray  # (T,) int64
     features: np.ndarray  # (T, F) float32

@@ -1,1 +1,1 @@
-"""Causal technical features, Kalman/EKF filters, normalizers and the fitted :class:`TacticalPipeline`."""
+"""Causal technical features, Kalman/EKF filters and normalizers (the fitted pipeline is in ``himari.tactical``)."""

@@ -17,7 +17,7 @@ def make_bundle(bars: Bars, train_start: str, train_end: str, steps: int = 2048,
     from himari.agents.ppo.trainer import PPOTrainer
     from himari.env.market import MarketData
     from himari.env.sim import SimConfig, SimVecEnv
-    from himari.features.pipeline import TacticalPipeline
+    from himari.tactical.pipeline import TacticalPipeline
 
     tp = TacticalPipeline().fit(bars, train_start, train_end)
     market = MarketData.from_frames([bars], [tp.transform(bars.between(None, train_end))])

@@ -152,7 +152,7 @@ def test_from_frames_with_the_fitted_tactical_pipeline(btc_bars: Bars) -> None:
     """Real BTC + ETH bars through the fitted TacticalPipeline: rows are aligned, warm-up rows are not tradable."""
     from himari.data.loaders import load_bars
     from himari.env.sim import SimConfig, SimVecEnv
-    from himari.features.pipeline import TacticalPipeline
+    from himari.tactical.pipeline import TacticalPipeline
 
     btc = btc_bars.between("2023-01-01", "2023-03-15")
     eth = load_bars("ETHUSDT").between("2023-01-01", "2023-03-15")

@@ -8,8 +8,8 @@ import pytest
 
 from himari.data.bars import Bars
 from himari.errors import LeakageError, RunDirError
-from himari.features.pipeline import TacticalConfig, TacticalPipeline
 from himari.features.technical import N_FEATURES
+from himari.tactical.pipeline import TacticalConfig, TacticalPipeline
 from tests.features.helpers import synthetic_bars
 
 SMALL_LABELLER = {"pct_window": 300, "pct_min_periods": 100}
@@ -104,7 +104,7 @@ def test_em_fit_on_real_slice(btc_recent: Bars) -> None:
 
 
 def test_transform_cache_returns_exact_recomputation(fitted: TacticalPipeline, syn: Bars) -> None:
-    from himari.features.pipeline import clear_transform_cache
+    from himari.tactical.pipeline import clear_transform_cache
 
     first = fitted.transform(syn)
     again = fitted.transform(syn)  # cache hit
@@ -136,7 +136,7 @@ def test_short_inputs_and_wrong_timeframe(fitted: TacticalPipeline, syn: Bars) -
 def test_trailing_history_gives_the_full_history_features(btc_bars):
     """Paper trading and the API rebuild features from a bounded trailing history (SessionConfig.history_bars);
     every feature and the regime posterior must then equal the full-series values (bounded memory)."""
-    from himari.features.pipeline import TacticalPipeline
+    from himari.tactical.pipeline import TacticalPipeline
 
     bars = btc_bars.between("2023-04-01", "2024-03-01")
     tp = TacticalPipeline().fit(bars, "2023-06-01", "2023-12-01")
