@@ -31,6 +31,14 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+# Optional packages -> the pyproject extra that installs them.
+EXTRAS: dict[str, str] = {
+    "fastapi": "serve", "uvicorn": "serve", "prometheus_client": "serve", "httpx": "serve", "uvloop": "serve",
+    "httptools": "serve", "transformers": "llm", "peft": "llm", "ray": "dist", "stable_baselines3": "baselines",
+    "sb3_contrib": "baselines", "hmmlearn": "baselines", "tensorboard": "tensorboard",
+}
+
+
 class HimariGroup(click.Group):
     """Click group that turns exceptions into one-line errors with a non-zero exit code."""
 
@@ -47,6 +55,13 @@ class HimariGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(130)
+        except ImportError as exc:
+            if os.environ.get("HIMARI_DEBUG"):
+                raise
+            missing = getattr(exc, "name", None) or str(exc)
+            extra = EXTRAS.get(str(missing).split(".")[0], "all")
+            click.echo(f"error: this command needs the optional package {missing!r}: pip install 'himari[{extra}]'", err=True)
+            ctx.exit(2)
         except Exception as exc:
             if os.environ.get("HIMARI_DEBUG"):
                 raise
