@@ -87,6 +87,7 @@ def run_wfo_to_dir(
         root, command, {"wfo": config.to_dict(), "backend": backend}, config.seed,
         {s: b.source for s, b in bars_by_symbol.items() if b.source}, extra=extra_meta,
     )
+    atomic_write_json(root / "wfo_config.json", config.to_dict())  # himari wfo --config RUN/wfo_config.json reruns it
     window_rows: list[dict[str, Any]] = []
 
     def on_window(r: Any) -> None:

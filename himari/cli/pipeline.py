@@ -8,10 +8,19 @@ from pathlib import Path
 import click
 
 
+def _read_json(path: str) -> dict:
+    from himari.errors import ConfigError
+
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read JSON config: {exc}") from None
+
+
 def _risk(path: str) -> dict:
     from himari.risk.config import RiskConfig
 
-    return RiskConfig.parse(json.loads(Path(path).read_text())).to_dict()
+    return RiskConfig.parse(_read_json(path)).to_dict()
 
 
 def _load(data_specs: tuple[str, ...]) -> dict:
@@ -41,7 +50,9 @@ def _load(data_specs: tuple[str, ...]) -> dict:
 @click.option("--steps", default=40_000, show_default=True, help="PPO fine-tuning steps (offline kinds: samples) in later windows.")
 @click.option("--no-transfer", is_flag=True, help="Train every window from scratch.")
 @click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True)
-@click.option("--config", "config_file", default=None, help="JSON file with WFOConfig fields (options override it).")
+@click.option("--config", "config_file", default=None,
+              help="JSON file with WFOConfig fields, e.g. RUN/wfo_config.json of an earlier run (options given on the "
+                   "command line override it).")
 @click.option("--risk-config", default=None, help="RiskConfig JSON (e.g. from 'himari risk calibrate').")
 @click.option("--ray-address", default=None, help="Ray cluster address for --backend ray (default: a local Ray instance).")
 @click.option("--seed", default=0, show_default=True)
@@ -55,12 +66,19 @@ def wfo_cmd(data_specs, out, policy, test_start, test_end, train_months, validat
     from himari.utils.threads import configure_torch_threads
 
     configure_torch_threads()
-    base = json.loads(Path(config_file).read_text()) if config_file else {}
-    cfg = WFOConfig.parse(base, policy=policy, test_start=test_start, test_end=test_end, train_months=train_months,
-                          validation_months=validation_months, test_months=test_months, step_months=step_months,
-                          max_windows=max_windows, n_candidates=candidates, steps_first_window=steps_first,
-                          steps_per_window=steps, transfer=not no_transfer, seed=seed,
-                          **({"risk": _risk(risk_config)} if risk_config else {}))
+    base = _read_json(config_file) if config_file else {}
+    options = {"policy": policy, "test_start": test_start, "test_end": test_end, "train_months": train_months,
+               "validation_months": validation_months, "test_months": test_months, "step_months": step_months,
+               "max_windows": max_windows, "n_candidates": candidates, "steps_first_window": steps_first,
+               "steps_per_window": steps, "transfer": not no_transfer, "seed": seed}
+    params = {"candidates": "n_candidates", "steps_first": "steps_first_window", "steps": "steps_per_window",
+              "no_transfer": "transfer"}
+    ctx = click.get_current_context()
+    # A --config file is the base; only options given on the command line override it (not their defaults).
+    explicit = {field: options[field] for name, field in
+                [(n, params.get(n, n)) for n in ctx.params if n in params or n in options]
+                if not base or ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
+    cfg = WFOConfig.parse(base, **explicit, **({"risk": _risk(risk_config)} if risk_config else {}))
     bars = _load(data_specs)
     metrics = run_wfo_to_dir(cfg, bars, out, command="wfo", backend=backend, ray_address=ray_address)
     print_summary(metrics)

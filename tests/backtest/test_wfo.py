@@ -146,3 +146,18 @@ def test_full_preset_runs_every_stage_end_to_end(tmp_path):
     multi = json.loads((out / "stages" / "multiasset_ppo" / "metrics.json").read_text())
     assert multi["period"]["symbols"] == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
     assert "Stage" in (out / "report.html").read_text() or "stage" in (out / "report.html").read_text()
+
+
+def test_wfo_reruns_from_its_run_directory(tmp_path):
+    """RUN/wfo_config.json reproduces the run: same metrics.json byte for byte; config values beat option defaults."""
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({**TINY, "n_candidates": 1, "steps_first_window": 600}))
+    runner = CliRunner()
+    first = runner.invoke(cli, ["wfo", "--config", str(cfg), "--out", str(tmp_path / "a")], catch_exceptions=False)
+    assert first.exit_code == 0, first.output
+    saved = json.loads((tmp_path / "a" / "wfo_config.json").read_text())
+    assert saved["n_candidates"] == 1 and saved["train_months"] == 3  # not the CLI defaults (2, 6)
+    again = runner.invoke(cli, ["wfo", "--config", str(tmp_path / "a" / "wfo_config.json"), "--out", str(tmp_path / "b")],
+                          catch_exceptions=False)
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "a" / "metrics.json").read_bytes() == (tmp_path / "b" / "metrics.json").read_bytes()
