@@ -38,6 +38,8 @@ from himari.sizing.context import (
 
 # Trailing bars of returns handed to sizing/risk (EVT refits use up to 2000 bars).
 RISK_LOOKBACK_BARS = 2000
+# Bars a recurrent/context policy is run over before a stateless API decision (builds its hidden state).
+RECURRENT_WARMUP_BARS = 128
 
 
 @dataclass(frozen=True)
@@ -263,14 +265,20 @@ class DecisionEngine:
     def decide(self, bars_by_symbol: Mapping[str, Bars] | Bars, account: AccountSnapshot | None = None) -> Decision:
         """Stateless convenience for the API: decide for the last bar of the given history.
 
-        The sizing/risk state (hysteresis, drawdown brake, budget) is this engine's own and advances with each call;
-        recurrent policies start from a fresh state (send enough bars for their context).
+        The sizing/risk state (hysteresis, drawdown brake, budget) is this engine's own and advances with each call.
+        Recurrent and context policies (LSTM, transformer, DT) are warmed up by running them over the preceding
+        ``RECURRENT_WARMUP_BARS`` bars (policy only, same account) before deciding for the last bar.
         """
         started = time.perf_counter()
         if isinstance(bars_by_symbol, Bars):
             bars_by_symbol = {self.symbols[0]: bars_by_symbol}
         market = self.build_market(bars_by_symbol, self.history_bars)
         acct = account or AccountSnapshot.flat(len(self.symbols))
-        decision, _ = self.decide_at(market, market.num_bars - 1, acct, self.policy.initial_state(1))
+        t = market.num_bars - 1
+        state = self.policy.initial_state(1)
+        if state is not None:
+            for w in range(max(self.policy_config.window - 1, t - RECURRENT_WARMUP_BARS), t):
+                _, state = self.policy.act(self.observation(market, w, acct), state, deterministic=True)
+        decision, _ = self.decide_at(market, t, acct, state)
         decision.latency_ms = (time.perf_counter() - started) * 1e3
         return decision

@@ -10,7 +10,7 @@ from himari.bundle import Bundle, load_bundle, save_bundle
 from himari.data.bars import Bars
 
 
-def make_bundle(bars: Bars, train_start: str, train_end: str, steps: int = 2048, seed: int = 0) -> Bundle:
+def make_bundle(bars: Bars, train_start: str, train_end: str, steps: int = 2048, seed: int = 0, kind: str = "mlp") -> Bundle:
     from himari.agents.ppo.config import PPOConfig
     from himari.agents.ppo.networks import ObsSpec
     from himari.agents.ppo.policies import make_policy
@@ -21,13 +21,13 @@ def make_bundle(bars: Bars, train_start: str, train_end: str, steps: int = 2048,
 
     tp = TacticalPipeline().fit(bars, train_start, train_end)
     market = MarketData.from_frames([bars], [tp.transform(bars.between(None, train_end))])
-    sim = SimConfig(window=4, episode_length=128)
+    sim = SimConfig(window=4 if kind == "mlp" else 1, episode_length=128)
     env = SimVecEnv(market, sim, num_envs=16, seed=seed, start_index=market.index_of(train_start), end_index=market.num_bars)
-    policy = make_policy("mlp", ObsSpec.from_env(env), seed=seed)
+    policy = make_policy(kind, ObsSpec.from_env(env), seed=seed)
     PPOTrainer(policy, env, PPOConfig(total_steps=steps, n_steps=32), seed=seed, progress=False, tensorboard=False).train()
     return Bundle(
         symbols=(bars.symbol,), timeframe=str(bars.timeframe), tactical={bars.symbol: tp}, policy=policy,
-        sim_config=sim.to_dict(), meta={"model_id": "test-mlp", "fit_windows": {"train": [train_start, train_end]}},
+        sim_config=sim.to_dict(), meta={"model_id": f"test-{kind}", "fit_windows": {"train": [train_start, train_end]}},
     )
 
 
