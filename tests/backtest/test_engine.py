@@ -14,7 +14,7 @@ def test_recurrent_policy_is_warmed_up_before_a_stateless_decision(btc_slice):
     calls = []
     act = bundle.policy.act
 
-    def counting_act(obs, state, deterministic=True):  # noqa: ANN001, ANN202
+    def counting_act(obs, state, deterministic=True):
         calls.append(state is None)
         return act(obs, state, deterministic=deterministic)
 
