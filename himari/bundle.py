@@ -39,6 +39,30 @@ class Bundle:
         return str(self.meta.get("model_id", f"{self.policy.kind}"))
 
 
+def fit_period(meta: dict[str, Any]) -> tuple[Any, Any] | None:
+    """(start, end) of the data a bundle was fitted and selected on (training start .. validation end), from the
+    meta written by walk-forward (``fit_windows``), ``himari train`` (``train_window``/``validation_window``) or the
+    offline trainers (``train_start``/``val_end``); None when unknown."""
+    import pandas as pd
+
+    try:
+        if "fit_windows" in meta and isinstance(meta["fit_windows"], dict):
+            fw = meta["fit_windows"]
+            start, end = fw.get("train_start"), fw.get("validation_end") or fw.get("train_end")
+        elif "train_window" in meta:
+            start = meta["train_window"][0]
+            end = (meta.get("validation_window") or meta["train_window"])[1]
+        elif "train_start" in meta:
+            start, end = meta["train_start"], meta.get("val_end") or meta.get("train_end")
+        else:
+            return None
+        if start is None or end is None:
+            return None
+        return pd.Timestamp(start), pd.Timestamp(end)
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+
+
 def save_bundle(directory: str | Path, bundle: Bundle) -> Path:
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)

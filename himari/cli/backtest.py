@@ -48,10 +48,27 @@ def backtest_cmd(run_dir: str, data_specs: tuple[str, ...], start: str | None, e
         paths[symbol] = b.source
     result = run_backtest(bundle, bars, start, end, seed=seed, session_config=SessionConfig(initial_equity=initial_equity))
     metrics = evaluate(result, seed=seed)
+    notes = []
+    from himari.bundle import fit_period
+
+    period = fit_period(bundle.meta)
+    if period is not None:
+        import pandas as pd
+
+        first, last = pd.Timestamp(int(result.timestamps_ns[0]), tz="UTC"), pd.Timestamp(int(result.timestamps_ns[-1]), tz="UTC")
+        fit_start, fit_end = (p.tz_localize("UTC") if p.tzinfo is None else p for p in period)
+        metrics["model_fit_period"] = {"start": fit_start.isoformat(), "end": fit_end.isoformat()}
+        metrics["in_sample"] = bool(first < fit_end and last >= fit_start)
+        if metrics["in_sample"]:
+            text = (f"WARNING: this backtest overlaps the period the model was fitted and selected on "
+                    f"({fit_start:%Y-%m-%d} .. {fit_end:%Y-%m-%d}); its results are in-sample, not evidence of an edge.")
+            notes.append(text)
+            click.echo(text, err=True)
     run_info = {"run": str(run_dir), "model_id": bundle.model_id, "seed": seed, "data": data_record(paths), "versions": versions(),
                 "fit_windows": bundle.meta.get("fit_windows")}
     metrics["run_info"] = run_info
-    write_outputs(out, result, metrics, f"Backtest of {bundle.model_id} on {', '.join(bundle.symbols)}", run_info)
+    write_outputs(out, result, metrics, f"Backtest of {bundle.model_id} on {', '.join(bundle.symbols)}", run_info,
+                  notes=notes)
     atomic_write_json(f"{out}/run.json", {"command": "backtest", "run": str(run_dir), "start": start, "end": end, "seed": seed, **run_info})
     print_summary(metrics, f"backtest {metrics['period']['start'][:10]} -> {metrics['period']['end'][:10]} (after costs)")
     click.echo(f"wrote {out}/metrics.json and {out}/report.html")

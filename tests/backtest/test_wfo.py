@@ -94,7 +94,13 @@ def test_pipeline_cli_is_reproducible_and_writes_a_run_directory(tmp_path):
     assert res.exit_code == 0, res.output
     bt = json.loads((tmp_path / "bt" / "metrics.json").read_text())
     assert bt["period"]["start"].startswith("2024-06-01")
+    assert bt["in_sample"] is False
     assert (tmp_path / "bt" / "report.html").exists() and (tmp_path / "bt" / "fills.csv").exists()
+    # a backtest over the model's own validation month is flagged as in-sample
+    res = runner.invoke(cli, ["backtest", "--run", str(a), "--start", "2022-12-10", "--end", "2022-12-14",
+                              "--out", str(tmp_path / "bt_in")], catch_exceptions=False)
+    assert res.exit_code == 0 and "in-sample" in res.output
+    assert json.loads((tmp_path / "bt_in" / "metrics.json").read_text())["in_sample"] is True
 
 
 def test_backtest_cli_errors_are_one_line(tmp_path):
