@@ -27,7 +27,6 @@ from himari.backtest.statistics import strategy_statistics
 from himari.bundle import Bundle
 from himari.data.bars import Bars, to_utc_timestamp
 from himari.env.market import MarketData
-from himari.env.protocol import ACTION_NAMES
 from himari.env.rewards import initial_reward_state
 from himari.env.sim import SimConfig, SimState, step
 from himari.errors import DataError
@@ -333,7 +332,3 @@ def evaluate(
     metrics["edge_claimed"] = bool(verdict.edge)
     metrics["best_baseline"] = verdict.best_baseline
     return metrics
-
-
-def action_names() -> tuple[str, ...]:
-    return ACTION_NAMES

@@ -260,10 +260,7 @@ class TradingSession:
         return state
 
     def load_carry(self, state: dict[str, Any]) -> None:
-        state = dict(state)
-        state["policy_state"] = _to_jsonable(self.engine.policy.initial_state(1))
-        state["symbols"] = list(self.symbols) if tuple(state["symbols"]) == self.symbols else state["symbols"]
-        self.load_state_dict(state)
+        self.load_state_dict({**state, "policy_state": _to_jsonable(self.engine.policy.initial_state(1))})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("format") != STATE_FORMAT:
