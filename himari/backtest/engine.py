@@ -213,7 +213,7 @@ class DecisionEngine:
             position=np.asarray(account.position, dtype=np.float64),
             peak_equity=account.peak_equity,
             data_age_bars=data_age_bars,
-            is_stale=is_stale or not bool(market.valid[t].all()),
+            is_stale=is_stale,
             strategy_returns=strategy_returns,
         )
 
@@ -241,6 +241,17 @@ class DecisionEngine:
         signal = self._signal(action, probs, np.asarray(account.position))
         ctx = self.context(market, t, account, strategy_returns, data_age_bars, is_stale)
         rd = self.manager.decide(signal, ctx)
+        target = np.asarray(rd.target, dtype=np.float64).copy()
+        reasons = rd.reasons()
+        # Per asset: where the features are not valid (warm-up, a gap inside the window, not listed yet) the
+        # position follows the simulator's invalid_policy (flat by default), exactly as in training and execution.
+        invalid = ~np.asarray(market.valid[t], dtype=bool)
+        if invalid.any():
+            keep = self.policy_config.invalid_policy == "keep"
+            target[invalid] = np.asarray(account.position, dtype=np.float64)[invalid] if keep else 0.0
+            names_invalid = ", ".join(s for s, bad in zip(self.symbols, invalid, strict=True) if bad)
+            reasons.append(f"features invalid for {names_invalid} (warm-up or gap in the window): "
+                           f"{'position kept' if keep else 'flat'}")
         if self.policy.action_kind == "discrete":
             names = tuple(ACTION_NAMES[int(a)] for a in action)
         else:
@@ -252,11 +263,11 @@ class DecisionEngine:
             raw_action=np.asarray(action),
             action_probs=probs,
             proposal=np.asarray(rd.proposal, dtype=np.float64),
-            target_position=np.asarray(rd.target, dtype=np.float64),
+            target_position=target,
             regime_posterior=market.regime_posterior[t].astype(np.float64),
             gates=[g.to_dict() for g in rd.gates],
             binding=tuple(rd.binding),
-            reasons=rd.reasons(),
+            reasons=reasons,
             model_id=self.model_id,
             latency_ms=(time.perf_counter() - started) * 1e3,
         )

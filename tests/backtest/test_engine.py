@@ -24,3 +24,22 @@ def test_recurrent_policy_is_warmed_up_before_a_stateless_decision(btc_slice):
     assert decision.actions[0] in ("HOLD", "LONG", "SHORT")
     assert np.isfinite(decision.target_position).all()
     assert decision.to_dict()["gates"], "every decision reports its risk gates"
+
+
+def test_invalid_features_make_that_asset_flat_with_a_reason(bundle, btc_slice):
+    """Warm-up or a gap in the window: the asset goes flat (the simulator's invalid_policy), and the decision says why."""
+    from himari.backtest.engine import AccountSnapshot
+    from himari.env.market import MarketData
+
+    engine = DecisionEngine(bundle)
+    m = engine.build_market({"BTCUSDT": btc_slice.between(None, "2023-01-12")})
+    t = m.num_bars - 1
+    valid = m.valid.copy()
+    valid[t] = False
+    broken = MarketData.from_arrays(m.timestamps_ns, m.open, m.high, m.low, m.close, features=m.features,
+                                    regime_posterior=m.regime_posterior, valid=valid, symbols=m.symbols,
+                                    feature_names=m.feature_names, timeframe=m.timeframe)
+    held = AccountSnapshot(1.0, 1.0, np.array([0.5]), np.array([16_000.0]), np.array([3]))
+    decision, _ = engine.decide_at(broken, t, held, None)
+    assert decision.target_position[0] == 0.0
+    assert any("features invalid for BTCUSDT" in r for r in decision.reasons)
