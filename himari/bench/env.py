@@ -10,6 +10,7 @@ One env-step is one episode advancing one bar, so steps/s = N * iterations / sec
 from __future__ import annotations
 
 import time
+import warnings
 
 import click
 import numpy as np
@@ -124,6 +125,40 @@ def _time_torch(market: MarketData, config: SimConfig, num_envs: int, steps: int
     return time.perf_counter() - start
 
 
+def time_gym_anytrading(window: int = 10, min_seconds: float = 1.0, n_bars: int = 50_000, seed: int = 0) -> float:
+    """Steps/s of gym-anytrading's ``stocks-v0`` (one per-step Python environment, ``window`` bars of its two
+    signal features) on a random-walk price series; needs ``pip install gym-anytrading``."""
+    import gym_anytrading  # noqa: F401  (registers stocks-v0)
+    import gymnasium as gym
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    close = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.01, n_bars)))
+    frame = pd.DataFrame({"Open": close, "High": close, "Low": close, "Close": close, "Volume": 1.0})
+    with warnings.catch_warnings():  # its env checker warns that observations share memory (they are views)
+        warnings.simplefilter("ignore")
+        env = gym.make("stocks-v0", df=frame, window_size=window, frame_bound=(window, n_bars))
+        env.reset(seed=seed)
+        env.step(0)
+        env.step(1)
+    actions = [int(x) for x in rng.integers(0, 2, 1000)]
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < min_seconds:
+        for a in actions:
+            _, _, terminated, truncated, _ = env.step(a)
+            if terminated or truncated:
+                env.reset()
+        steps += len(actions)
+    return steps / (time.perf_counter() - start)
+
+
+def observation_bytes(window: int, n_features: int, n_assets: int) -> int:
+    """Bytes of one episode's observation (float32 features, regime posterior and account fields)."""
+    from himari.env.protocol import ACCOUNT_FIELDS, REGIME_NAMES
+
+    return 4 * n_assets * (window * (n_features + len(REGIME_NAMES)) + len(ACCOUNT_FIELDS))
+
+
 def run_env_bench(
     sizes: tuple[int, ...] = SIZES,
     window: int = 16,
@@ -131,10 +166,19 @@ def run_env_bench(
     min_seconds: float = 1.0,
     episode_length: int = 256,
     torch_device: str | None = None,
+    gym_anytrading: bool = False,
 ) -> dict[str, float]:
     """Env-steps/s of the simulator and of the plain NumPy loop; keys ``single_n1``, ``multi_n4096``,
-    ``numpy_single_n1``, ... and ``ratio_<cfg>`` = simulator / plain loop."""
+    ``numpy_single_n1``, ... and ``ratio_<cfg>`` = simulator / plain loop; ``gym_anytrading`` (steps/s of
+    gym-anytrading's stocks-v0 with the same window) when asked."""
     out: dict[str, float] = {}
+    # warm-up: compiled kernels loaded, caches and clocks settled before the first measured configuration
+    warm = synthetic_market(1, n_bars=2_000, n_features=n_features)
+    warm_cfg = SimConfig(window=window, episode_length=64)
+    _time_sim(warm, warm_cfg, 1, 500)
+    plain_numpy_loop(warm, 1, 500, window, 64)
+    if gym_anytrading:
+        out["gym_anytrading"] = time_gym_anytrading(window, min_seconds)
     config = SimConfig(window=window, episode_length=episode_length)
     for label, n_assets in (("single", 1), ("multi", 3)):
         market = synthetic_market(n_assets, n_features=n_features)
@@ -163,9 +207,21 @@ def register_bench(group: click.Group) -> None:
     @click.option(
         "--torch-device", default=None, help="Also time the torch simulator on this device (cpu, cuda)."
     )
+    @click.option(
+        "--gym-anytrading",
+        "gym_anytrading",
+        is_flag=True,
+        help="Also time gym-anytrading's stocks-v0 with the same window (pip install gym-anytrading).",
+    )
     @click.option("--json", "as_json", is_flag=True, help="Print one JSON object {config: env-steps/s}.")
     def env_bench(
-        window: int, n_features: int, min_seconds: float, sizes: str, torch_device: str | None, as_json: bool
+        window: int,
+        n_features: int,
+        min_seconds: float,
+        sizes: str,
+        torch_device: str | None,
+        gym_anytrading: bool,
+        as_json: bool,
     ) -> None:
         """Simulator env-steps/s for N = 1, 1024, 4096 (single and 3-asset) beside a plain NumPy loop."""
         from himari.utils.io import to_json
@@ -174,18 +230,34 @@ def register_bench(group: click.Group) -> None:
         from himari.utils.threads import configure_torch_threads
 
         configure_torch_threads()
-        res = run_env_bench(ns, window, n_features, min_seconds, torch_device=torch_device)
+        if gym_anytrading:
+            try:
+                import gym_anytrading as _  # noqa: F401
+            except ImportError as exc:
+                raise click.ClickException("--gym-anytrading needs: pip install gym-anytrading") from exc
+        res = run_env_bench(
+            ns, window, n_features, min_seconds, torch_device=torch_device, gym_anytrading=gym_anytrading
+        )
         if as_json:
             click.echo(to_json({k: round(v, 1) for k, v in res.items() if not k.startswith("ratio_")}))
             return
         click.echo(
-            f"window={window} features={n_features}  (env-steps/s; ratio = simulator / plain NumPy loop)"
+            f"window={window} features={n_features}  (env-steps/s; ratio = simulator / plain NumPy loop)\n"
+            f"observation per env-step: {observation_bytes(window, n_features, 1):,} bytes single, "
+            f"{observation_bytes(window, n_features, 3):,} bytes 3-asset"
         )
         for key in res:
-            if key.startswith(("numpy_", "ratio_", "torch_")):
+            if key.startswith(("numpy_", "ratio_", "torch_")) or key == "gym_anytrading":
                 continue
             line = f"{key:>14}: {res[key]:>14,.0f}   numpy loop: {res['numpy_' + key]:>14,.0f}"
             line += f"   ratio {res['ratio_' + key]:.2f}"
             if "torch_" + key in res:
                 line += f"   torch ({torch_device}): {res['torch_' + key]:>14,.0f}"
             click.echo(line)
+        if "gym_anytrading" in res:
+            g = res["gym_anytrading"]
+            best = max(v for k, v in res.items() if k.startswith(("single_", "multi_")))
+            click.echo(
+                f"gym-anytrading stocks-v0 (window={window}, 2 features, 1 env): {g:,.0f} steps/s; "
+                f"best simulator figure above = {best / g:.1f}x"
+            )

@@ -87,7 +87,7 @@ class HimariEnv(gym.Env):  # type: ignore[type-arg]
     ) -> tuple[Any, dict[str, Any]]:
         super().reset(seed=seed)
         self._sim.rng = self.np_random  # starts drawn from gymnasium's seeded generator
-        self._sim.state = self._sim._fresh(1)
+        self._sim.state = self._sim._fresh()
         obs = self._sim.observe()
         return self._single(obs), {"bar": int(self._sim.state.t[0])}
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal, Protocol
 
 import numpy as np
@@ -52,6 +53,12 @@ class TacticalFrameLike(Protocol):
     feature_names: tuple[str, ...]
     regime_posterior: np.ndarray  # (T, 4) float32
     valid: np.ndarray  # (T,) bool
+
+
+# columns of MarketData.execution_table
+EXEC_COLUMNS: tuple[str, ...] = (
+    "gross_gap", "gross_intrabar", "gross_total", "mark_open", "mark_close", "volatility", "fillable", "valid"
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -95,6 +102,27 @@ class MarketData:
 
     def __len__(self) -> int:
         return self.num_bars
+
+    @cached_property
+    def execution_table(self) -> np.ndarray:
+        """(T, A, 8) float64 of what one simulator step reads per bar and asset, in one cache line: gross returns
+        exp(gap_return), exp(intrabar_return), exp(log_return), mark_open, mark_close, volatility, and fillable,
+        valid as 1.0/0.0 (see :data:`EXEC_COLUMNS`). Computed once, read-only."""
+        table = np.stack(
+            [
+                np.exp(self.gap_return),
+                np.exp(self.intrabar_return),
+                np.exp(self.log_return),
+                self.mark_open,
+                self.mark_close,
+                self.volatility,
+                self.fillable.astype(np.float64),
+                self.valid.astype(np.float64),
+            ],
+            axis=-1,
+        )
+        table.flags.writeable = False
+        return table
 
     def index_of(self, timestamp: object) -> int:
         """First bar index whose timestamp is >= ``timestamp`` (UTC; str, pandas or numpy time)."""

@@ -29,7 +29,9 @@ import numpy as np
 from pydantic import Field
 
 from himari.config import FrozenConfig
-from himari.env.execution import CostConfig, funding, mark_to_market, rebalance
+from himari.env import kernels
+from himari.env.execution import CostConfig
+from himari.env.kernels import MODE_DISCRETE, MODE_TARGET, observe_kernel
 from himari.env.market import MarketData
 from himari.env.protocol import (
     ACCOUNT_FIELDS,
@@ -147,16 +149,22 @@ def reset(
     )
 
 
-def merge_states(old: SimState, new: SimState, mask: np.ndarray) -> SimState:
-    """Take ``new`` where ``mask`` (N,) is True, else ``old`` (used for auto-reset)."""
+def take_rows(state: SimState, rows: np.ndarray) -> SimState:
+    """The episodes ``rows`` of ``state`` as a smaller state."""
+    return SimState(*(x[rows] for x in state[:-1]), reward=RewardState(*(x[rows] for x in state.reward)))
 
-    def pick(o: np.ndarray, n: np.ndarray) -> np.ndarray:
-        return np.where(mask.reshape((-1,) + (1,) * (o.ndim - 1)), n, o)
 
-    fields = [pick(o, n) for o, n in zip(old[:-1], new[:-1], strict=True)]
-    return SimState(
-        *fields, reward=RewardState(*(pick(o, n) for o, n in zip(old.reward, new.reward, strict=True)))
-    )
+def replace_rows(state: SimState, rows: np.ndarray, new: SimState) -> SimState:
+    """``state`` with the episodes ``rows`` replaced by ``new`` (len(rows) episodes); ``state`` is not modified."""
+    fields = [_with_rows(o, rows, n) for o, n in zip(state[:-1], new[:-1], strict=True)]
+    reward = RewardState(*(_with_rows(o, rows, n) for o, n in zip(state.reward, new.reward, strict=True)))
+    return SimState(*fields, reward=reward)
+
+
+def _with_rows(old: np.ndarray, rows: np.ndarray, new: np.ndarray) -> np.ndarray:
+    out = old.copy()
+    out[rows] = new
+    return out
 
 
 # -- actions -----------------------------------------------------------------------------------------------------
@@ -210,76 +218,114 @@ def action_to_target(
 
 
 _ZERO_INT = np.zeros(1, dtype=np.int64)
+_NO_ACTION = np.zeros((1, 1), dtype=np.int64)
+_NO_TARGET = np.zeros((1, 1), dtype=np.float64)
+
+
+def _discrete_codes(action: np.ndarray, n: int, a: int) -> np.ndarray:
+    """Validated int64 (N, A) HOLD/LONG/SHORT codes."""
+    act = np.asarray(action)
+    if act.ndim == 1 and a == 1:
+        act = act.reshape(n, 1)
+    if act.shape != (n, a):
+        raise DataError(f"action must have shape (N={n}, A={a}), got {np.shape(action)}")
+    if act.dtype != np.int64:
+        if not np.issubdtype(act.dtype, np.integer) and not np.all(act == np.round(act)):
+            raise DataError("discrete action must be integer HOLD=0 / LONG=1 / SHORT=2")
+        act = act.astype(np.int64)
+    if act.min() < HOLD or act.max() > SHORT:
+        raise DataError(f"discrete action must be in {{0, 1, 2}}, got values {np.unique(act)}")
+    return np.ascontiguousarray(act)
+
+
+def _continuous_targets(
+    action: np.ndarray, market: MarketData, config: SimConfig, t: np.ndarray, n: int, a: int
+) -> np.ndarray:
+    """Targets (N, A) of the continuous / delta actions (they do not depend on the current position)."""
+    x = np.asarray(action, dtype=np.float64)
+    if x.ndim == 1 and a == 1:
+        x = x.reshape(n, 1)
+    if x.shape != (n, a):
+        raise DataError(f"action must have shape (N={n}, A={a}), got {np.shape(action)}")
+    if not np.isfinite(x).all():
+        raise DataError("continuous action contains NaN or inf")
+    cap = config.max_position
+    lo = -cap if config.allow_short else 0.0
+    if config.action_kind == "continuous":
+        return np.ascontiguousarray(np.clip(x, lo, cap))
+    return np.ascontiguousarray(np.clip(base_position(market, config, t) + config.delta_scale * np.tanh(x), lo, cap))
+
+
+def step_params(config: SimConfig, market: MarketData) -> np.ndarray:
+    """The scalar settings of :func:`himari.env.kernels.step_kernel` (its ``P_*`` vector)."""
+    costs = config.costs
+    cap = config.max_position
+    p = np.zeros(kernels.N_PARAMS)
+    p[kernels.P_MODE] = MODE_DISCRETE if config.action_kind == "discrete" else MODE_TARGET
+    p[kernels.P_HOLD_FLAT] = config.hold_mode == "flat"
+    p[kernels.P_REBALANCE] = config.discrete_rebalance
+    p[kernels.P_CAP] = cap
+    p[kernels.P_LO] = -cap if config.allow_short else 0.0
+    p[kernels.P_MAX_GROSS] = -1.0 if config.max_gross_exposure is None else config.max_gross_exposure
+    p[kernels.P_INVALID_FLAT] = config.invalid_policy == "flat"
+    p[kernels.P_NEXT_OPEN] = costs.fill == "next_open"
+    p[kernels.P_FUNDING] = costs.funding_rate_per_bar(market.timeframe.seconds)
+    p[kernels.P_FEE] = costs.fee_rate
+    p[kernels.P_SLIPPAGE] = costs.slippage_rate
+    p[kernels.P_VOL_SLIPPAGE] = costs.vol_slippage_coef
+    p[kernels.P_RUIN] = config.ruin_equity
+    return p
 
 
 # -- the step ----------------------------------------------------------------------------------------------------
 def step(
-    state: SimState, action: np.ndarray, market: MarketData, config: SimConfig
+    state: SimState,
+    action: np.ndarray,
+    market: MarketData,
+    config: SimConfig,
+    params: np.ndarray | None = None,
 ) -> tuple[SimState, dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Advance N episodes by one bar. Returns (new state, reward terms, info); info holds ``terminated`` and
-    ``truncated`` (bool (N,)) plus per-episode accounting (equity, fees, slippage, funding, turnover, fills)."""
-    costs = config.costs
+    ``truncated`` (bool (N,)) plus per-episode accounting (equity, fees, slippage, funding, turnover, fills).
+
+    The accounting runs in one compiled pass (:func:`himari.env.kernels.step_kernel`: the arithmetic of
+    :mod:`himari.env.execution`), the reward in :func:`himari.env.rewards.compute_reward`. ``params``: a cached
+    :func:`step_params` of (config, market), computed here when omitted.
+    """
     t = state.t
-    t1 = t + 1
-    fillable = market.fillable[t]
-    valid = market.valid[t]
-
-    # 1. move before the fill (close[t] -> open[t+1], or the whole bar t+1 for close fills)
-    if costs.fill == "next_open":
-        pre_ret, post_ret, price = market.gap_return[t1], market.intrabar_return[t1], market.mark_open[t1]
+    n, a = state.position.shape
+    if config.action_kind == "discrete":
+        act, target_in = _discrete_codes(action, n, a), _NO_TARGET
     else:
-        pre_ret, post_ret, price = market.log_return[t1], None, market.mark_close[t1]
-    m1 = mark_to_market(state.position, state.equity, pre_ret)
-    # funding for bar t+1 is paid on the position held through it: the old one for close fills, else the new one
-    rate = costs.funding_rate_per_bar(market.timeframe.seconds)
-    funding_cost = np.zeros_like(m1.equity)
-    if rate != 0.0 and costs.fill == "next_close":
-        f_pos, f_eq, funding_cost = funding(m1.position, m1.equity, rate)
-        m1 = m1._replace(position=f_pos, equity=f_eq)
-
-    # 2. the order: action -> target; invalid inputs -> flat (or keep); unfillable -> no trade
-    target = action_to_target(action, m1.position, market, config, t)
-    if config.invalid_policy == "flat":
-        target = np.where(valid, target, 0.0)
-    else:
-        target = np.where(valid, target, m1.position)
-    fill = rebalance(
-        m1.position,
-        target,
-        price,
-        m1.equity,
-        market.volatility[t],
-        costs.fee_rate,
-        costs.slippage_rate,
-        costs.vol_slippage_coef,
-        can_fill=fillable,
+        act, target_in = _NO_ACTION, _continuous_targets(action, market, config, t, n, a)
+    out, flags, per_asset, time_in_pos = kernels.step_kernel(
+        t,
+        state.steps,
+        state.length,
+        state.equity,
+        state.peak_equity,
+        state.position,
+        state.entry_price,
+        state.time_in_position,
+        act,
+        target_in,
+        step_params(config, market) if params is None else params,
+        market.execution_table,
     )
-
-    # 3. move after the fill (open[t+1] -> close[t+1]) and funding for bar t+1 (open fills)
-    if post_ret is not None:
-        m2 = mark_to_market(fill.position, fill.equity, post_ret)
-        pos, eq, post_growth = m2.position, m2.equity, m2.log_growth
-    else:
-        pos, eq, post_growth = fill.position, fill.equity, np.zeros_like(fill.equity)
-    if rate != 0.0 and costs.fill == "next_open":
-        pos, eq_f, funding_cost = funding(pos, eq, rate)
-    else:
-        eq_f = eq
-
-    # account bookkeeping
-    old_sign = np.sign(m1.position)
-    new_sign = np.sign(fill.position)
-    entered = (new_sign != old_sign) & (new_sign != 0)
-    entry_price = np.where(entered, fill.fill_price, np.where(new_sign == 0, 0.0, state.entry_price))
-    time_in_pos = np.where(new_sign == 0, 0, np.where(entered, 1, state.time_in_position + 1))
-    eq_final = np.maximum(eq_f, 0.0)
-    peak = np.maximum(state.peak_equity, eq_final)
+    eq_final = out[kernels.O_EQUITY]
+    drawdown = out[kernels.O_DRAWDOWN]
+    turnover = out[kernels.O_TURNOVER]
+    pos = per_asset[kernels.A_POSITION]
+    terminated, truncated = flags[kernels.B_TERMINATED], flags[kernels.B_TRUNCATED]
+    # logs vectorized here (SIMD) rather than per episode in the kernel
     log_ret = np.log(np.maximum(eq_final, 1e-300)) - np.log(np.maximum(state.equity, 1e-300))
-    drawdown = 1.0 - eq_final / peak
-    prev_drawdown = 1.0 - state.equity / state.peak_equity
-    turnover = fill.turnover.sum(axis=1)
-    flat = (np.abs(m1.position).sum(axis=1) == 0) & (np.abs(fill.position).sum(axis=1) == 0)
-
+    wiped = flags[kernels.B_WIPED]
+    if wiped.any():  # a move took equity to <= 0: its log growth is -inf
+        with np.errstate(divide="ignore"):
+            market_log_return = np.log(out[kernels.O_GROWTH_PRE]) + np.log(out[kernels.O_GROWTH_POST])
+    else:
+        market_log_return = np.log(out[kernels.O_GROWTH_PRE]) + np.log(out[kernels.O_GROWTH_POST])
+    t1 = t + 1
     if config.reward.kind == "regime_adaptive":  # asset-averaged regime, volatility and market move
         inv_a = 1.0 / market.num_assets
         regime = (market.regime_posterior[t].sum(axis=1) * np.float32(inv_a)).argmax(axis=1)
@@ -290,26 +336,29 @@ def step(
     _, terms, reward_state = compute_reward(
         config.reward,
         state.reward,
-        RewardInputs(log_ret, turnover, drawdown, prev_drawdown, flat, regime, sigma, market_ret),
+        RewardInputs(
+            log_ret,
+            turnover,
+            drawdown,
+            out[kernels.O_PREV_DRAWDOWN],
+            flags[kernels.B_FLAT],
+            regime,
+            sigma,
+            market_ret,
+        ),
     )
-
-    steps = state.steps + 1
-    terminated = eq_final < config.ruin_equity
-    truncated = (steps >= state.length) & ~terminated
     new_state = SimState(
         t=t1,
         start=state.start,
         length=state.length,
-        steps=steps,
+        steps=state.steps + 1,
         equity=eq_final,
-        peak_equity=peak,
+        peak_equity=out[kernels.O_PEAK],
         position=pos,
-        entry_price=entry_price,
+        entry_price=per_asset[kernels.A_ENTRY],
         time_in_position=time_in_pos,
         reward=reward_state,
     )
-    fee = fill.fee.sum(axis=1)
-    slip = fill.slippage_cost.sum(axis=1)
     info = {
         "terminated": terminated,
         "truncated": truncated,
@@ -317,57 +366,64 @@ def step(
         "equity": eq_final,
         "drawdown": drawdown,
         "log_return": log_ret,
-        "market_log_return": m1.log_growth + post_growth,
-        "fee": fee,
-        "slippage": slip,
-        "funding": funding_cost,
+        "market_log_return": market_log_return,
+        "fee": out[kernels.O_FEE],
+        "slippage": out[kernels.O_SLIPPAGE],
+        "funding": out[kernels.O_FUNDING],
         "turnover": turnover,
         "position": pos,
-        "target": target,
-        "fill_price": fill.fill_price,
-        "traded": fill.turnover,
+        "target": per_asset[kernels.A_TARGET],
+        "fill_price": per_asset[kernels.A_FILL_PRICE],
+        "traded": per_asset[kernels.A_TRADED],
     }
     return new_state, terms, info
 
 
 # -- observations ------------------------------------------------------------------------------------------------
+_F_UNREALIZED, _F_EQUITY = ACCOUNT_FIELDS.index("unrealized_pnl"), ACCOUNT_FIELDS.index("equity_log")
+
+
 def n_account_fields() -> int:
     return len(ACCOUNT_FIELDS)
 
 
 def observe(state: SimState, market: MarketData, config: SimConfig) -> Observation:
-    """Observation for decision bar ``state.t``: bars t-W+1..t and the account after bar t's close."""
+    """Observation for decision bar ``state.t``: bars t-W+1..t and the account after bar t's close
+    (account fields: see :data:`himari.env.protocol.ACCOUNT_FIELDS`; computed in
+    :func:`himari.env.kernels.observe_kernel`)."""
+    t = np.asarray(state.t, dtype=np.int64)
+    n, a = state.position.shape
     w = config.window
-    idx = state.t[:, None] + np.arange(1 - w, 1)
-    features = market.features[idx]
-    regime = market.regime_posterior[idx]
-    account = account_fields(state, market, config)
+    features = np.empty((n, w, a, market.num_features), dtype=np.float32)
+    regime = np.empty((n, w, a, market.regime_posterior.shape[2]), dtype=np.float32)
+    account = np.empty((n, a, len(ACCOUNT_FIELDS)), dtype=np.float32)
+    log_args = np.empty((2, n, a))
+    observe_kernel(
+        t,
+        w,
+        market.features,
+        market.regime_posterior,
+        state.position,
+        state.entry_price,
+        state.time_in_position,
+        state.equity,
+        state.peak_equity,
+        market.execution_table,
+        1.0 / config.episode_length,
+        config.delta_base == "constant",
+        config.base_position,
+        config.target_annual_vol,
+        float(np.sqrt(market.timeframe.periods_per_year)),
+        config.max_position,
+        features.reshape(n, w * a * market.num_features),
+        regime.reshape(n, w * a * regime.shape[3]),
+        account,
+        log_args,
+    )
+    logs = np.log(log_args)
+    account[:, :, _F_UNREALIZED] = np.sign(state.position) * logs[0]
+    account[:, :, _F_EQUITY] = logs[1]
     return Observation(features=features, regime=regime, account=account)
-
-
-def account_fields(state: SimState, market: MarketData, config: SimConfig) -> np.ndarray:
-    """(N, A, K) float32 in the order of ``ACCOUNT_FIELDS``."""
-    pos = state.position
-    mark = market.mark_close[state.t]
-    held = (state.entry_price > 0) & (pos != 0)
-    unreal = np.where(held, np.sign(pos) * np.log(mark / np.where(held, state.entry_price, mark)), 0.0)
-    n, a = pos.shape
-    out = np.empty((n, a, len(ACCOUNT_FIELDS)), dtype=np.float32)
-    out[:, :, _F_POSITION] = pos
-    out[:, :, _F_UNREALIZED] = unreal
-    # scaled by the configured episode length (not the episode's own), so evaluation chunks and backtests of any
-    # length present the same scale as training
-    out[:, :, _F_TIME] = state.time_in_position * (1.0 / config.episode_length)
-    out[:, :, _F_EQUITY] = np.log(np.maximum(state.equity, 1e-300))[:, None]
-    out[:, :, _F_DRAWDOWN] = (1.0 - state.equity / state.peak_equity)[:, None]
-    out[:, :, _F_BASE] = base_position(market, config, state.t)
-    return out
-
-
-_F_POSITION, _F_UNREALIZED, _F_TIME, _F_EQUITY, _F_DRAWDOWN, _F_BASE = (
-    ACCOUNT_FIELDS.index(name)
-    for name in ("position", "unrealized_pnl", "time_in_position", "equity_log", "drawdown", "base_position")
-)
 
 
 # -- the vectorized environment ----------------------------------------------------------------------------------
@@ -410,8 +466,9 @@ class SimVecEnv:
         if self._starts is None:
             start_range(market, config, self.start_index, self.end_index, config.episode_length)
         self._seed = int(seed)
+        self._params = step_params(config, market)
         self.rng = np.random.default_rng(self._seed)
-        self.state = self._fresh(self.num_envs)  # reset() draws again (without a seed: from the same stream)
+        self.state = self._fresh()  # reset() draws again (without a seed: from the same stream)
         self._rng_at_init = True
 
     @classmethod
@@ -438,7 +495,13 @@ class SimVecEnv:
             lengths=np.diff(edges),
         )
 
-    def _fresh(self, n: int) -> SimState:
+    def _fresh(self, rows: np.ndarray | None = None) -> SimState:
+        """New episodes for all environments, or for ``rows`` only (auto-reset draws only what it needs)."""
+        n = self.num_envs if rows is None else int(rows.size)
+
+        def pick(x: np.ndarray | None) -> np.ndarray | None:
+            return x if x is None or rows is None else x[rows]
+
         return reset(
             self.market,
             self.config,
@@ -446,8 +509,8 @@ class SimVecEnv:
             self.rng,
             self.start_index,
             self.end_index,
-            starts=self._starts if self._starts is not None and n == self.num_envs else None,
-            lengths=self._lengths,
+            starts=pick(self._starts),
+            lengths=pick(self._lengths),
         )
 
     def reset(self, seed: int | None = None) -> Observation:
@@ -457,23 +520,26 @@ class SimVecEnv:
         elif self._rng_at_init:  # the first reset after construction reproduces the constructor's draw
             self.rng = np.random.default_rng(self._seed)
         self._rng_at_init = False
-        self.state = self._fresh(self.num_envs)
+        self.state = self._fresh()
         return observe(self.state, self.market, self.config)
 
     def observe(self) -> Observation:
         return observe(self.state, self.market, self.config)
 
     def step(self, action: np.ndarray) -> StepResult:
-        state, terms, info = step(self.state, action, self.market, self.config)
+        state, terms, info = step(self.state, action, self.market, self.config, self._params)
         terminated, truncated = info["terminated"], info["truncated"]
         done = terminated | truncated
-        final_obs = observe(state, self.market, self.config)
         if done.any():
-            fresh = self._fresh(self.num_envs)
-            state = merge_states(state, fresh, done)
+            # finished episodes restart; final_obs = obs except in their rows, which hold the last observation
+            rows = np.flatnonzero(done)
+            ended = take_rows(state, rows)
+            state = replace_rows(state, rows, self._fresh(rows))
             obs = observe(state, self.market, self.config)
+            last = observe(ended, self.market, self.config)
+            final_obs = Observation(*(_with_rows(o, rows, x) for o, x in zip(obs, last, strict=True)))
         else:
-            obs = final_obs
+            obs = final_obs = observe(state, self.market, self.config)
         info["done"] = done
         info["episode_log_return"] = np.where(done, np.log(np.maximum(info["equity"], 1e-300)), 0.0)
         self.state = state

@@ -243,8 +243,11 @@ class TorchSimVecEnv:
 
         return SimState(*(conv(x) for x in s[:-1]), reward=RewardState(*(conv(x) for x in s.reward)))  # type: ignore[arg-type]
 
-    def _fresh(self) -> SimState:
-        s = np_reset(self.market, self.config, self.num_envs, self.rng, self.start_index, self.end_index)
+    def _fresh(self, n: int | None = None) -> SimState:
+        """New episodes for all environments, or ``n`` of them (auto-reset draws only what it needs, from the same
+        stream as the NumPy simulator)."""
+        n = self.num_envs if n is None else n
+        s = np_reset(self.market, self.config, n, self.rng, self.start_index, self.end_index)
         return self._to_tensor_state(s)
 
     def reset(self, seed: int | None = None) -> Observation:
@@ -395,16 +398,17 @@ class TorchSimVecEnv:
         }  # fmt: skip
         info["episode_log_return"] = torch.where(done, torch.log(torch.clamp(eq_final, min=1e-300)), 0.0)
         if bool(done.any()):
-            fresh = self._fresh()
+            rows = torch.nonzero(done).squeeze(1)
+            fresh = self._fresh(int(rows.numel()))
 
-            def pick(o: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-                return torch.where(done.reshape((-1,) + (1,) * (o.ndim - 1)), f, o)
+            def put(o: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+                o = o.clone()
+                o[rows] = f
+                return o
 
             new_state = SimState(
-                *(pick(o, f) for o, f in zip(new_state[:-1], fresh[:-1], strict=True)),
-                reward=RewardState(
-                    *(pick(o, f) for o, f in zip(new_state.reward, fresh.reward, strict=True))
-                ),
+                *(put(o, f) for o, f in zip(new_state[:-1], fresh[:-1], strict=True)),
+                reward=RewardState(*(put(o, f) for o, f in zip(new_state.reward, fresh.reward, strict=True))),
             )  # type: ignore[arg-type]
             obs = self.observe(new_state)
         else:
