@@ -239,34 +239,96 @@ def step_kernel(
     return out, flags, per_asset, new_tip
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
-def observe_kernel(
-    t: np.ndarray,
+# params vector of observe_kernel
+Q_INV_LENGTH, Q_BASE_CONSTANT, Q_BASE_POSITION, Q_TARGET_VOL, Q_SQRT_PPY, Q_MAX_POSITION = range(6)
+N_OBSERVE_PARAMS = 6
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _observe_row(
+    i: int,
+    ti: int,
     window: int,
-    features: np.ndarray,
-    regime: np.ndarray,
+    flat_f: np.ndarray,
+    flat_r: np.ndarray,
+    row_f: int,
+    row_r: int,
     position: np.ndarray,
     entry_price: np.ndarray,
     time_in_position: np.ndarray,
     equity: np.ndarray,
     peak_equity: np.ndarray,
     table: np.ndarray,
-    inv_episode_length: float,
-    base_constant: bool,
-    base_position: float,
-    target_annual_vol: float,
-    sqrt_periods_per_year: float,
-    max_position: float,
+    params: np.ndarray,
     out_f: np.ndarray,
     out_r: np.ndarray,
     account: np.ndarray,
     log_args: np.ndarray,
 ) -> None:
+    """Observation row i of an episode at decision bar ``ti`` (see :func:`observe_kernel`)."""
+    src_f = (ti - window + 1) * row_f
+    for j in range(window * row_f):
+        out_f[i, j] = flat_f[src_f + j]
+    src_r = (ti - window + 1) * row_r
+    for j in range(window * row_r):
+        out_r[i, j] = flat_r[src_r + j]
+    eq = equity[i]
+    dd = 1.0 - eq / peak_equity[i]
+    for a in range(position.shape[1]):
+        p = position[i, a]
+        e = entry_price[i, a]
+        log_args[0, i, a] = table[ti, a, _CLOSE] / e if e > 0.0 and p != 0.0 else 1.0
+        log_args[1, i, a] = max(eq, 1e-300)
+        if params[Q_BASE_CONSTANT] != 0.0:
+            base = params[Q_BASE_POSITION]
+        else:
+            sigma_annual = table[ti, a, _VOL] * params[Q_SQRT_PPY]
+            base = min(max(params[Q_TARGET_VOL] / max(sigma_annual, 1e-6), 0.0), params[Q_MAX_POSITION])
+        account[i, a, 0] = p
+        account[i, a, 2] = time_in_position[i, a] * params[Q_INV_LENGTH]
+        account[i, a, 4] = dd
+        account[i, a, 5] = base
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def observe_kernel(
+    window: int,
+    features: np.ndarray,
+    regime: np.ndarray,
+    table: np.ndarray,
+    params: np.ndarray,
+    t: np.ndarray,
+    position: np.ndarray,
+    entry_price: np.ndarray,
+    time_in_position: np.ndarray,
+    equity: np.ndarray,
+    peak_equity: np.ndarray,
+    out_f: np.ndarray,
+    out_r: np.ndarray,
+    account: np.ndarray,
+    log_args: np.ndarray,
+    pair: bool,
+    renewed: np.ndarray,
+    t2: np.ndarray,
+    position2: np.ndarray,
+    entry_price2: np.ndarray,
+    time_in_position2: np.ndarray,
+    equity2: np.ndarray,
+    peak_equity2: np.ndarray,
+    out_f2: np.ndarray,
+    out_r2: np.ndarray,
+    account2: np.ndarray,
+    log_args2: np.ndarray,
+) -> None:
     """Writes features ``out_f`` (N, W*A*F) and regime ``out_r`` (N, W*A*R) of bars t-W+1..t, and the account
     (N, A, 6) float32 in the order of :data:`himari.env.protocol.ACCOUNT_FIELDS` — except the two logarithms, which
     the caller takes vectorized from ``log_args`` (2, N, A) float64 = (mark / entry price where a position is
     held, else 1; equity floored at 1e-300): unrealized_pnl = sign(position) * log(log_args[0]) and
-    equity_log = log(log_args[1]).
+    equity_log = log(log_args[1]). ``params``: see ``Q_*``.
+
+    ``pair=True`` (auto-reset): also writes the observation of the second state (``*2``) into the ``*2`` outputs,
+    which differs from the first only in the ``renewed`` rows (restarted episodes): elsewhere the row just written
+    is copied while it is still in cache. With ``pair=False`` the ``*2`` arguments are ignored.
 
     ``features``/``regime`` are (T, A, F)/(T, A, R) C-contiguous, so an episode's window is one contiguous block.
     The outputs are allocated by the caller (NumPy asks for transparent huge pages on large arrays, which makes
@@ -278,29 +340,25 @@ def observe_kernel(
     row_r = regime.shape[1] * regime.shape[2]
     flat_f = features.reshape(t_len * row_f)
     flat_r = regime.reshape(t_len * row_r)
-    len_f = window * row_f
-    len_r = window * row_r
     for i in range(n_env):
-        ti = t[i]
-        src_f = (ti - window + 1) * row_f
-        for j in range(len_f):
-            out_f[i, j] = flat_f[src_f + j]
-        src_r = (ti - window + 1) * row_r
-        for j in range(len_r):
-            out_r[i, j] = flat_r[src_r + j]
-        eq = equity[i]
-        dd = 1.0 - eq / peak_equity[i]
-        for a in range(a_n):
-            p = position[i, a]
-            e = entry_price[i, a]
-            log_args[0, i, a] = table[ti, a, _CLOSE] / e if e > 0.0 and p != 0.0 else 1.0
-            log_args[1, i, a] = max(eq, 1e-300)
-            if base_constant:
-                base = base_position
-            else:
-                sigma_annual = table[ti, a, _VOL] * sqrt_periods_per_year
-                base = min(max(target_annual_vol / max(sigma_annual, 1e-6), 0.0), max_position)
-            account[i, a, 0] = p
-            account[i, a, 2] = time_in_position[i, a] * inv_episode_length
-            account[i, a, 4] = dd
-            account[i, a, 5] = base
+        _observe_row(
+            i, t[i], window, flat_f, flat_r, row_f, row_r, position, entry_price, time_in_position, equity,
+            peak_equity, table, params, out_f, out_r, account, log_args,
+        )  # fmt: skip
+        if not pair:
+            continue
+        if renewed[i]:
+            _observe_row(
+                i, t2[i], window, flat_f, flat_r, row_f, row_r, position2, entry_price2, time_in_position2,
+                equity2, peak_equity2, table, params, out_f2, out_r2, account2, log_args2,
+            )  # fmt: skip
+        else:
+            for j in range(out_f.shape[1]):
+                out_f2[i, j] = out_f[i, j]
+            for j in range(out_r.shape[1]):
+                out_r2[i, j] = out_r[i, j]
+            for a in range(a_n):
+                for k in range(account.shape[2]):
+                    account2[i, a, k] = account[i, a, k]
+                log_args2[0, i, a] = log_args[0, i, a]
+                log_args2[1, i, a] = log_args[1, i, a]

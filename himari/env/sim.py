@@ -387,43 +387,112 @@ def n_account_fields() -> int:
     return len(ACCOUNT_FIELDS)
 
 
-def observe(state: SimState, market: MarketData, config: SimConfig) -> Observation:
-    """Observation for decision bar ``state.t``: bars t-W+1..t and the account after bar t's close
-    (account fields: see :data:`himari.env.protocol.ACCOUNT_FIELDS`; computed in
-    :func:`himari.env.kernels.observe_kernel`)."""
-    t = np.asarray(state.t, dtype=np.int64)
+def observe_params(config: SimConfig, market: MarketData) -> np.ndarray:
+    """The scalar settings of :func:`himari.env.kernels.observe_kernel` (its ``Q_*`` vector)."""
+    q = np.zeros(kernels.N_OBSERVE_PARAMS)
+    q[kernels.Q_INV_LENGTH] = 1.0 / config.episode_length
+    q[kernels.Q_BASE_CONSTANT] = config.delta_base == "constant"
+    q[kernels.Q_BASE_POSITION] = config.base_position
+    q[kernels.Q_TARGET_VOL] = config.target_annual_vol
+    q[kernels.Q_SQRT_PPY] = np.sqrt(market.timeframe.periods_per_year)
+    q[kernels.Q_MAX_POSITION] = config.max_position
+    return q
+
+
+_NO_ROWS = np.zeros(0, dtype=bool)
+
+
+def _obs_buffers(state: SimState, market: MarketData, config: SimConfig) -> tuple[np.ndarray, ...]:
     n, a = state.position.shape
     w = config.window
-    features = np.empty((n, w, a, market.num_features), dtype=np.float32)
-    regime = np.empty((n, w, a, market.regime_posterior.shape[2]), dtype=np.float32)
-    account = np.empty((n, a, len(ACCOUNT_FIELDS)), dtype=np.float32)
-    log_args = np.empty((2, n, a))
-    observe_kernel(
-        t,
-        w,
-        market.features,
-        market.regime_posterior,
+    return (
+        np.empty((n, w, a, market.num_features), dtype=np.float32),
+        np.empty((n, w, a, market.regime_posterior.shape[2]), dtype=np.float32),
+        np.empty((n, a, len(ACCOUNT_FIELDS)), dtype=np.float32),
+        np.empty((2, n, a)),
+    )
+
+
+def _state_args(state: SimState) -> tuple[np.ndarray, ...]:
+    return (
+        np.asarray(state.t, dtype=np.int64),
         state.position,
         state.entry_price,
         state.time_in_position,
         state.equity,
         state.peak_equity,
-        market.execution_table,
-        1.0 / config.episode_length,
-        config.delta_base == "constant",
-        config.base_position,
-        config.target_annual_vol,
-        float(np.sqrt(market.timeframe.periods_per_year)),
-        config.max_position,
-        features.reshape(n, w * a * market.num_features),
-        regime.reshape(n, w * a * regime.shape[3]),
+    )
+
+
+def _out_args(bufs: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    features, regime, account, log_args = bufs
+    n = features.shape[0]
+    return (
+        features.reshape(n, features[0].size),
+        regime.reshape(n, regime[0].size),
         account,
         log_args,
     )
+
+
+def _finish(bufs: tuple[np.ndarray, ...], position: np.ndarray) -> Observation:
+    """The two logarithmic account fields, vectorized (see observe_kernel)."""
+    features, regime, account, log_args = bufs
     logs = np.log(log_args)
-    account[:, :, _F_UNREALIZED] = np.sign(state.position) * logs[0]
+    account[:, :, _F_UNREALIZED] = np.sign(position) * logs[0]
     account[:, :, _F_EQUITY] = logs[1]
     return Observation(features=features, regime=regime, account=account)
+
+
+def observe(
+    state: SimState, market: MarketData, config: SimConfig, params: np.ndarray | None = None
+) -> Observation:
+    """Observation for decision bar ``state.t``: bars t-W+1..t and the account after bar t's close
+    (account fields: see :data:`himari.env.protocol.ACCOUNT_FIELDS`; computed in
+    :func:`himari.env.kernels.observe_kernel`). ``params``: a cached :func:`observe_params`."""
+    return _observe(state, None, _NO_ROWS, market, config, params)[0]
+
+
+def observe_pair(
+    state: SimState,
+    renewed_state: SimState,
+    renewed: np.ndarray,
+    market: MarketData,
+    config: SimConfig,
+    params: np.ndarray | None = None,
+) -> tuple[Observation, Observation]:
+    """``(observe(state), observe(renewed_state))`` in one pass, for states that differ only in the ``renewed``
+    rows (bool (N,); the episodes an auto-reset restarted)."""
+    first, second = _observe(state, renewed_state, renewed, market, config, params)
+    assert second is not None
+    return first, second
+
+
+def _observe(
+    state: SimState,
+    state2: SimState | None,
+    renewed: np.ndarray,
+    market: MarketData,
+    config: SimConfig,
+    params: np.ndarray | None,
+) -> tuple[Observation, Observation | None]:
+    bufs = _obs_buffers(state, market, config)
+    bufs2 = bufs if state2 is None else _obs_buffers(state, market, config)
+    observe_kernel(
+        config.window,
+        market.features,
+        market.regime_posterior,
+        market.execution_table,
+        observe_params(config, market) if params is None else params,
+        *_state_args(state),
+        *_out_args(bufs),
+        state2 is not None,
+        renewed,
+        *_state_args(state if state2 is None else state2),
+        *_out_args(bufs2),
+    )
+    first = _finish(bufs, state.position)
+    return first, None if state2 is None else _finish(bufs2, state2.position)
 
 
 # -- the vectorized environment ----------------------------------------------------------------------------------
@@ -467,6 +536,7 @@ class SimVecEnv:
             start_range(market, config, self.start_index, self.end_index, config.episode_length)
         self._seed = int(seed)
         self._params = step_params(config, market)
+        self._obs_params = observe_params(config, market)
         self.rng = np.random.default_rng(self._seed)
         self.state = self._fresh()  # reset() draws again (without a seed: from the same stream)
         self._rng_at_init = True
@@ -521,10 +591,10 @@ class SimVecEnv:
             self.rng = np.random.default_rng(self._seed)
         self._rng_at_init = False
         self.state = self._fresh()
-        return observe(self.state, self.market, self.config)
+        return observe(self.state, self.market, self.config, self._obs_params)
 
     def observe(self) -> Observation:
-        return observe(self.state, self.market, self.config)
+        return observe(self.state, self.market, self.config, self._obs_params)
 
     def step(self, action: np.ndarray) -> StepResult:
         state, terms, info = step(self.state, action, self.market, self.config, self._params)
@@ -533,13 +603,10 @@ class SimVecEnv:
         if done.any():
             # finished episodes restart; final_obs = obs except in their rows, which hold the last observation
             rows = np.flatnonzero(done)
-            ended = take_rows(state, rows)
-            state = replace_rows(state, rows, self._fresh(rows))
-            obs = observe(state, self.market, self.config)
-            last = observe(ended, self.market, self.config)
-            final_obs = Observation(*(_with_rows(o, rows, x) for o, x in zip(obs, last, strict=True)))
+            ended, state = state, replace_rows(state, rows, self._fresh(rows))
+            final_obs, obs = observe_pair(ended, state, done, self.market, self.config, self._obs_params)
         else:
-            obs = final_obs = observe(state, self.market, self.config)
+            obs = final_obs = observe(state, self.market, self.config, self._obs_params)
         info["done"] = done
         info["episode_log_return"] = np.where(done, np.log(np.maximum(info["equity"], 1e-300)), 0.0)
         self.state = state

@@ -22,6 +22,8 @@ from himari.env.sim import (
     SimVecEnv,
     base_position,
     observe,
+    observe_pair,
+    replace_rows,
     reset,
     step,
     take_rows,
@@ -235,3 +237,18 @@ def test_execution_table_columns() -> None:
     np.testing.assert_array_equal(cols["fillable"] == 1.0, market.fillable)
     np.testing.assert_array_equal(cols["valid"] == 1.0, market.valid)
     assert market.execution_table is table  # computed once
+
+
+def test_observe_pair_equals_two_observes() -> None:
+    market = make_market(seed=12, t_len=300, n_assets=2, messy=True)
+    config = SimConfig(window=5, episode_length=40)
+    rng = np.random.default_rng(12)
+    state = _random_state(market, config, 40, rng, 1.0)
+    renewed = rng.random(40) < 0.3
+    rows = np.flatnonzero(renewed)
+    other = replace_rows(state, rows, take_rows(_random_state(market, config, 40, rng, 2.0), rows))
+    first, second = observe_pair(state, other, renewed, market, config)
+    for got, want in ((first, observe(state, market, config)), (second, observe(other, market, config))):
+        for x, y in zip(got, want, strict=True):
+            np.testing.assert_array_equal(x, y)
+    assert not np.array_equal(first.account[renewed], second.account[renewed])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
 
 import numpy as np
@@ -268,9 +269,25 @@ def test_fuzzed_bodies_never_give_500(engine: FakeEngine) -> None:
         else:
             rows[row][field] = value
         body = {"bars": {"BTCUSDT": rows}} if path == "/v1/decide" else {"symbol": "BTCUSDT", "bars": rows, "reset": True}
-        resp = fuzz_client.post(path, json=body, headers=AUTH)
+        # json.dumps writes NaN / Infinity tokens as many clients do (httpx's json= refuses to encode them)
+        resp = fuzz_client.post(path, content=json.dumps(body), headers={**AUTH, "content-type": "application/json"})
         assert resp.status_code in (200, 422), resp.text
         if resp.status_code == 422:
             assert resp.json()["error"]
 
     check()
+
+
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_json_numbers_are_422(engine: FakeEngine, token: str) -> None:
+    """Python's json module (and many clients) write NaN/Infinity tokens; they are bad input, not a crash."""
+    config = ServeConfig(symbols=("BTCUSDT",), timeframe="1h", model_id="fake-mlp", model_version="0", history_bars=64)
+    client = TestClient(create_app(engine, config, ApiKeys((KEY.encode(),)), account_factory=account_factory))
+    for field in ("close", "timestamp"):
+        rows = make_rows(20)
+        rows[5][field] = 1.0
+        body = json.dumps({"bars": {"BTCUSDT": rows}}).replace('"' + field + '": 1.0', f'"{field}": {token}')
+        assert f'"{field}": {token}' in body
+        resp = client.post("/v1/decide", content=body, headers={**AUTH, "content-type": "application/json"})
+        assert resp.status_code == 422, resp.text
+        assert resp.json()["error"]
