@@ -7,14 +7,38 @@ and slippage, funding) in the same order of operations; ``tests/env`` checks it 
 reference (:mod:`himari.env.reference`), the NumPy execution kernels and the torch simulator.
 
 Everything here is a pure function of plain arrays (no configs, no state objects): :mod:`himari.env.sim` unpacks
-its configs into scalars. Kernels are compiled on first use and cached on disk (``cache=True``); they run on the
-calling thread (no numba threading layer, so they never compete with torch's threads).
+its configs into scalars. Kernels are compiled on first use (a few seconds) and cached on disk — next to this file,
+else in the user's cache folder, or where ``NUMBA_CACHE_DIR`` points; where none is writable (a read-only container)
+they are compiled once per process instead. They run on the calling thread (no numba threading layer, so they never
+compete with torch's threads).
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Any
+
 import numpy as np
-from numba import njit
+from numba import njit as _njit
+
+
+def _disk_cache_writable() -> bool:
+    """Whether numba can cache compiled kernels somewhere (else ``cache=True`` fails at the first compile)."""
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return True
+    here = Path(__file__).resolve().parent
+    candidates = (here / "__pycache__", here, Path.home() / ".cache" / "numba", Path.home() / ".cache", Path.home())
+    return any(d.is_dir() and os.access(d, os.W_OK) for d in candidates)
+
+
+_CACHE = _disk_cache_writable()
+
+
+def njit(**options: object) -> Any:
+    """numba.njit with this module's settings (disk cache where possible)."""
+    options["cache"] = _CACHE and bool(options.get("cache", True))
+    return _njit(**options)
 
 # action modes of step_kernel (params[P_MODE])
 MODE_DISCRETE, MODE_TARGET = 0.0, 1.0
@@ -58,7 +82,7 @@ B_FLAT, B_TERMINATED, B_TRUNCATED, B_WIPED = range(4)
 A_POSITION, A_ENTRY, A_TARGET, A_FILL_PRICE, A_TRADED = range(5)
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(nogil=True, error_model="numpy")
 def step_kernel(
     t: np.ndarray,
     steps: np.ndarray,
@@ -244,7 +268,7 @@ Q_INV_LENGTH, Q_BASE_CONSTANT, Q_BASE_POSITION, Q_TARGET_VOL, Q_SQRT_PPY, Q_MAX_
 N_OBSERVE_PARAMS = 6
 
 
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+@njit(nogil=True, error_model="numpy", inline="always")
 def _observe_row(
     i: int,
     ti: int,
@@ -290,7 +314,7 @@ def _observe_row(
         account[i, a, 5] = base
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(nogil=True, error_model="numpy")
 def observe_kernel(
     window: int,
     features: np.ndarray,

@@ -252,3 +252,14 @@ def test_observe_pair_equals_two_observes() -> None:
         for x, y in zip(got, want, strict=True):
             np.testing.assert_array_equal(x, y)
     assert not np.array_equal(first.account[renewed], second.account[renewed])
+
+
+def test_kernel_disk_cache_only_where_writable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read-only install (no writable cache folder) compiles in memory instead of failing at the first call."""
+    from himari.env import kernels
+
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setattr(kernels.os, "access", lambda *_: False)
+    assert not kernels._disk_cache_writable()
+    monkeypatch.setenv("NUMBA_CACHE_DIR", "/somewhere")
+    assert kernels._disk_cache_writable()
