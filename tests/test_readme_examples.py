@@ -1,0 +1,26 @@
+"""The README's Python examples run as written."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _python_blocks(section: str) -> list[str]:
+    text = README.read_text(encoding="utf-8")
+    start = text.index(f"## {section}\n")
+    end = text.find("\n## ", start + 1)
+    return re.findall(r"```python\n(.*?)```", text[start : end if end > 0 else None], flags=re.S)
+
+
+def test_simulator_example_runs() -> None:
+    blocks = _python_blocks("The simulator")
+    assert blocks, "the simulator section has a Python example"
+    namespace: dict[str, object] = {}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)
+    res = namespace["res"]
+    assert res.reward.shape == (256,) and (res.info["fee"] >= 0).all()  # type: ignore[attr-defined]
+    test = namespace["test"]
+    assert test.num_envs == 1  # type: ignore[attr-defined]
