@@ -22,6 +22,7 @@ window) the position is flattened (``invalid_policy="flat"``, default) or kept (
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Literal, NamedTuple
 
@@ -36,7 +37,6 @@ from himari.env.market import MarketData
 from himari.env.protocol import (
     ACCOUNT_FIELDS,
     HOLD,
-    LONG,
     REGIME_NAMES,
     SHORT,
     ActionKind,
@@ -177,46 +177,6 @@ def base_position(market: MarketData, config: SimConfig, t: np.ndarray) -> np.nd
     return np.clip(config.target_annual_vol / np.maximum(sigma_annual, 1e-6), 0.0, config.max_position)
 
 
-def action_to_target(
-    action: np.ndarray, current: np.ndarray, market: MarketData, config: SimConfig, t: np.ndarray
-) -> np.ndarray:
-    """Target positions (N, A) from an action (N, A) (or (N,) for one asset), before the gross exposure cap."""
-    n, a = current.shape
-    act = np.asarray(action)
-    if act.ndim == 1 and a == 1:
-        act = act[:, None]
-    if act.shape != (n, a):
-        raise DataError(f"action must have shape (N={n}, A={a}), got {np.shape(action)}")
-    cap = config.max_position
-    lo = -cap if config.allow_short else 0.0
-    if config.action_kind == "discrete":
-        if not np.issubdtype(act.dtype, np.integer):
-            if not np.all(act == np.round(act)):
-                raise DataError("discrete action must be integer HOLD=0 / LONG=1 / SHORT=2")
-            act = act.astype(np.int64)
-        if ((act < HOLD) | (act > SHORT)).any():
-            raise DataError(f"discrete action must be in {{0, 1, 2}}, got values {np.unique(act)}")
-        hold = current if config.hold_mode == "keep" else np.zeros_like(current)
-        if config.discrete_rebalance:
-            long_t, short_t = cap, lo
-        else:
-            long_t = np.where(current > 0, current, cap)
-            short_t = np.where(current < 0, current, lo) if lo < 0 else lo
-        target = np.where(act == LONG, long_t, np.where(act == SHORT, short_t, hold))
-    else:
-        x = np.asarray(act, dtype=np.float64)
-        if not np.isfinite(x).all():
-            raise DataError("continuous action contains NaN or inf")
-        if config.action_kind == "continuous":
-            target = np.clip(x, lo, cap)
-        else:
-            target = np.clip(base_position(market, config, t) + config.delta_scale * np.tanh(x), lo, cap)
-    if config.max_gross_exposure is not None:
-        gross = np.abs(target).sum(axis=1, keepdims=True)
-        target = target * np.minimum(1.0, config.max_gross_exposure / np.maximum(gross, 1e-12))
-    return target
-
-
 _ZERO_INT = np.zeros(1, dtype=np.int64)
 _NO_ACTION = np.zeros((1, 1), dtype=np.int64)
 _NO_TARGET = np.zeros((1, 1), dtype=np.float64)
@@ -319,11 +279,9 @@ def step(
     terminated, truncated = flags[kernels.B_TERMINATED], flags[kernels.B_TRUNCATED]
     # logs vectorized here (SIMD) rather than per episode in the kernel
     log_ret = np.log(np.maximum(eq_final, 1e-300)) - np.log(np.maximum(state.equity, 1e-300))
-    wiped = flags[kernels.B_WIPED]
-    if wiped.any():  # a move took equity to <= 0: its log growth is -inf
-        with np.errstate(divide="ignore"):
-            market_log_return = np.log(out[kernels.O_GROWTH_PRE]) + np.log(out[kernels.O_GROWTH_POST])
-    else:
+    # a move that took equity to <= 0 has growth 0 (log -inf); the errstate costs only where that happened
+    wiped = flags[kernels.B_WIPED].any()
+    with np.errstate(divide="ignore") if wiped else contextlib.nullcontext():
         market_log_return = np.log(out[kernels.O_GROWTH_PRE]) + np.log(out[kernels.O_GROWTH_POST])
     t1 = t + 1
     if config.reward.kind == "regime_adaptive":  # asset-averaged regime, volatility and market move
@@ -390,6 +348,8 @@ def n_account_fields() -> int:
 def observe_params(config: SimConfig, market: MarketData) -> np.ndarray:
     """The scalar settings of :func:`himari.env.kernels.observe_kernel` (its ``Q_*`` vector)."""
     q = np.zeros(kernels.N_OBSERVE_PARAMS)
+    # time in position is scaled by the configured episode length (not the episode's own), so evaluation chunks and
+    # backtests of any length present the same scale as training
     q[kernels.Q_INV_LENGTH] = 1.0 / config.episode_length
     q[kernels.Q_BASE_CONSTANT] = config.delta_base == "constant"
     q[kernels.Q_BASE_POSITION] = config.base_position
