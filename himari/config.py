@@ -32,8 +32,9 @@ class FrozenConfig(BaseModel):
             return cls.model_validate(merged)
         except ValidationError as exc:
             first = exc.errors()[0]
-            loc = ".".join(str(p) for p in first["loc"]) or cls.__name__
-            raise ConfigError(f"{cls.__name__}: {loc}: {first['msg']}") from None
+            loc = ".".join(str(p) for p in first["loc"])
+            msg = str(first["msg"]).removeprefix("Value error, ")
+            raise ConfigError(f"{cls.__name__}: {loc}: {msg}" if loc else f"{cls.__name__}: {msg}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

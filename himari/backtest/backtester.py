@@ -22,15 +22,16 @@ import numpy as np
 
 from himari.backtest.baselines import baseline_positions
 from himari.backtest.metrics import compute_metrics
-from himari.backtest.session import SessionConfig, TradingSession, apply_rebalance_band, pre_fill_positions
+from himari.backtest.session import SessionConfig, TradingSession
 from himari.backtest.statistics import strategy_statistics
 from himari.bundle import Bundle
 from himari.data.bars import Bars, to_utc_timestamp
 from himari.env.market import MarketData
 from himari.env.rewards import initial_reward_state
-from himari.env.sim import SimConfig, SimState, step
+from himari.env.sim import SimConfig, SimState, initial_stack_state, pre_fill_positions, step
 from himari.errors import DataError
 from himari.report.verdict import make_verdict
+from himari.sizing.positioning import apply_rebalance_band
 from himari.utils.progress import progress_bar
 from himari.utils.seeding import make_rng
 
@@ -108,6 +109,7 @@ def simulate_targets(
         position=np.zeros((k, a)),
         entry_price=np.zeros((k, a)),
         time_in_position=np.zeros((k, a), dtype=np.int64),
+        stack=initial_stack_state(k, a, config),
         reward=initial_reward_state(k, config.reward),
     )
     n = t1 - 1 - t0
@@ -241,7 +243,7 @@ def run_backtest(
         base_t = baseline_targets(market, seed, target_vol_annual=target_vol)
         names = list(base_t)
         paths = simulate_targets(
-            market, np.stack([base_t[k] for k in names]), first - 1, t1, exec_cfg, session.config.rebalance_band
+            market, np.stack([base_t[k] for k in names]), first - 1, t1, exec_cfg, session.engine.sizing_config.rebalance_band
         )
         baselines = dict(zip(names, paths, strict=True))
     end_carry = session.carry_state()

@@ -23,18 +23,15 @@ from himari import __version__
 from himari.bundle import Bundle
 from himari.data.bars import Bars
 from himari.env.market import MarketData
-from himari.env.protocol import ACTION_NAMES, HOLD, REGIME_NAMES, Observation
+from himari.env.protocol import ACTION_NAMES, REGIME_NAMES, Observation
 from himari.env.rewards import initial_reward_state
-from himari.env.sim import SimConfig, SimState, observe
+from himari.env.sim import EXEC_MAX_POSITION, SimConfig, SimState, initial_stack_state, observe
 from himari.errors import DataError
+from himari.risk.config import RiskConfig
 from himari.risk.manager import PositionManager
-from himari.sizing.context import (
-    DecisionContext,
-    PolicySignal,
-    continuous_signal,
-    delta_signal,
-    discrete_signal,
-)
+from himari.sizing.context import DecisionContext, PolicySignal, continuous_signal, delta_signal
+from himari.sizing.positioning import discrete_directions
+from himari.sizing.sizer import SizingConfig
 
 # Trailing bars of returns handed to sizing/risk (EVT refits use up to 2000 bars).
 RISK_LOOKBACK_BARS = 2000
@@ -123,6 +120,7 @@ def sim_state_from_account(account: AccountSnapshot, t: int, config: SimConfig |
         position=np.asarray(account.position, dtype=np.float64).reshape(1, a),
         entry_price=np.asarray(account.entry_price, dtype=np.float64).reshape(1, a),
         time_in_position=np.asarray(account.time_in_position, dtype=np.int64).reshape(1, a),
+        stack=initial_stack_state(1, a, (config or SimConfig())),
         reward=initial_reward_state(1, (config or SimConfig()).reward),
     )
 
@@ -147,11 +145,25 @@ class DecisionEngine:
         self.policy_config = SimConfig.parse(bundle.sim_config)
         # Execution of approved targets: the same simulator step, fed continuous targets (risk already capped them).
         self.exec_config = self.policy_config.replace(
-            action_kind="continuous", max_position=10.0, allow_short=True, max_gross_exposure=None
+            action_kind="continuous", max_position=EXEC_MAX_POSITION, allow_short=True, max_gross_exposure=None,
+            sizing=None, risk=None,
         )
-        self.manager = PositionManager.from_dicts(bundle.sizing_config, bundle.risk_config, self.symbols)
+        # The positioning layer and risk gates the policy was trained with (SimConfig.sizing / .risk) are the ones
+        # that trade it; bundles of policies trained without them carry their own sizing/risk configs.
+        sizing = self.policy_config.sizing or SizingConfig.parse(bundle.sizing_config or {})
+        risk = self.policy_config.risk or RiskConfig.parse(bundle.risk_config or {})
+        self.manager = PositionManager(sizing, risk, self.symbols)
+        # trailing bars handed to sizing/risk: every window they read, and the EVT window before its scheduled fit
+        self.risk_lookback_bars = max(
+            RISK_LOOKBACK_BARS, risk.evt_window_bars + risk.evt_refit_every_bars, risk.cov_window_bars,
+            risk.portfolio_var_window_bars, sizing.vol_lookback_bars,
+        )
         self.history_bars = int(history_bars)
         self.model_id = bundle.model_id
+
+    @property
+    def sizing_config(self) -> SizingConfig:
+        return self.manager.sizing_config
 
     # -- market data ------------------------------------------------------------------------------------------
     def build_market(self, bars_by_symbol: Mapping[str, Bars], history_bars: int | None = None) -> MarketData:
@@ -181,29 +193,18 @@ class DecisionEngine:
     def _signal(self, action: np.ndarray, probs: np.ndarray | None, position: np.ndarray) -> PolicySignal:
         kind = self.policy.action_kind
         if kind == "discrete":
-            act = np.asarray(action, dtype=np.int64).copy()
-            if self.policy_config.hold_mode == "keep":
-                # HOLD keeps the current direction (sizing may still resize it); "flat" HOLD means no position.
-                keep = act == HOLD
-                act = np.where(keep & (position > 0), 1, np.where(keep & (position < 0), 2, act))
-            if not self.policy_config.allow_short:
-                act = np.where(act == 2, HOLD, act)  # long/flat: SHORT means "no position", as in the simulator
-            return discrete_signal(act, probs)
+            cfg = self.policy_config
+            direction = discrete_directions(np.asarray(action), position, cfg.hold_mode, cfg.allow_short)
+            return PolicySignal("discrete", direction, None if probs is None else np.asarray(probs, float))
         if kind == "continuous":
             return continuous_signal(np.asarray(action, dtype=np.float64))
         return delta_signal(np.asarray(action, dtype=np.float64))
 
     def context(self, market: MarketData, t: int, account: AccountSnapshot, strategy_returns: np.ndarray | None,
                 data_age_bars: float = 0.0, is_stale: bool = False) -> DecisionContext:
-        lo = max(0, t - RISK_LOOKBACK_BARS + 1)
-        returns = market.log_return[lo : t + 1].copy()
-        ts = market.timestamps_ns[lo : t + 1]
-        contiguous = np.ones(len(ts), dtype=bool)
-        contiguous[1:] = np.diff(ts) == market.timeframe.nanoseconds
-        if lo == 0:
-            contiguous[0] = False
-        returns[~contiguous] = np.nan
-        returns[~market.present[lo : t + 1]] = np.nan
+        lo = max(0, t - self.risk_lookback_bars + 1)
+        returns = market.risk_returns[lo : t + 1]
+        stamps = market.timestamps_ns[lo : t + 1]
         return DecisionContext(
             timestamp_ns=int(market.timestamps_ns[t]),
             timeframe=market.timeframe,
@@ -215,6 +216,7 @@ class DecisionEngine:
             data_age_bars=data_age_bars,
             is_stale=is_stale,
             strategy_returns=strategy_returns,
+            returns_timestamps_ns=stamps,
         )
 
     def observation(self, market: MarketData, t: int, account: AccountSnapshot) -> Observation:

@@ -39,12 +39,9 @@ def pretrain_synthetic(
 ) -> tuple[Any, dict[str, Any]]:
     """Pre-train on a synthetic market and compare, on window 0's validation month, with training from scratch."""
     from himari.agents.ppo.config import PPOConfig
-    from himari.agents.ppo.networks import ObsSpec
-    from himari.agents.ppo.policies import make_policy
-    from himari.agents.ppo.trainer import PPOTrainer
+    from himari.agents.ppo.run import fit_ppo
     from himari.agents.training import synthetic_market
     from himari.backtest.wfo import _history
-    from himari.env.sim import SimVecEnv
     from himari.tactical.pipeline import TacticalConfig, TacticalPipeline
 
     started = time.perf_counter()
@@ -54,17 +51,11 @@ def pretrain_synthetic(
     tp = TacticalPipeline(TacticalConfig.parse(config.tactical)).fit(fit_bars, w0.train.start, w0.train.end)
     sim = config.sim_config()
     syn = synthetic_market([tp], 20_000, config.seed)
-    env = SimVecEnv(syn, sim, config.num_envs, seed=config.seed)
-    policy = make_policy(config.policy, ObsSpec.from_env(env), config.policy_config or None, seed=config.seed)
-    PPOTrainer(
-        policy,
-        env,
-        PPOConfig.parse({"total_steps": steps, "n_steps": config.n_steps, **config.ppo}),
-        seed=config.seed,
-        progress=None,
-        tensorboard=False,
-        description="synthetic pre-training",
-    ).train()
+    policy, _ = fit_ppo(
+        config.policy, syn, sim, PPOConfig.parse({"total_steps": steps, "n_steps": config.n_steps, **config.ppo}),
+        train_range=(0, syn.num_bars), seed=config.seed, num_envs=config.num_envs,
+        policy_config=config.policy_config, description="synthetic pre-training",
+    )
     _, scratch, s_sel, _ = fit_window(config, w0, bars)
     _, pre, p_sel, _ = fit_window(config, w0, bars, pretrained=policy)
     result = {

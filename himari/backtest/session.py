@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from pydantic import Field
 
 from himari.backtest.engine import (
     AccountSnapshot,
@@ -33,19 +32,17 @@ from himari.bundle import Bundle
 from himari.config import FrozenConfig
 from himari.data.bars import Bars
 from himari.env.market import MarketData
-from himari.env.sim import step
+from himari.env.sim import pre_fill_positions, step
 from himari.errors import DataError
+from himari.risk.budget import STRATEGY_RETURN_MEMORY
+from himari.sizing.positioning import apply_rebalance_band
 
 STATE_FORMAT = 1
-STRATEGY_RETURN_MEMORY = 500
 
 
 class SessionConfig(FrozenConfig):
     initial_equity: float = 10_000.0
     history_bars: int = 3000  # bars of history used to rebuild features in on_bar (paper trading, serving)
-    # Orders that change a position by less than this fraction of equity, without opening, closing or flipping it,
-    # are skipped (the position keeps drifting with the price): no paying fees every bar for tiny resizes.
-    rebalance_band: float = Field(0.05, ge=0.0, le=1.0)
 
 
 @dataclass(frozen=True)
@@ -119,24 +116,6 @@ def _from_jsonable(value: Any) -> Any:
     return value
 
 
-def pre_fill_positions(state: Any, market: MarketData, config: Any) -> np.ndarray:
-    """Positions (N, A) just before the fill at bar t+1: after the close[t] -> fill-price move."""
-    from himari.env.execution import mark_to_market
-
-    t1 = state.t + 1
-    pre = market.gap_return[t1] if config.costs.fill == "next_open" else market.log_return[t1]
-    return mark_to_market(state.position, state.equity, pre).position
-
-
-def apply_rebalance_band(target: np.ndarray, pre_fill: np.ndarray, band: float) -> np.ndarray:
-    """Skip small resizes: where |target - position| < band and the sign is unchanged and the target is not flat,
-    the order becomes "keep" (target = the drifted position, so nothing trades)."""
-    if band <= 0:
-        return target
-    small = (np.abs(target - pre_fill) < band) & (np.sign(target) == np.sign(pre_fill)) & (target != 0)
-    return np.where(small, pre_fill, target)
-
-
 class TradingSession:
     """Bar-by-bar trading with one bundle (see the module docstring)."""
 
@@ -173,7 +152,7 @@ class TradingSession:
                 )
             state = sim_state_from_account(self.account, p, self.engine.exec_config)
             pre = pre_fill_positions(state, market, self.engine.exec_config)
-            order = apply_rebalance_band(self.pending_target[None, :], pre, self.config.rebalance_band)
+            order = apply_rebalance_band(self.pending_target[None, :], pre, self.engine.sizing_config.rebalance_band)
             new_state, _, info = step(state, order, market, self.engine.exec_config)
             scale = self.config.initial_equity  # info's money amounts are in units of the initial equity
             traded = info["traded"][0]

@@ -26,8 +26,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from himari.agents.registry import OFFLINE_KINDS, POLICY_KINDS, WALK_FORWARD_KINDS
+from himari.agents.run_config import validate_sections
 from himari.backtest.backtester import BacktestResult, run_backtest
 from himari.bundle import Bundle
 from himari.config import FrozenConfig
@@ -38,13 +40,11 @@ from himari.errors import ConfigError
 from himari.tactical.pipeline import TacticalConfig
 from himari.utils.seeding import child_seeds
 
-OFFLINE_KINDS: tuple[str, ...] = ("mlp-classifier", "cql", "dt", "cgdt", "flag-trader")
-
 
 class WFOConfig(FrozenConfig):
     """Walk-forward settings. Month lengths default to the issue's 6/1/1/1."""
 
-    policy: Literal["mlp", "lstm", "transformer", "multiasset", "mlp-classifier", "cql", "dt", "cgdt", "flag-trader"] = "mlp"
+    policy: str = Field("mlp", description="a walk-forward policy kind of himari.agents.registry")
     offline: dict[str, Any] = Field(default_factory=dict)  # options of himari.agents.offline.train.fit_offline
     first_train_start: str | None = None  # default: test_start - (train + validation) months
     test_start: str = "2023-01-01"
@@ -71,6 +71,19 @@ class WFOConfig(FrozenConfig):
     warmup_bars: int = Field(2500, ge=0, description="history before each training start used as feature warm-up")
     seed: int = 0
 
+    @model_validator(mode="after")
+    def _check_sections(self) -> WFOConfig:
+        if self.policy not in WALK_FORWARD_KINDS:
+            raise ValueError(f"policy {self.policy!r} is not a walk-forward kind; known: {', '.join(WALK_FORWARD_KINDS)}")
+        try:
+            validate_sections(
+                self.policy, "walk-forward config", ppo=self.ppo, policy_config=self.policy_config, sim=self.sim,
+                tactical=self.tactical, sizing=self.sizing, risk=self.risk, offline=self.offline,
+            )
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
     def windows(self) -> list[WalkForwardWindow]:
         import pandas as pd
 
@@ -90,15 +103,16 @@ class WFOConfig(FrozenConfig):
         return self.policy in OFFLINE_KINDS
 
     def sim_config(self) -> SimConfig:
-        from himari.agents.ppo.run import ACTION_KINDS, DEFAULT_WINDOWS
-
         if self.is_offline:
             return SimConfig.parse({"action_kind": "discrete", "window": self.window or 1,
                                     "episode_length": self.episode_length, **self.sim})
         base: dict[str, Any] = {
-            "action_kind": ACTION_KINDS[self.policy],
-            "window": self.window or DEFAULT_WINDOWS[self.policy],
+            "action_kind": POLICY_KINDS[self.policy].action_kind,
+            "window": self.window or POLICY_KINDS[self.policy].window,
             "episode_length": self.episode_length,
+            # the policy trains through the positioning layer and risk gates that trade it
+            "sizing": dict(self.sizing),
+            "risk": dict(self.risk),
         }
         base.update(self.sim)
         return SimConfig.parse(base)
@@ -163,9 +177,7 @@ def fit_window(
     """Fit and select one window using bars < validation end only. Returns (selected bundle, candidates, index,
     all candidate bundles)."""
     from himari.agents.ppo.config import PPOConfig
-    from himari.agents.ppo.networks import ObsSpec
-    from himari.agents.ppo.policies import make_policy
-    from himari.agents.ppo.trainer import PPOTrainer
+    from himari.agents.ppo.run import fit_ppo
     from himari.env.market import MarketData
     from himari.env.sim import SimVecEnv
     from himari.tactical.pipeline import TacticalPipeline
@@ -191,19 +203,13 @@ def fit_window(
     candidates: list[CandidateResult] = []
     bundles: list[Bundle] = []
     for c, seed in enumerate(seeds):
-        env = SimVecEnv(market, sim_cfg, num_envs=config.num_envs, seed=seed, start_index=tr0, end_index=tr1)
         eval_env = SimVecEnv.for_evaluation(market, sim_cfg, va0, va1, num_envs=1)
-        policy = make_policy(config.policy, ObsSpec.from_env(env), config.policy_config or None, seed=seed)
-        if init_policy_state is not None:
-            net_state = {k: v for k, v in init_policy_state.items() if k.startswith("net.")}
-            policy.module.load_state_dict({**policy.module.state_dict(), **net_state})
-        elif pretrained is not None:
-            from himari.agents.ppo.trainer import transfer_weights
-
-            transfer_weights(pretrained, policy)
-        trainer = PPOTrainer(policy, env, ppo_cfg, seed=seed, eval_env=eval_env, progress=progress, tensorboard=False,
-                             description=f"window {window.index} candidate {c}")
-        result = trainer.train()
+        policy, result = fit_ppo(
+            config.policy, market, sim_cfg, ppo_cfg, train_range=(tr0, tr1), seed=seed, num_envs=config.num_envs,
+            eval_env=eval_env, policy_config=config.policy_config, progress=progress,
+            init=init_policy_state if init_policy_state is not None else pretrained,
+            description=f"window {window.index} candidate {c}",
+        )
         bundle = Bundle(
             symbols=symbols,
             timeframe=str(market.timeframe),

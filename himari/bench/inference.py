@@ -18,10 +18,10 @@ from typing import Any
 import click
 import numpy as np
 
+from himari.agents.registry import PPO_KINDS
 from himari.env.protocol import ACCOUNT_FIELDS, REGIME_NAMES, Observation
 
 N_FEATURES = 48  # 44 technical + 4 filter features of the tactical pipeline
-PPO_KINDS = ("mlp", "lstm", "transformer", "multiasset", "sizer")
 
 
 def _offline_builders(n_features: int) -> dict[str, Callable[[], Any]]:

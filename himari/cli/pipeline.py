@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from himari.agents.registry import WALK_FORWARD_KINDS
+
 
 def _read_json(path: str) -> dict:
     from himari.errors import ConfigError
@@ -36,7 +38,7 @@ def _load(data_specs: tuple[str, ...]) -> dict:
 @click.command("wfo")
 @click.option("--data", "data_specs", multiple=True, default=("BTCUSDT",), show_default=True, help="OHLCV file or bundled name (repeat for multi-asset).")
 @click.option("--out", required=True, help="Run directory to write.")
-@click.option("--policy", type=click.Choice(["mlp", "lstm", "transformer", "multiasset", "mlp-classifier", "cql", "dt", "cgdt", "flag-trader"]),
+@click.option("--policy", type=click.Choice(WALK_FORWARD_KINDS),
               default="mlp", show_default=True, help="PPO kinds train in the simulator; the others are offline/supervised.")
 @click.option("--test-start", default="2023-01-01", show_default=True)
 @click.option("--test-end", default="2025-01-01", show_default=True)

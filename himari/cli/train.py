@@ -12,23 +12,26 @@ from typing import Any
 
 import click
 
+from himari.agents.registry import OFFLINE_KINDS, PPO_KINDS
 from himari.errors import ConfigError, RunDirError
 
-PPO_KINDS = ("mlp", "lstm", "transformer", "multiasset", "sizer")
-OFFLINE_KINDS = ("mlp-classifier", "cql", "dt", "cgdt", "flag-trader")
+SECTION_FILE_KEYS = {"ppo", "policy", "sim", "tactical", "offline", "sizing", "risk"}
 
 
 def _load_config_file(path: str | None) -> dict[str, Any]:
+    """A train config: either ``RUN/config.json`` of an earlier run (every :class:`TrainRunConfig` field) or a file of
+    override sections (ppo, policy, sim, tactical, sizing, risk, offline)."""
     if path is None:
         return {}
     try:
         payload = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read JSON config: {exc}") from None
-    unknown = set(payload) - {"ppo", "policy", "sim", "tactical", "offline"}
-    if unknown:
-        raise ConfigError(f"{path}: unknown sections {sorted(unknown)}; allowed: ppo, policy, sim, tactical, offline")
-    return payload  # type: ignore[no-any-return]
+    if not isinstance(payload, dict):
+        raise ConfigError(f"{path}: a train config is a JSON object")
+    if set(payload) <= SECTION_FILE_KEYS:  # sections only
+        return {("policy_config" if k == "policy" else k): v for k, v in payload.items()}
+    return payload
 
 
 def _echo_offline_summary(run: Path) -> None:
@@ -49,8 +52,8 @@ def _echo_offline_summary(run: Path) -> None:
 
 
 @click.command("train")
-@click.option("--policy", "policy_kind", required=True, type=click.Choice(PPO_KINDS + OFFLINE_KINDS),
-              help="Policy kind to train.")
+@click.option("--policy", "policy_kind", default=None, type=click.Choice(PPO_KINDS + OFFLINE_KINDS),
+              help="Policy kind to train (required unless --config holds one).")
 @click.option("--data", "data_specs", multiple=True, default=("BTCUSDT",), show_default=True,
               help="Bundled symbol (BTCUSDT, ETHUSDT, SOLUSDT) or OHLCV file; repeat for several assets.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
@@ -73,8 +76,9 @@ def _echo_offline_summary(run: Path) -> None:
 @click.option("--size", type=click.Choice(["small", "seeds"]), default="small", show_default=True,
               help="transformer: small CPU default or the seeds' 3 layers / 4 heads / d=256 / 100-step context.")
 @click.option("--config", "config_file", default=None, type=click.Path(dir_okay=False, exists=True),
-              help="JSON file with optional sections ppo, policy, sim, tactical (field overrides), and offline "
-                   "(options of the offline kinds: labels, model, sim, tactical, behaviour_policy, ...).")
+              help="RUN/config.json of an earlier run (options given here override it), or a JSON file of sections "
+                   "ppo, policy, sim, tactical, sizing, risk (field overrides) and offline (options of the offline "
+                   "kinds: labels, model, sim, tactical, behaviour_policy, loop, ...). A typo is an error.")
 @click.option("--no-tensorboard", is_flag=True, help="Metrics only as metrics.jsonl (no TensorBoard events).")
 def train_cmd(
     policy_kind: str, data_specs: tuple[str, ...], out: str, train_start: str, train_end: str, val_end: str,
@@ -82,47 +86,59 @@ def train_cmd(
     learning_rate: float | None, episode_length: int | None, window: int | None, size: str,
     config_file: str | None, no_tensorboard: bool,
 ) -> None:
-    """Train a policy; writes run.json, metrics, checkpoints and RUN/bundle for `himari backtest --run RUN`."""
-    if policy_kind in OFFLINE_KINDS:
+    """Train a policy; writes run.json, config.json, metrics, checkpoints and RUN/bundle for `himari backtest --run RUN`."""
+    from himari.agents.run_config import TrainRunConfig
+
+    base = _load_config_file(config_file)
+    ctx = click.get_current_context()
+    options = {"policy": policy_kind, "data": list(data_specs), "train_start": train_start, "train_end": train_end,
+               "val_end": val_end, "steps": steps, "seed": seed, "pretrain_synthetic": pretrain_synthetic,
+               "num_envs": num_envs}
+    params = {"policy_kind": "policy", "data_specs": "data"}
+    # a config file is the base; options given on the command line (not their defaults) override it
+    explicit = {params.get(name, name): options[params.get(name, name)] for name in ctx.params
+                if params.get(name, name) in options
+                and (ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT
+                     or params.get(name, name) not in base)}
+    explicit = {k: v for k, v in explicit.items() if v is not None}
+    ppo = dict(base.get("ppo", {}))
+    if n_steps is not None:
+        ppo["n_steps"] = n_steps
+    if learning_rate is not None:
+        ppo["learning_rate"] = learning_rate
+    sim = dict(base.get("sim", {}))
+    if episode_length is not None:
+        sim["episode_length"] = episode_length
+    if window is not None:
+        sim["window"] = window
+    policy_cfg = dict(base.get("policy_config", {}))
+    kind = explicit.get("policy", base.get("policy"))
+    if kind is None:
+        raise click.UsageError("give --policy (or a --config holding a policy)")
+    if kind == "transformer" and size == "seeds":
+        from himari.agents.ppo.config import TransformerConfig
+
+        policy_cfg = {**TransformerConfig.seeds().to_dict(), **policy_cfg}
+    cfg = TrainRunConfig.parse({**base, **explicit, "ppo": ppo, "sim": sim, "policy_config": policy_cfg})
+    if cfg.policy in OFFLINE_KINDS:
         from himari.agents.offline.train import train_offline
 
-        offline_options = _load_config_file(config_file).get("offline")
-        run = train_offline(policy_kind=policy_kind, data_specs=list(data_specs), out=out, train_start=train_start,
-                            train_end=train_end, val_end=val_end, steps=steps, seed=seed, resume=resume,
-                            options=offline_options)
+        run = train_offline(policy_kind=cfg.policy, data_specs=list(cfg.data), out=out, train_start=cfg.train_start,
+                            train_end=cfg.train_end, val_end=cfg.val_end, steps=cfg.steps, seed=cfg.seed,
+                            resume=resume, options=cfg.offline or None)
         _echo_offline_summary(Path(run))
         return
     from himari.agents.ppo.run import train_ppo
     from himari.agents.training import prepare_training_data
     from himari.config import config_hash
+    from himari.utils.io import atomic_write_json
     from himari.utils.rundir import create_run_dir, load_run_meta
     from himari.utils.threads import configure_torch_threads
 
     configure_torch_threads()
-    file_cfg = _load_config_file(config_file)
-    ppo = dict(file_cfg.get("ppo", {}))
-    if n_steps is not None:
-        ppo["n_steps"] = n_steps
-    if learning_rate is not None:
-        ppo["learning_rate"] = learning_rate
-    sim = dict(file_cfg.get("sim", {}))
-    if episode_length is not None:
-        sim["episode_length"] = episode_length
-    if window is not None:
-        sim["window"] = window
-    policy_cfg = dict(file_cfg.get("policy", {}))
-    if policy_kind == "transformer" and size == "seeds":
-        from himari.agents.ppo.config import TransformerConfig
-
-        policy_cfg = {**TransformerConfig.seeds().to_dict(), **policy_cfg}
-    if policy_kind == "multiasset" and len(data_specs) < 2:
+    if cfg.policy == "multiasset" and len(cfg.data) < 2:
         raise ConfigError("--policy multiasset needs several --data (e.g. --data BTCUSDT --data ETHUSDT --data SOLUSDT)")
-    resolved = {
-        "policy": policy_kind, "data": list(data_specs), "train_start": train_start, "train_end": train_end,
-        "val_end": val_end, "steps": steps, "seed": seed, "pretrain_synthetic": pretrain_synthetic,
-        "num_envs": num_envs, "ppo": ppo, "sim": sim, "policy_config": policy_cfg,
-        "tactical": file_cfg.get("tactical", {}),
-    }
+    resolved = cfg.to_dict()
     out_dir = Path(out)
     if resume:
         meta = load_run_meta(out_dir)
@@ -131,13 +147,14 @@ def train_cmd(
                               f"({meta.get('config_hash')} vs {config_hash(resolved)})")
     elif (out_dir / "run.json").exists():
         raise RunDirError(f"{out_dir}: already holds a run; use --resume to continue it or choose a new --out")
-    data = prepare_training_data(list(data_specs), train_start, train_end, val_end, resolved["tactical"] or None)
-    create_run_dir(out_dir, "train", resolved, seed, data_files={s: p for s, p in data.data_files.items()},
+    data = prepare_training_data(list(cfg.data), cfg.train_start, cfg.train_end, cfg.val_end, cfg.tactical or None)
+    create_run_dir(out_dir, "train", resolved, cfg.seed, data_files={s: p for s, p in data.data_files.items()},
                    extra={"data_summary": data.describe()})
+    atomic_write_json(out_dir / "config.json", resolved)  # himari train --config RUN/config.json reruns it
     result = train_ppo(
-        policy_kind, data, out_dir, steps=steps, seed=seed, resume=resume, num_envs=num_envs, ppo_overrides=ppo,
-        policy_config=policy_cfg, sim_overrides=sim, pretrain_synthetic_steps=pretrain_synthetic,
-        tensorboard=not no_tensorboard,
+        cfg.policy, data, out_dir, steps=cfg.steps, seed=cfg.seed, resume=resume, num_envs=cfg.num_envs,
+        ppo_overrides=cfg.ppo, policy_config=cfg.policy_config, sim_overrides=cfg.sim_overrides(),
+        pretrain_synthetic_steps=cfg.pretrain_synthetic, tensorboard=not no_tensorboard,
     )
     m = result.metrics
     click.echo(f"trained {policy_kind}: {m['global_step']} steps ({m['steps_per_s']:,.0f} steps/s), "

@@ -33,7 +33,7 @@ from pydantic import Field
 from himari.config import FrozenConfig
 from himari.data.bars import OHLCV_COLUMNS, to_utc_timestamp
 from himari.data.timeframe import Timeframe
-from himari.data.validate import ValidationReport, check_timestamps, check_values
+from himari.data.validate import ValidationReport, validate_frame
 from himari.errors import ConfigError, DataError
 
 
@@ -158,17 +158,6 @@ def _rows_to_array(page: Any, label: str) -> np.ndarray:
             raise DataError(f"{label}: candle {i} of a page is {row!r}, expected [time, open, high, low, close, volume]")
         out[i] = [np.nan if v is None else float(v) for v in row[:6]]
     return out
-
-
-def validate_frame(frame: pd.DataFrame, timeframe: Timeframe, path: str) -> ValidationReport:
-    """Run the loader's value and timestamp checks on a canonical frame (rows are 1-based in ``frame`` order)."""
-    report = ValidationReport(path=path, n_rows=len(frame))
-    values = {c: frame[c].to_numpy(dtype=np.float64) for c in OHLCV_COLUMNS}
-    check_values(values, report, {})
-    report.timeframe = check_timestamps(frame.index.as_unit("ns").asi8, report, timeframe)
-    if len(frame):
-        report.first, report.last = frame.index[0], frame.index[-1]
-    return report
 
 
 def _raise_if_invalid(report: ValidationReport, frame: pd.DataFrame) -> None:

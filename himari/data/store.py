@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from himari.data.bars import Bars
 from himari.data.timeframe import Timeframe
+from himari.data.validate import validate_frame
 from himari.errors import ConfigError, DataError
 from himari.utils.io import atomic_write_bytes
 
@@ -101,8 +102,6 @@ class DataStore:
 
     def add(self, bars: Bars, exchange: str, symbol: str | None = None, replace: bool = False) -> StoreEntry:
         """Store ``bars`` (merged with what is stored unless ``replace``: stored bars win on equal timestamps)."""
-        from himari.data.fetch import validate_frame
-
         sym = (symbol or bars.symbol).upper()
         path = self.path_for(exchange, sym, bars.timeframe)
         frame = bars.frame

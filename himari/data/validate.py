@@ -213,3 +213,14 @@ def check_values(values: dict[str, np.ndarray], report: ValidationReport, bad_nu
         for i in np.flatnonzero(vol < 0)[:1000]:
             report.add("error", "negative_volume", f"volume {vol[i]:g} is negative", int(rows[i]), "volume")
         report.zero_volume_rows = int(np.sum(vol == 0))
+
+
+def validate_frame(frame: pd.DataFrame, timeframe: Timeframe, path: str) -> ValidationReport:
+    """Run the loader's value and timestamp checks on a canonical frame (rows are 1-based in ``frame`` order)."""
+    report = ValidationReport(path=path, n_rows=len(frame))
+    values = {c: frame[c].to_numpy(dtype=np.float64) for c in OHLCV_COLUMNS}
+    check_values(values, report, {})
+    report.timeframe = check_timestamps(frame.index.as_unit("ns").asi8, report, timeframe)
+    if len(frame):
+        report.first, report.last = frame.index[0], frame.index[-1]
+    return report

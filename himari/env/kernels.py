@@ -15,30 +15,9 @@ compete with torch's threads).
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import Any
-
 import numpy as np
-from numba import njit as _njit
 
-
-def _disk_cache_writable() -> bool:
-    """Whether numba can cache compiled kernels somewhere (else ``cache=True`` fails at the first compile)."""
-    if os.environ.get("NUMBA_CACHE_DIR"):
-        return True
-    here = Path(__file__).resolve().parent
-    candidates = (here / "__pycache__", here, Path.home() / ".cache" / "numba", Path.home() / ".cache", Path.home())
-    return any(d.is_dir() and os.access(d, os.W_OK) for d in candidates)
-
-
-_CACHE = _disk_cache_writable()
-
-
-def njit(**options: object) -> Any:
-    """numba.njit with this module's settings (disk cache where possible)."""
-    options["cache"] = _CACHE and bool(options.get("cache", True))
-    return _njit(**options)
+from himari.utils.jit import njit
 
 # action modes of step_kernel (params[P_MODE])
 MODE_DISCRETE, MODE_TARGET = 0.0, 1.0

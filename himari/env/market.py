@@ -33,7 +33,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -41,6 +41,9 @@ from himari.data.bars import Bars
 from himari.data.timeframe import Timeframe
 from himari.env.protocol import REGIME_NAMES
 from himari.errors import DataError
+from himari.risk.config import RiskConfig
+from himari.risk.evt import tail_es_columns
+from himari.sizing.positioning import rolling_vol_per_bar
 
 N_REGIMES = len(REGIME_NAMES)
 
@@ -123,6 +126,50 @@ class MarketData:
         )
         table.flags.writeable = False
         return table
+
+    @cached_property
+    def risk_returns(self) -> np.ndarray:
+        """(T, A) per-bar log returns as sizing and risk see them: ``log_return`` where the asset has a bar and that
+        bar directly follows the previous one, NaN otherwise (first bar, across gaps, not listed). Read-only."""
+        contiguous = np.zeros(self.num_bars, dtype=bool)
+        contiguous[1:] = np.diff(self.timestamps_ns) == self.timeframe.nanoseconds
+        out = np.where(contiguous[:, None] & self.present, self.log_return, np.nan)
+        out.flags.writeable = False
+        return out
+
+    @cached_property
+    def _sigma_cache(self) -> dict[tuple, Any]:
+        return {}
+
+    def sizing_sigma(self, lookback: int, min_bars: int) -> np.ndarray:
+        """(T, A) trailing σ of :attr:`risk_returns` per bar (the positioning layer's
+        :func:`~himari.sizing.positioning.rolling_vol_per_bar`), computed once per (lookback, min_bars)."""
+        key = (int(lookback), int(min_bars))
+        cache = self._sigma_cache
+        if key not in cache:
+            sigma = rolling_vol_per_bar(self.risk_returns, *key)
+            sigma.flags.writeable = False
+            cache[key] = sigma
+        return cache[key]
+
+    def tail_es(self, risk: RiskConfig) -> tuple[np.ndarray, np.ndarray]:
+        """(T, A) expected shortfall of a unit long / short position in force at each bar under ``risk``'s EVT
+        settings (:func:`himari.risk.evt.tail_es_columns`: the fits a trading session's cache holds there),
+        computed once per setting."""
+        key = ("evt", risk.evt_refit_every_bars, risk.evt_window_bars, risk.evt_level, risk.evt_threshold_quantile,
+               risk.evt_min_exceedances, risk.evt_min_bars)
+        cache = self._sigma_cache
+        if key not in cache:
+            cols = tail_es_columns(
+                self.risk_returns, self.timestamps_ns, self.timeframe.nanoseconds,
+                refit_every_bars=risk.evt_refit_every_bars, window=risk.evt_window_bars, level=risk.evt_level,
+                threshold_quantile=risk.evt_threshold_quantile, min_exceedances=risk.evt_min_exceedances,
+                min_bars=risk.evt_min_bars,
+            )
+            for c in cols:
+                c.flags.writeable = False
+            cache[key] = cols
+        return cache[key]
 
     def index_of(self, timestamp: object) -> int:
         """First bar index whose timestamp is >= ``timestamp`` (UTC; str, pandas or numpy time)."""

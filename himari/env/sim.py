@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from himari.config import FrozenConfig
 from himari.env import kernels
-from himari.env.execution import CostConfig
+from himari.env.execution import CostConfig, mark_to_market
 from himari.env.kernels import MODE_DISCRETE, MODE_TARGET, observe_kernel
 from himari.env.market import MarketData
 from himari.env.protocol import (
@@ -51,6 +51,23 @@ from himari.env.rewards import (
     initial_reward_state,
 )
 from himari.errors import ConfigError, DataError
+from himari.risk.batched import batched_risk, update_brake_peak
+from himari.risk.budget import STRATEGY_RETURN_MEMORY, budget_step, budget_targets
+from himari.risk.config import RiskConfig
+from himari.sizing.kelly import (
+    OutcomeState,
+    initial_outcomes,
+    kelly_from_sums,
+    record_outcomes,
+    remember_direction,
+)
+from himari.sizing.positioning import (
+    apply_rebalance_band,
+    discrete_directions,
+    propose_positions,
+    vol_target_position,
+)
+from himari.sizing.sizer import SizingConfig
 
 
 class SimConfig(FrozenConfig):
@@ -74,6 +91,60 @@ class SimConfig(FrozenConfig):
     ruin_equity: float = Field(0.5, gt=0.0, lt=1.0)
     costs: CostConfig = Field(default_factory=CostConfig)
     reward: RewardConfig = Field(default_factory=RewardConfig)
+    # The positioning layer and the risk gates of the trading stack. With ``sizing`` set, the policy's output goes
+    # through the same positioning functions and (with ``risk`` set) the same risk gates as in trading
+    # (himari.sizing.positioning, himari.risk.batched) before it is filled: a policy learns in the world it trades
+    # in. Without ``sizing``, actions map to raw positions (discrete: +-max_position; delta: around the simulator's
+    # own base) - the plain market simulator, for Gymnasium users and tests of the accounting.
+    sizing: SizingConfig | None = None
+    risk: RiskConfig | None = None
+
+    @model_validator(mode="after")
+    def _check_stack(self) -> SimConfig:
+        if self.risk is not None and self.sizing is None:
+            raise ValueError("risk gates in the simulator need the positioning layer: set sizing as well")
+        if self.sizing is not None and self.sizing.use_confidence:
+            raise ValueError(
+                "sizing.use_confidence is not available in the simulator (actions carry no probabilities): "
+                "training and trading would size differently"
+            )
+        return self
+
+    @property
+    def positioned(self) -> bool:
+        """Whether actions go through the positioning layer (and risk gates) of the trading stack."""
+        return self.sizing is not None
+
+
+class StackState(NamedTuple):
+    """Per-episode state of the positioning layer and risk gates, as a trading session keeps it (N episodes)."""
+
+    regime_multiplier: np.ndarray  # (N, A) held regime multiplier (NaN: none yet)
+    brake_peak: np.ndarray  # (N,) the drawdown brake's decaying reference peak (NaN: none yet)
+    outcomes: OutcomeState  # the signal's outcomes for the Kelly estimate
+    strategy_returns: np.ndarray  # (N, M) the last M per-bar equity log returns, oldest first (NaN: none)
+    budget: np.ndarray  # (N,) smoothed risk budget
+
+
+def initial_stack_state(num_envs: int, num_assets: int, config: SimConfig) -> StackState:
+    """Fresh stack state: nothing held yet, no outcomes, budget 1 (placeholders without the positioning layer)."""
+    window = config.sizing.kelly_window_bars if config.sizing is not None else 1
+    memory = STRATEGY_RETURN_MEMORY if config.risk is not None else 1
+    return StackState(
+        np.full((num_envs, num_assets), np.nan),
+        np.full(num_envs, np.nan),
+        initial_outcomes(num_envs, num_assets, window),
+        np.full((num_envs, memory), np.nan),
+        np.ones(num_envs),
+    )
+
+
+def map_arrays(fn: Any, *states: Any) -> Any:
+    """Apply ``fn`` to corresponding arrays (or tensors) of (nested) NamedTuples such as :class:`SimState`."""
+    first = states[0]
+    if isinstance(first, tuple):
+        return type(first)(*(map_arrays(fn, *parts) for parts in zip(*states, strict=True)))
+    return fn(*states)
 
 
 class SimState(NamedTuple):
@@ -88,6 +159,7 @@ class SimState(NamedTuple):
     position: np.ndarray  # (N, A) float64
     entry_price: np.ndarray  # (N, A) float64 effective fill price at the last entry (sign change)
     time_in_position: np.ndarray  # (N, A) int64 bars since the position's sign last changed (0 when flat)
+    stack: StackState  # state of the positioning layer and the risk gates (what a trading session keeps)
     reward: RewardState
 
 
@@ -145,20 +217,19 @@ def reset(
         position=np.zeros((num_envs, a)),
         entry_price=np.zeros((num_envs, a)),
         time_in_position=np.zeros((num_envs, a), dtype=np.int64),
+        stack=initial_stack_state(num_envs, a, config),
         reward=initial_reward_state(num_envs, config.reward),
     )
 
 
 def take_rows(state: SimState, rows: np.ndarray) -> SimState:
     """The episodes ``rows`` of ``state`` as a smaller state."""
-    return SimState(*(x[rows] for x in state[:-1]), reward=RewardState(*(x[rows] for x in state.reward)))
+    return map_arrays(lambda x: x[rows], state)
 
 
 def replace_rows(state: SimState, rows: np.ndarray, new: SimState) -> SimState:
     """``state`` with the episodes ``rows`` replaced by ``new`` (len(rows) episodes); ``state`` is not modified."""
-    fields = [_with_rows(o, rows, n) for o, n in zip(state[:-1], new[:-1], strict=True)]
-    reward = RewardState(*(_with_rows(o, rows, n) for o, n in zip(state.reward, new.reward, strict=True)))
-    return SimState(*fields, reward=reward)
+    return map_arrays(lambda old, fresh: _with_rows(old, rows, fresh), state, new)
 
 
 def _with_rows(old: np.ndarray, rows: np.ndarray, new: np.ndarray) -> np.ndarray:
@@ -177,6 +248,8 @@ def base_position(market: MarketData, config: SimConfig, t: np.ndarray) -> np.nd
     return np.clip(config.target_annual_vol / np.maximum(sigma_annual, 1e-6), 0.0, config.max_position)
 
 
+# |position| bound of execution when targets arrive sized and risk-checked (the risk layer's leverage gate binds first)
+EXEC_MAX_POSITION = 10.0
 _ZERO_INT = np.zeros(1, dtype=np.int64)
 _NO_ACTION = np.zeros((1, 1), dtype=np.int64)
 _NO_TARGET = np.zeros((1, 1), dtype=np.float64)
@@ -219,14 +292,20 @@ def _continuous_targets(
 def step_params(config: SimConfig, market: MarketData) -> np.ndarray:
     """The scalar settings of :func:`himari.env.kernels.step_kernel` (its ``P_*`` vector)."""
     costs = config.costs
-    cap = config.max_position
     p = np.zeros(kernels.N_PARAMS)
-    p[kernels.P_MODE] = MODE_DISCRETE if config.action_kind == "discrete" else MODE_TARGET
+    if config.positioned:  # targets come sized and risk-checked; execution takes them as they are
+        p[kernels.P_MODE] = MODE_TARGET
+        p[kernels.P_CAP] = EXEC_MAX_POSITION
+        p[kernels.P_LO] = -EXEC_MAX_POSITION
+        p[kernels.P_MAX_GROSS] = -1.0
+    else:
+        cap = config.max_position
+        p[kernels.P_MODE] = MODE_DISCRETE if config.action_kind == "discrete" else MODE_TARGET
+        p[kernels.P_CAP] = cap
+        p[kernels.P_LO] = -cap if config.allow_short else 0.0
+        p[kernels.P_MAX_GROSS] = -1.0 if config.max_gross_exposure is None else config.max_gross_exposure
     p[kernels.P_HOLD_FLAT] = config.hold_mode == "flat"
     p[kernels.P_REBALANCE] = config.discrete_rebalance
-    p[kernels.P_CAP] = cap
-    p[kernels.P_LO] = -cap if config.allow_short else 0.0
-    p[kernels.P_MAX_GROSS] = -1.0 if config.max_gross_exposure is None else config.max_gross_exposure
     p[kernels.P_INVALID_FLAT] = config.invalid_policy == "flat"
     p[kernels.P_NEXT_OPEN] = costs.fill == "next_open"
     p[kernels.P_FUNDING] = costs.funding_rate_per_bar(market.timeframe.seconds)
@@ -235,6 +314,88 @@ def step_params(config: SimConfig, market: MarketData) -> np.ndarray:
     p[kernels.P_VOL_SLIPPAGE] = costs.vol_slippage_coef
     p[kernels.P_RUIN] = config.ruin_equity
     return p
+
+
+def sized_base(market: MarketData, sizing: SizingConfig, t: np.ndarray) -> np.ndarray:
+    """(N, A) vol-targeted base position of the positioning layer at decision bars ``t``."""
+    sigma = market.sizing_sigma(sizing.vol_lookback_bars, sizing.vol_min_bars)[t]
+    return vol_target_position(sigma, sizing.target_vol_annual, market.timeframe.periods_per_year, sizing.max_position)
+
+
+def pre_fill_positions(state: SimState, market: MarketData, config: SimConfig) -> np.ndarray:
+    """Positions (N, A) just before the fill at bar t+1: after the close[t] -> fill-price move."""
+    t1 = state.t + 1
+    pre = market.gap_return[t1] if config.costs.fill == "next_open" else market.log_return[t1]
+    return mark_to_market(state.position, state.equity, pre).position
+
+
+def risk_window(market: MarketData, risk: RiskConfig, t: np.ndarray) -> np.ndarray:
+    """(N, W, A) trailing :attr:`MarketData.risk_returns` ending at decision bars ``t`` (NaN before the data)."""
+    w = max(risk.cov_window_bars, risk.portfolio_var_window_bars, risk.min_history_bars)
+    rows = t[:, None] + np.arange(1 - w, 1)[None, :]
+    out = market.risk_returns[np.maximum(rows, 0)]
+    return np.where((rows >= 0)[:, :, None], out, np.nan)
+
+
+def positioned_orders(
+    state: SimState, action: np.ndarray, market: MarketData, config: SimConfig
+) -> tuple[np.ndarray, StackState]:
+    """Orders (N, A) of the trading stack for the policy's ``action`` at decision bars ``state.t``, and the new stack
+    state: positioning (himari.sizing.positioning, the signal's Kelly estimate) -> risk gates
+    (himari.risk.batched, with the tail fits, budget and reference peak in force) -> rebalance band against the
+    positions just before the fill. The same functions size and risk a position in trading
+    (:class:`himari.risk.manager.PositionManager`, :class:`himari.backtest.session.TradingSession`)."""
+    sizing = config.sizing
+    assert sizing is not None
+    stack = state.stack
+    t = state.t
+    n, a = state.position.shape
+    if config.action_kind == "discrete":
+        values = discrete_directions(_discrete_codes(action, n, a), state.position, config.hold_mode, config.allow_short)
+        kind = "discrete"
+    else:
+        values = np.asarray(action, dtype=np.float64).reshape(n, a)
+        if not np.isfinite(values).all():
+            raise DataError("continuous action contains NaN or inf")
+        kind = config.action_kind
+    tf = market.timeframe
+    posterior = market.regime_posterior[t].astype(np.float64)
+    prop = propose_positions(kind, values, sized_base(market, sizing, t), posterior, stack.regime_multiplier,
+                             state.position, sizing)
+    # the signal's outcome at bar t (of the direction proposed at t-1), then this bar's direction
+    outcomes = record_outcomes(stack.outcomes, market.risk_returns[t], state.steps > 0)
+    outcomes = remember_direction(outcomes, prop.direction, np.ones(n, dtype=bool))
+    target = prop.proposal
+    brake_peak, budget = stack.brake_peak, stack.budget
+    risk = config.risk
+    if risk is not None:
+        if risk.drawdown_peak_halflife_days is not None:
+            elapsed = np.where(state.steps > 0, (market.timestamps_ns[t] - market.timestamps_ns[t - 1]) / tf.nanoseconds,
+                               0.0)
+            brake_peak = update_brake_peak(brake_peak, state.equity, state.peak_equity, elapsed,
+                                           risk.drawdown_peak_halflife_days * 86400.0 / tf.seconds)
+        if risk.budget_enabled:
+            goal = budget_targets(stack.strategy_returns, tf.periods_per_year, window=risk.budget_window_bars,
+                                  min_bars=risk.budget_min_bars, sensitivity=risk.budget_sensitivity,
+                                  budget_min=risk.budget_min, budget_max=risk.budget_max)
+            budget = budget_step(budget, goal, risk.budget_halflife_bars, risk.budget_min, risk.budget_max)
+        kelly = kelly_from_sums(
+            outcomes.wins, outcomes.losses, outcomes.sum_gain, outcomes.sum_loss, prior_alpha=sizing.kelly_prior_alpha,
+            prior_beta=sizing.kelly_prior_beta, fraction=sizing.kelly_fraction, max_position=sizing.kelly_max_position,
+            min_outcomes=sizing.kelly_min_outcomes, win_prob_quantile=sizing.kelly_win_prob_quantile,
+        )
+        es_long, es_short = market.tail_es(risk) if risk.evt_enabled else (None, None)
+        target = batched_risk(
+            target, risk_window(market, risk, t), posterior, state.equity, state.peak_equity, risk,
+            tf.periods_per_year, tf.seconds,
+            brake_peak=brake_peak if risk.drawdown_peak_halflife_days is not None else None,
+            es_long=None if es_long is None else es_long[t], es_short=None if es_short is None else es_short[t],
+            kelly=kelly, budget=budget, position=state.position,
+        ).target
+    order = apply_rebalance_band(target, pre_fill_positions(state, market, config), sizing.rebalance_band)
+    return np.ascontiguousarray(order), stack._replace(
+        regime_multiplier=prop.held, brake_peak=brake_peak, outcomes=outcomes, budget=budget
+    )
 
 
 # -- the step ----------------------------------------------------------------------------------------------------
@@ -254,7 +415,11 @@ def step(
     """
     t = state.t
     n, a = state.position.shape
-    if config.action_kind == "discrete":
+    stack = state.stack
+    if config.positioned:
+        act = _NO_ACTION
+        target_in, stack = positioned_orders(state, action, market, config)
+    elif config.action_kind == "discrete":
         act, target_in = _discrete_codes(action, n, a), _NO_TARGET
     else:
         act, target_in = _NO_ACTION, _continuous_targets(action, market, config, t, n, a)
@@ -315,6 +480,9 @@ def step(
         position=pos,
         entry_price=per_asset[kernels.A_ENTRY],
         time_in_position=time_in_pos,
+        stack=stack if config.risk is None else stack._replace(
+            strategy_returns=np.concatenate([stack.strategy_returns[:, 1:], log_ret[:, None]], axis=1)
+        ),
         reward=reward_state,
     )
     info = {
@@ -339,6 +507,7 @@ def step(
 
 # -- observations ------------------------------------------------------------------------------------------------
 _F_UNREALIZED, _F_EQUITY = ACCOUNT_FIELDS.index("unrealized_pnl"), ACCOUNT_FIELDS.index("equity_log")
+_F_BASE = ACCOUNT_FIELDS.index("base_position")
 
 
 def n_account_fields() -> int:
@@ -452,7 +621,12 @@ def _observe(
         *_out_args(bufs2),
     )
     first = _finish(bufs, state.position)
-    return first, None if state2 is None else _finish(bufs2, state2.position)
+    second = None if state2 is None else _finish(bufs2, state2.position)
+    if config.sizing is not None:  # the account shows the positioning layer's base, not the simulator's own
+        first.account[:, :, _F_BASE] = sized_base(market, config.sizing, state.t)
+        if second is not None and state2 is not None:
+            second.account[:, :, _F_BASE] = sized_base(market, config.sizing, state2.t)
+    return first, second
 
 
 # -- the vectorized environment ----------------------------------------------------------------------------------

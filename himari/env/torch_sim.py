@@ -26,7 +26,7 @@ from himari.env.protocol import (
     StepResult,
 )
 from himari.env.rewards import RewardConfig, RewardState
-from himari.env.sim import SimConfig, SimState, start_range
+from himari.env.sim import SimConfig, SimState, map_arrays, start_range
 from himari.env.sim import reset as np_reset
 from himari.errors import ConfigError, DataError
 
@@ -211,6 +211,9 @@ class TorchSimVecEnv:
     ) -> None:
         if num_envs < 1:
             raise ConfigError(f"num_envs must be >= 1, got {num_envs}")
+        if config.positioned:
+            raise ConfigError("the torch simulator runs the plain market simulator only (SimConfig.sizing unset); "
+                              "the positioning layer and risk gates run in the NumPy simulator")
         self.market, self.config = market, config
         self.device = torch.device(device) if device is not None else default_device()
         self.dtype = dtype
@@ -241,7 +244,7 @@ class TorchSimVecEnv:
             t = torch.as_tensor(np.ascontiguousarray(x), device=dev)
             return t.to(dt) if t.is_floating_point() else t
 
-        return SimState(*(conv(x) for x in s[:-1]), reward=RewardState(*(conv(x) for x in s.reward)))  # type: ignore[arg-type]
+        return map_arrays(conv, s)
 
     def _fresh(self, n: int | None = None) -> SimState:
         """New episodes for all environments, or ``n`` of them (auto-reset draws only what it needs, from the same
@@ -387,7 +390,7 @@ class TorchSimVecEnv:
         steps = s.steps + 1
         terminated = eq_final < cfg.ruin_equity
         truncated = (steps >= s.length) & ~terminated
-        new_state = SimState(t1, s.start, s.length, steps, eq_final, peak, pos, entry, tip, rstate)  # type: ignore[arg-type]
+        new_state = SimState(t1, s.start, s.length, steps, eq_final, peak, pos, entry, tip, s.stack, rstate)  # type: ignore[arg-type]
         done = terminated | truncated
         final_obs = self.observe(new_state)
         info: dict[str, torch.Tensor] = {
@@ -406,10 +409,7 @@ class TorchSimVecEnv:
                 o[rows] = f
                 return o
 
-            new_state = SimState(
-                *(put(o, f) for o, f in zip(new_state[:-1], fresh[:-1], strict=True)),
-                reward=RewardState(*(put(o, f) for o, f in zip(new_state.reward, fresh.reward, strict=True))),
-            )  # type: ignore[arg-type]
+            new_state = map_arrays(put, new_state, fresh)
             obs = self.observe(new_state)
         else:
             obs = final_obs

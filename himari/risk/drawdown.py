@@ -11,40 +11,16 @@ the brake releases step by step while no new losses occur, and tightens again if
 
 from __future__ import annotations
 
-import bisect
-import math
+from typing import Any
 
 import numpy as np
 
-from himari.risk.gate import GateResult
 
-
-def drawdown(equity: float, peak_equity: float) -> float:
-    """``1 - equity / peak`` clipped to [0, 1]; NaN for non-positive or non-finite inputs."""
-    if not (math.isfinite(equity) and math.isfinite(peak_equity)) or peak_equity <= 0:
-        return math.nan
-    return float(min(max(1.0 - equity / peak_equity, 0.0), 1.0))
-
-
-def drawdown_scale(dd: float, thresholds: tuple[float, ...], cuts: tuple[float, ...]) -> float:
-    """Step scale: ``1 - cuts[k]`` for the largest k with ``dd >= thresholds[k]``; 0 for NaN drawdown."""
-    if not math.isfinite(dd):
-        return 0.0
-    k = bisect.bisect_right(thresholds, dd)
-    return 1.0 if k == 0 else 1.0 - float(cuts[k - 1])
-
-
-def decayed_peak(previous_peak: float, equity: float, elapsed_bars: float, halflife_bars: float) -> float:
-    """Reference peak after ``elapsed_bars``: ``max(equity, equity + (peak - equity) · 2^(-elapsed/halflife))``.
+def decayed_peak(previous_peak: Any, equity: Any, elapsed_bars: Any, halflife_bars: float) -> Any:
+    """Reference peak after ``elapsed_bars``: ``max(equity, equity + (peak - equity) · 2^(-elapsed/halflife))``
+    (floats or arrays, elementwise).
 
     The gap between the old peak and equity halves every ``halflife_bars``; a new equity high resets the peak.
     """
-    decayed = equity + (previous_peak - equity) * 2.0 ** (-elapsed_bars / halflife_bars)
-    return max(decayed, equity)
-
-
-def drawdown_gate(
-    n_assets: int, dd: float, thresholds: tuple[float, ...], cuts: tuple[float, ...]
-) -> GateResult:
-    s = drawdown_scale(dd, thresholds, cuts)
-    return GateResult("drawdown_brake", np.full(n_assets, s), f"drawdown {dd:.2%} -> cut {1 - s:.0%}")
+    decayed = equity + (previous_peak - equity) * 2.0 ** (-np.asarray(elapsed_bars, dtype=np.float64) / halflife_bars)
+    return np.maximum(decayed, equity)

@@ -23,18 +23,14 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from himari.errors import ConfigError
-from himari.risk.budget import RiskBudget, budget_gate, budget_target
-from himari.risk.config import RiskConfig, per_bar_limit
-from himari.risk.drawdown import decayed_peak, drawdown, drawdown_gate
-from himari.risk.evt import EvtTailCache, evt_gate
-from himari.risk.gate import GateResult, passthrough
-from himari.risk.kelly_cap import kelly_cap_gate
-from himari.risk.leverage import leverage_gate, regime_leverage_cap
-from himari.risk.margin import safe_margin_gate
-from himari.risk.portfolio_var import portfolio_var_gate
-from himari.risk.validity import check_inputs
-from himari.risk.vol_target import vol_target_gate
+from himari.risk.batched import GATE_NAMES, BatchedRisk, batched_risk, update_brake_peak
+from himari.risk.budget import RiskBudget, budget_target
+from himari.risk.config import RiskConfig
+from himari.risk.evt import EvtTailCache, scheduled_fit_ns
+from himari.risk.gate import GateResult
+from himari.risk.validity import stream_problems, validity_reason
 from himari.sizing.context import DecisionContext, check_context_shapes
+from himari.sizing.kelly import KellyEstimate
 from himari.sizing.sizer import SizingResult
 
 
@@ -75,35 +71,6 @@ class RiskDecision(NamedTuple):
         }
 
 
-def _covariance(window: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Covariance of per-bar log returns over rows where every valid asset is finite; invalid assets get 0 rows/cols.
-
-    Returns (cov (A, A), clean window (n, A) with invalid columns zeroed).
-    """
-    a = window.shape[1]
-    if valid.all():
-        rows = np.isfinite(window).all(1)
-        sub = window if rows.all() else window[rows]
-        if sub.shape[0] < 2:
-            return np.zeros((a, a)), np.zeros((0, a))
-        centered = sub - sub.sum(0) / sub.shape[0]
-        return centered.T @ centered / (sub.shape[0] - 1), sub
-    cols = np.flatnonzero(valid)
-    clean = np.zeros((0, a))
-    cov = np.zeros((a, a))
-    if cols.size == 0:
-        return cov, clean
-    sub = window[:, cols]
-    sub = sub[np.isfinite(sub).all(1)]
-    if sub.shape[0] < 2:
-        return cov, clean
-    centered = sub - sub.sum(0) / sub.shape[0]
-    cov[np.ix_(cols, cols)] = centered.T @ centered / (sub.shape[0] - 1)
-    clean = np.zeros((sub.shape[0], a))
-    clean[:, cols] = sub
-    return cov, clean
-
-
 class RiskEngine:
     """The risk layer between any policy/sizer and execution (one instance per trading stream)."""
 
@@ -117,13 +84,17 @@ class RiskEngine:
         self.peak_equity: float | None = None
         self.brake_peak: float | None = None  # the drawdown brake's decaying reference peak
         self.last_timestamp_ns: int | None = None
-        self._leverage_levels = np.asarray(cfg.leverage_by_regime, dtype=np.float64)
 
     def reset(self) -> None:
         self.__init__(self.config, self.symbols)  # type: ignore[misc]
 
     def decide(self, sizing: SizingResult, ctx: DecisionContext) -> RiskDecision:
-        """Approve, scale or deny the proposal for bar t (filled at t+1)."""
+        """Approve, scale or deny the proposal for bar t (filled at t+1).
+
+        The stream's state (tail fits, budget, reference peaks) is updated here with the pure functions of the
+        gate modules; the gates themselves run in :func:`himari.risk.batched.batched_risk` with N = 1, the code the
+        simulator runs over N episodes during training.
+        """
         cfg = self.config
         n = self.n_assets
         proposal = np.asarray(sizing.proposal, dtype=np.float64)
@@ -133,15 +104,15 @@ class RiskEngine:
         ts = int(ctx.timestamp_ns)
         tf = ctx.timeframe
         ppy = tf.periods_per_year
-        if math.isfinite(ctx.equity) and ctx.equity > 0:
-            self.peak_equity = ctx.equity if self.peak_equity is None else max(self.peak_equity, ctx.equity)
+        equity = float(ctx.equity)
+        if math.isfinite(equity) and equity > 0:
+            self.peak_equity = equity if self.peak_equity is None else max(self.peak_equity, equity)
         peak = ctx.peak_equity if ctx.peak_equity is not None else self.peak_equity
-
-        validity = check_inputs(ctx, proposal, cfg, self.symbols, self.last_timestamp_ns)
-        valid = validity.scale > 0
-        x = np.where(valid & np.isfinite(proposal), proposal, 0.0)
+        reference = peak if peak is not None else equity
+        problems = stream_problems(ctx, cfg, self.last_timestamp_ns)
         returns = np.asarray(ctx.returns, dtype=np.float64)
-        gates: list[GateResult] = [validity]
+        if returns.shape[0] == 0:
+            returns = np.full((1, n), np.nan)
 
         target_b = budget_target(
             ctx.strategy_returns,
@@ -153,140 +124,116 @@ class RiskEngine:
             budget_max=cfg.budget_max,
         )
         budget = self.budget.update(ts, target_b) if cfg.budget_enabled else 1.0
-        loosen = max(1.0, budget)
-
-        window = returns[-cfg.cov_window_bars :]
-        cov, clean = _covariance(window, valid)
-        # per-bar σ over the same rows (0 for invalid assets, which hold nothing)
-        sigma = np.sqrt(np.diagonal(cov))
-        if (
-            returns.shape[0] > cfg.portfolio_var_window_bars
-            and cfg.portfolio_var_window_bars != cfg.cov_window_bars
-        ):
-            var_cov, var_clean = _covariance(returns[-cfg.portfolio_var_window_bars :], valid)
-        else:
-            var_cov, var_clean = cov, clean
-
-        # 1. EVT tail risk
-        if cfg.evt_enabled:
-            # refit on schedule, or early when a held asset has no tail estimate yet (e.g. it just became valid)
-            missing = bool(
-                np.any(((x > 0) & np.isnan(self.evt.es_long)) | ((x < 0) & np.isnan(self.evt.es_short)))
+        if cfg.evt_enabled and self.evt.needs_refit(ts, tf.nanoseconds) and returns.shape[0] > 0:
+            fit_ns = int(scheduled_fit_ns(ts, cfg.evt_refit_every_bars, tf.nanoseconds))
+            self.evt.refit(
+                fit_ns,
+                returns[: _rows_up_to(ctx, fit_ns, returns.shape[0])],
+                window=cfg.evt_window_bars,
+                level=cfg.evt_level,
+                threshold_quantile=cfg.evt_threshold_quantile,
+                min_exceedances=cfg.evt_min_exceedances,
+                min_bars=cfg.evt_min_bars,
             )
-            if (missing or self.evt.needs_refit(ts, tf.nanoseconds)) and valid.any():
-                self.evt.refit(
-                    ts,
-                    returns,
-                    window=cfg.evt_window_bars,
-                    level=cfg.evt_level,
-                    threshold_quantile=cfg.evt_threshold_quantile,
-                    min_exceedances=cfg.evt_min_exceedances,
-                    min_bars=cfg.evt_min_bars,
-                )
-            limit = per_bar_limit(cfg.evt_es_limit_daily, tf.seconds) * loosen
-            gates.append(evt_gate(x, self.evt.es_long, self.evt.es_short, limit, cfg.evt_level))
-        else:
-            gates.append(passthrough("evt", n, "disabled"))
-        # 2. Kelly cap
-        gates.append(
-            kelly_cap_gate(x, sizing.kelly)
-            if cfg.kelly_cap_enabled
-            else passthrough("kelly_cap", n, "disabled")
+        brake_peak = np.array([np.nan if self.brake_peak is None else self.brake_peak])
+        if cfg.drawdown_peak_halflife_days is not None and math.isfinite(equity) and equity > 0:
+            last = self.last_timestamp_ns
+            elapsed = (ts - last) / tf.nanoseconds if last is not None and ts > last else 0.0
+            brake_peak = update_brake_peak(brake_peak, np.array([equity]), np.array([float(reference)]),
+                                           np.array([elapsed]), cfg.drawdown_peak_halflife_days * 86400.0 / tf.seconds)
+            self.brake_peak = float(brake_peak[0])
+        window = max(cfg.cov_window_bars, cfg.portfolio_var_window_bars, cfg.min_history_bars)
+        kelly = sizing.kelly
+        out = batched_risk(
+            proposal[None, :],
+            returns[-window:][None],
+            np.asarray(ctx.regime_posterior, dtype=np.float64)[None],
+            np.array([equity]),
+            np.array([float(reference)]),
+            cfg,
+            ppy,
+            tf.seconds,
+            brake_peak=brake_peak if cfg.drawdown_peak_halflife_days is not None else None,
+            es_long=self.evt.es_long[None] if cfg.evt_enabled else None,
+            es_short=self.evt.es_short[None] if cfg.evt_enabled else None,
+            kelly=KellyEstimate(*(np.asarray(v)[None] for v in kelly)),
+            budget=np.array([budget]),
+            position=np.asarray(ctx.position, dtype=np.float64)[None],
+            blocked=np.array([bool(problems)]),
         )
-        # 3. volatility targeting
-        vol_cap = cfg.vol_cap_annual * loosen
-        gates.append(
-            vol_target_gate(x, cov, ppy, vol_cap)
-            if cfg.vol_enabled
-            else passthrough("vol_target", n, "disabled")
-        )
-        # 4. drawdown brake
-        reference = peak if peak is not None else ctx.equity
-        if cfg.drawdown_peak_halflife_days is not None and math.isfinite(ctx.equity) and ctx.equity > 0:
-            if self.brake_peak is None:
-                self.brake_peak = max(reference, ctx.equity)
-            elif self.last_timestamp_ns is not None and ts > self.last_timestamp_ns:
-                elapsed = (ts - self.last_timestamp_ns) / tf.nanoseconds
-                halflife = cfg.drawdown_peak_halflife_days * 86400.0 / tf.seconds
-                self.brake_peak = decayed_peak(self.brake_peak, ctx.equity, elapsed, halflife)
-            self.brake_peak = max(self.brake_peak, ctx.equity)
-            reference = min(reference, self.brake_peak)
-        dd = drawdown(ctx.equity, reference)
-        gates.append(
-            drawdown_gate(n, dd, cfg.drawdown_thresholds, cfg.drawdown_cuts)
-            if cfg.drawdown_enabled
-            else passthrough("drawdown_brake", n, "disabled")
-        )
-        # 5. portfolio VaR
-        var_limit = per_bar_limit(cfg.portfolio_var_limit_daily, tf.seconds) * loosen
-        gates.append(
-            portfolio_var_gate(
-                x, var_cov, var_clean, cfg.portfolio_var_level, var_limit, cfg.portfolio_var_method
-            )
-            if cfg.portfolio_var_enabled
-            else passthrough("portfolio_var", n, "disabled")
-        )
-        # 6. safe margin
-        gates.append(
-            safe_margin_gate(
-                x,
-                sigma,
-                cfg.margin_horizon_bars,
-                cfg.margin_sigma_k,
-                cfg.execution_cost_bps * 1e-4,
-                cfg.maintenance_margin_rate,
-                cfg.margin_buffer,
-            )
-            if cfg.margin_enabled
-            else passthrough("safe_margin", n, "disabled")
-        )
-        # 7. leverage controller
-        posterior = np.asarray(ctx.regime_posterior, dtype=np.float64)
-        if cfg.leverage_enabled:
-            lev_cap = regime_leverage_cap(posterior, self._leverage_levels, cfg.max_leverage, x != 0)
-        else:
-            lev_cap = cfg.max_leverage
-        gates.append(leverage_gate(x, lev_cap))
-        # 8. risk budget
-        gates.append(
-            budget_gate(n, budget, target_b)
-            if cfg.budget_enabled
-            else passthrough("risk_budget", n, "disabled")
-        )
-
+        gates = self._gate_results(out, problems, kelly, target_b, tf.seconds)
         scales = np.array([g.scale for g in gates])
-        scale = scales.min(0)
-        target = x * scale
-        # Second pass of the portfolio gates on the scaled book: a hedged book can gain risk when one leg shrinks.
-        # Only needed when assets were scaled differently; a common scale keeps every portfolio gate satisfied.
-        post = 1.0
-        if n > 1 and float(scale.max() - scale.min()) > 0.0:
-            if cfg.vol_enabled:
-                post = min(post, float(vol_target_gate(target, cov, ppy, vol_cap).scale[0]))
-            if cfg.portfolio_var_enabled:
-                recheck = portfolio_var_gate(
-                    target, var_cov, var_clean, cfg.portfolio_var_level, var_limit, cfg.portfolio_var_method
-                )
-                post = min(post, float(recheck.scale[0]))
-        if post < 1.0:
-            scale = scale * post
-            target = target * post
-        gross = float(np.abs(target).sum())
-        if gross > lev_cap:  # numerical guard: the leverage cap holds exactly
-            target = target * (lev_cap / gross)
-
+        recheck = float(out.details["portfolio_recheck"][0])
         idx = scales.argmin(0)
         binding = tuple(
             gates[int(idx[a])].name
             if scales[int(idx[a]), a] < 1.0
-            else ("portfolio_recheck" if post < 1.0 else "none")
+            else ("portfolio_recheck" if recheck < 1.0 else "none")
             for a in range(n)
         )
         if ts >= (self.last_timestamp_ns or ts):
             self.last_timestamp_ns = ts
+        lev_cap = float(out.leverage_cap[0])
         return RiskDecision(
-            ts, target, proposal, scale, tuple(gates), binding, lev_cap, budget, sizing.reasons
+            ts, out.target[0], proposal, out.scale[0], tuple(gates), binding, lev_cap, budget, sizing.reasons
         )
+
+    def _gate_results(
+        self, out: BatchedRisk, problems: list[str], kelly: KellyEstimate, budget_target_value: float,
+        bar_seconds: float,
+    ) -> list[GateResult]:
+        """Each gate's scale (stream 0 of ``out``) with the reason a person reads."""
+        cfg = self.config
+        d = {k: v[0] for k, v in out.details.items()}
+        scale = {k: v[0] for k, v in out.gate_scales.items()}
+        off = "disabled"
+        reasons: dict[str, str] = {
+            "validity": validity_reason(problems, out.details, cfg, self.symbols),
+            "vol_target": f"portfolio vol {d['vol']:.1%}/yr vs cap {d['vol_cap']:.1%}" if cfg.vol_enabled else off,
+            "drawdown_brake": (
+                f"drawdown {d['drawdown']:.2%} -> cut {1 - float(scale['drawdown_brake'][0]):.0%}"
+                if cfg.drawdown_enabled else off
+            ),
+            "safe_margin": (
+                f"margin use {d['margin_usage']:.1%} of equity at {cfg.margin_sigma_k:g}σ over "
+                f"{cfg.margin_horizon_bars} bars vs {1 - cfg.margin_buffer:.0%} allowed" if cfg.margin_enabled else off
+            ),
+            "leverage": f"gross leverage {d['gross']:.2f}x vs regime cap {d['leverage_cap']:.2f}x",
+            "risk_budget": (
+                f"risk budget {d['budget']:.2f} (target {budget_target_value:.2f})" if cfg.budget_enabled else off
+            ),
+        }
+        if cfg.portfolio_var_enabled:
+            reasons["portfolio_var"] = (
+                f"VaR{cfg.portfolio_var_level:.0%} {d['var']:.2%}/bar (cov {d['var_cov']:.2%}, hist "
+                f"{d['var_hist']:.2%}) vs limit {d['var_limit']:.2%}" if d["gross"] > 0 else "no exposure"
+            )
+        else:
+            reasons["portfolio_var"] = off
+        if cfg.evt_enabled:
+            worst = int(np.argmin(scale["evt"]))
+            e = float(d["evt_exposure"][worst])
+            reasons["evt"] = (f"ES{cfg.evt_level:.0%} of position {e:.2%}/bar vs limit {d['evt_limit']:.2%}"
+                              if e == e else "EVT: no tail estimate")
+        else:
+            reasons["evt"] = off
+        if cfg.kelly_cap_enabled:
+            i = int(np.argmin(scale["kelly_cap"]))
+            if not kelly.informative[i]:
+                reasons["kelly_cap"] = f"Kelly not yet informative ({int(np.min(kelly.n_outcomes))} outcomes)"
+            elif kelly.edge[i] <= 0:
+                reasons["kelly_cap"] = (
+                    f"no positive posterior edge: p={float(kelly.win_prob[i]):.3f}, "
+                    f"b={float(kelly.payoff_ratio[i]):.2f}, f*={float(kelly.edge[i]):.4f}"
+                )
+            else:
+                reasons["kelly_cap"] = (
+                    f"Kelly size {float(kelly.position[i]):.3f} (p={float(kelly.win_prob[i]):.3f}, "
+                    f"b={float(kelly.payoff_ratio[i]):.2f}, n={int(kelly.n_outcomes[i])})"
+                )
+        else:
+            reasons["kelly_cap"] = off
+        return [GateResult(name, np.asarray(scale[name], dtype=np.float64), reasons[name]) for name in GATE_NAMES]
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -312,3 +259,11 @@ class RiskEngine:
         self.brake_peak = None if state.get("brake_peak") is None else float(state["brake_peak"])
         ts = state["last_timestamp_ns"]
         self.last_timestamp_ns = None if ts is None else int(ts)
+
+
+def _rows_up_to(ctx: DecisionContext, timestamp_ns: int, n_rows: int) -> int:
+    """How many leading rows of ``ctx.returns`` (which end at bar t) have timestamps <= ``timestamp_ns``."""
+    if ctx.returns_timestamps_ns is not None:
+        return int(np.searchsorted(np.asarray(ctx.returns_timestamps_ns), timestamp_ns, side="right"))
+    behind = (int(ctx.timestamp_ns) - int(timestamp_ns)) // ctx.timeframe.nanoseconds  # contiguous rows assumed
+    return max(0, n_rows - int(behind))

@@ -12,7 +12,8 @@ McNeil, Frey & Embrechts, *Quantitative Risk Management*, 2015, §5.2.3)::
 
 The factor ``n / N_u`` — the inverse exceedance rate — is the one the original implementation left out. The formulas
 hold for q >= 1 - N_u/n (VaR above u). The gate limits each position's ES: ``|x| · ES_q <= limit``.
-Fits are cached and refit every ``evt_refit_every_bars`` bars on the trailing window (:class:`EvtTailCache`).
+Fits are refit every ``evt_refit_every_bars`` bars on an absolute schedule (:func:`scheduled_fit_ns`), on the
+trailing window up to the scheduled time (:class:`EvtTailCache` per stream, :func:`tail_es_columns` for a series).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import numpy as np
 from scipy import optimize, stats
 
 from himari.errors import ConfigError
-from himari.risk.gate import GateResult, scalar_scale
 
 XI_MAX_FOR_ES = 0.9  # ES is infinite for ξ >= 1; clamp the shape used for ES (and say so in the fit's method)
 
@@ -145,12 +145,58 @@ def unit_losses(log_returns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return -simple, simple
 
 
-class EvtTailCache:
-    """Per-asset, per-side (long/short) tail estimates, refit every ``refit_every_bars`` bars (by timestamp).
+def scheduled_fit_ns(timestamp_ns: int | np.ndarray, refit_every_bars: int, bar_ns: int) -> int | np.ndarray:
+    """Timestamp of the tail fit in force at ``timestamp_ns``: the latest multiple of ``refit_every_bars`` bars
+    (counted from the Unix epoch) at or before it. Anchoring the schedule to absolute time makes every consumer
+    (training market, backtest, a paper session started on any bar) use the same fits."""
+    period = int(refit_every_bars) * int(bar_ns)
+    if np.ndim(timestamp_ns) == 0:
+        return (int(timestamp_ns) // period) * period  # Python ints: no overflow for very long periods
+    ts = np.asarray(timestamp_ns, dtype=np.int64)
+    if period >= 2**62:
+        return np.zeros_like(ts)
+    return (ts // period) * period
 
-    Refit times depend only on the decision timestamps, so a backtest and a resumed paper-trading session make the
-    same fits. State is JSON-able.
-    """
+
+def fit_tails(returns: np.ndarray, *, window: int, level: float, threshold_quantile: float, min_exceedances: int,
+              min_bars: int) -> tuple[list[TailEstimate], list[TailEstimate]]:
+    """Tail estimates of a unit long and a unit short position per asset from the last ``window`` rows of
+    ``returns`` (L, A) (per-bar log returns, NaN = none)."""
+    r = np.asarray(returns, dtype=np.float64)[-window:]
+    long_losses, short_losses = unit_losses(r)
+    n_assets = r.shape[1]
+    long = [tail_risk(long_losses[:, a], level, threshold_quantile, min_exceedances, min_bars) for a in range(n_assets)]
+    short = [tail_risk(short_losses[:, a], level, threshold_quantile, min_exceedances, min_bars)
+             for a in range(n_assets)]
+    return long, short
+
+
+def tail_es_columns(
+    returns: np.ndarray, timestamps_ns: np.ndarray, bar_ns: int, *, refit_every_bars: int, window: int,
+    level: float, threshold_quantile: float, min_exceedances: int, min_bars: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(T, A) ES of a unit long / short position in force at every bar of a series (what :class:`EvtTailCache`
+    holds at that bar): the fit at each scheduled time uses the rows with timestamps <= that time. Rows before the
+    first scheduled time of the series are fitted on the rows available at the series' first bar's schedule."""
+    ts = np.asarray(timestamps_ns, dtype=np.int64)
+    sched = np.asarray(scheduled_fit_ns(ts, refit_every_bars, bar_ns))
+    t_len, n_assets = np.asarray(returns).shape
+    es_long = np.full((t_len, n_assets), np.nan)
+    es_short = np.full((t_len, n_assets), np.nan)
+    starts = np.flatnonzero(np.r_[True, sched[1:] != sched[:-1]])
+    ends = np.r_[starts[1:], t_len]
+    for lo, hi in zip(starts.tolist(), ends.tolist(), strict=True):
+        last = int(np.searchsorted(ts, sched[lo], side="right"))  # rows with timestamps <= the scheduled time
+        long, short = fit_tails(returns[:last], window=window, level=level, threshold_quantile=threshold_quantile,
+                                min_exceedances=min_exceedances, min_bars=min_bars)
+        es_long[lo:hi] = [t.es for t in long]
+        es_short[lo:hi] = [t.es for t in short]
+    return es_long, es_short
+
+
+class EvtTailCache:
+    """Per-asset, per-side (long/short) tail estimates of one stream, refit on the absolute schedule of
+    :func:`scheduled_fit_ns` on the rows up to the scheduled time. State is JSON-able."""
 
     def __init__(self, n_assets: int, refit_every_bars: int) -> None:
         self.n_assets = int(n_assets)
@@ -162,12 +208,7 @@ class EvtTailCache:
         self.es_short = np.full(self.n_assets, np.nan)
 
     def needs_refit(self, timestamp_ns: int, bar_ns: int) -> bool:
-        if self.fitted_at_ns is None or not self.long:
-            return True
-        return (
-            timestamp_ns >= self.fitted_at_ns + self.refit_every_bars * bar_ns
-            or timestamp_ns < self.fitted_at_ns
-        )
+        return not self.long or int(scheduled_fit_ns(timestamp_ns, self.refit_every_bars, bar_ns)) != self.fitted_at_ns
 
     def refit(
         self,
@@ -180,16 +221,9 @@ class EvtTailCache:
         min_exceedances: int,
         min_bars: int,
     ) -> None:
-        r = np.asarray(returns, dtype=np.float64)[-window:]
-        long_losses, short_losses = unit_losses(r)
-        self.long = [
-            tail_risk(long_losses[:, a], level, threshold_quantile, min_exceedances, min_bars)
-            for a in range(self.n_assets)
-        ]
-        self.short = [
-            tail_risk(short_losses[:, a], level, threshold_quantile, min_exceedances, min_bars)
-            for a in range(self.n_assets)
-        ]
+        """Fit on ``returns`` (rows up to the scheduled time ``timestamp_ns``, newest last)."""
+        self.long, self.short = fit_tails(returns, window=window, level=level, threshold_quantile=threshold_quantile,
+                                          min_exceedances=min_exceedances, min_bars=min_bars)
         self._arrays()
         self.fitted_at_ns = int(timestamp_ns)
 
@@ -226,31 +260,3 @@ class EvtTailCache:
         self.fitted_at_ns = None if state["fitted_at_ns"] is None else int(state["fitted_at_ns"])
         if long:
             self._arrays()
-
-
-def evt_gate(
-    proposal: np.ndarray, es_long: np.ndarray, es_short: np.ndarray, limit_per_bar: float, level: float
-) -> GateResult:
-    """Scale each position so that its tail loss ``|x| · ES_q(side)`` stays within ``limit_per_bar``.
-
-    A position whose side has no tail estimate (NaN) is denied. Per-asset arithmetic on Python floats (few assets).
-    """
-    scales, exposures = [], []
-    for x, el, es_ in zip(
-        np.asarray(proposal, dtype=np.float64).tolist(), es_long.tolist(), es_short.tolist(), strict=True
-    ):
-        exposure = 0.0 if x == 0 else abs(x) * max(el if x > 0 else es_, 0.0)  # max(NaN, 0) is NaN
-        if (el != el and x > 0) or (es_ != es_ and x < 0):
-            exposure = math.nan
-        exposures.append(exposure)
-        scales.append(scalar_scale(exposure, limit_per_bar))
-    if not scales:
-        return GateResult("evt", np.ones(0), "no assets")
-    worst = min(range(len(scales)), key=scales.__getitem__)
-    e = exposures[worst]
-    reason = (
-        f"ES{level:.0%} of position {e:.2%}/bar vs limit {limit_per_bar:.2%}"
-        if e == e
-        else "EVT: no tail estimate"
-    )
-    return GateResult("evt", np.array(scales), reason)

@@ -23,14 +23,3 @@ def scale_to_limit(exposure: np.ndarray, limit: np.ndarray | float) -> np.ndarra
     np.divide(limit, e, out=s, where=e > limit)  # broadcasts an array of limits
     s[np.isnan(e)] = 0.0
     return s
-
-
-def scalar_scale(exposure: float, limit: float) -> float:
-    """Scalar :func:`scale_to_limit` (plain floats: cheaper than NumPy for one value)."""
-    if exposure != exposure:  # NaN
-        return 0.0
-    return 1.0 if exposure <= limit else max(limit / exposure, 0.0)
-
-
-def passthrough(name: str, n_assets: int, reason: str) -> GateResult:
-    return GateResult(name, np.ones(n_assets), reason)

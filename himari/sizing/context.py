@@ -51,6 +51,7 @@ class DecisionContext(NamedTuple):
     strategy_returns: np.ndarray | None = (
         None  # (Ls,) realized per-bar log returns of the strategy (risk budget)
     )
+    returns_timestamps_ns: np.ndarray | None = None  # (L,) bar times of ``returns`` rows (None: contiguous bars)
 
 
 def direction_from_action(action: np.ndarray) -> np.ndarray:

@@ -19,7 +19,6 @@ positive" when f* <= 0, and the position is then zero.
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -69,63 +68,33 @@ def kelly_from_sums(
     min_outcomes: int = 50,
     win_prob_quantile: float | None = None,
 ) -> KellyEstimate:
-    """Bayesian fractional Kelly position from outcome counts and sums (``sum_loss`` as a positive number).
-
-    The arithmetic runs per asset on Python floats: with a handful of assets that is several times cheaper than
-    NumPy on tiny arrays, and this runs once per decision.
-    """
-    w_list = np.asarray(wins, dtype=np.float64).tolist()
-    l_list = np.asarray(losses, dtype=np.float64).tolist()
-    g_list = np.asarray(sum_gain, dtype=np.float64).tolist()
-    s_list = np.asarray(sum_loss, dtype=np.float64).tolist()
+    """Bayesian fractional Kelly position from outcome counts and sums (``sum_loss`` as a positive number), elementwise
+    over arrays of any shape ((A,) for one stream, (N, A) for N streams)."""
+    w = np.asarray(wins, dtype=np.float64)
+    lo = np.asarray(losses, dtype=np.float64)
+    g_sum = np.asarray(sum_gain, dtype=np.float64)
+    l_sum = np.asarray(sum_loss, dtype=np.float64)
     if win_prob_quantile is None:
-        p_list = [
-            (prior_alpha + w) / (prior_alpha + prior_beta + w + lo)
-            for w, lo in zip(w_list, l_list, strict=True)
-        ]
+        p = (prior_alpha + w) / (prior_alpha + prior_beta + w + lo)
     else:
-        p_list = np.atleast_1d(
-            stats.beta.ppf(
-                win_prob_quantile, prior_alpha + np.asarray(w_list), prior_beta + np.asarray(l_list)
-            )
-        ).tolist()
-    p_out, b_out, l_out, f_out, x_out = [], [], [], [], []
-    for w, lo, g_sum, l_sum, p in zip(w_list, l_list, g_list, s_list, p_list, strict=True):
-        mean_gain = g_sum / w if w > 0 else 0.0
-        mean_loss = l_sum / lo if lo > 0 else math.nan
-        if lo > 0:
-            payoff = mean_gain / mean_loss if mean_loss > 0 else math.inf
-        else:
-            payoff = math.inf if w > 0 else 0.0
-        if p >= 1.0:
-            edge = p
-        elif payoff > 0:
-            edge = p - (1.0 - p) / payoff
-        else:
-            edge = -math.inf
-        if w + lo < min_outcomes:
-            position = max_position
-        elif edge <= 0:
-            position = 0.0
-        elif lo > 0 and mean_loss > 0:
-            position = min(max(fraction * edge / mean_loss, 0.0), max_position)
-        else:
-            position = max_position
-        p_out.append(p)
-        b_out.append(payoff)
-        l_out.append(mean_loss)
-        f_out.append(edge)
-        x_out.append(position)
-    n = np.asarray(w_list) + np.asarray(l_list)
-    return KellyEstimate(
-        np.array(p_out),
-        np.array(b_out),
-        np.array(l_out),
-        np.array(f_out),
-        np.array(x_out),
-        n.astype(np.int64),
-        n >= min_outcomes,
+        p = np.asarray(stats.beta.ppf(win_prob_quantile, prior_alpha + w, prior_beta + lo), dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_gain = np.where(w > 0, g_sum / np.where(w > 0, w, 1.0), 0.0)
+        mean_loss = np.where(lo > 0, l_sum / np.where(lo > 0, lo, 1.0), np.nan)
+        payoff = np.where(
+            lo > 0,
+            np.where(mean_loss > 0, mean_gain / np.where(mean_loss > 0, mean_loss, 1.0), np.inf),
+            np.where(w > 0, np.inf, 0.0),
+        )
+        edge = np.where(p >= 1.0, p, np.where(payoff > 0, p - (1.0 - p) / np.where(payoff > 0, payoff, 1.0), -np.inf))
+        sized = np.minimum(np.maximum(fraction * edge / np.where(mean_loss > 0, mean_loss, 1.0), 0.0), max_position)
+    n = w + lo
+    position = np.where(
+        n < min_outcomes,
+        max_position,
+        np.where(edge <= 0, 0.0, np.where((lo > 0) & (mean_loss > 0), sized, max_position)),
     )
+    return KellyEstimate(p, payoff, mean_loss, edge, position, n.astype(np.int64), n >= min_outcomes)
 
 
 def bayesian_kelly(outcomes: np.ndarray, **kwargs: Any) -> KellyEstimate:
@@ -141,8 +110,70 @@ def bayesian_kelly(outcomes: np.ndarray, **kwargs: Any) -> KellyEstimate:
     return kelly_from_sums((x > 0).sum(0), (x < 0).sum(0), pos.sum(0), neg.sum(0), **kwargs)
 
 
+class OutcomeState(NamedTuple):
+    """Signal outcomes of N streams: a ring buffer per stream and asset with running counts and sums."""
+
+    buffer: np.ndarray  # (N, W, A) outcomes, NaN = none
+    cursor: np.ndarray  # (N,) int64 next slot
+    prev_direction: np.ndarray  # (N, A) direction proposed at the previous bar
+    wins: np.ndarray  # (N, A)
+    losses: np.ndarray  # (N, A)
+    sum_gain: np.ndarray  # (N, A)
+    sum_loss: np.ndarray  # (N, A) positive
+
+
+def initial_outcomes(n_streams: int, n_assets: int, window: int) -> OutcomeState:
+    z = np.zeros((n_streams, n_assets))
+    return OutcomeState(np.full((n_streams, window, n_assets), np.nan), np.zeros(n_streams, dtype=np.int64), z.copy(),
+                        z.copy(), z.copy(), z.copy(), z.copy())
+
+
+def _counts(buffer: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(wins, losses, sum_gain, sum_loss) of one stream's buffer (W, A), recounted from scratch."""
+    x = buffer
+    return ((x > 0).sum(0).astype(np.float64), (x < 0).sum(0).astype(np.float64), np.where(x > 0, x, 0.0).sum(0),
+            np.where(x < 0, -x, 0.0).sum(0))
+
+
+def record_outcomes(state: OutcomeState, last_returns: np.ndarray, rows: np.ndarray) -> OutcomeState:
+    """Record, for the streams ``rows`` (bool (N,)), the outcome ``prev_direction · r_t`` of bar t's log returns
+    ``last_returns`` (N, A); zero directions and NaN returns record nothing (NaN). The oldest outcome leaves the
+    running sums; a buffer that wraps around is recounted from scratch (bounds floating drift)."""
+    idx = np.arange(state.cursor.shape[0])
+    old = state.buffer[idx, state.cursor]  # (N, A)
+    rec = np.asarray(rows, dtype=bool)[:, None]
+    prev = state.prev_direction
+    with np.errstate(invalid="ignore"):
+        o = np.where(prev != 0.0, prev * np.asarray(last_returns, dtype=np.float64), np.nan)
+    o = np.where(np.isfinite(o), o, np.nan)
+    wins = np.where(rec & (old > 0), state.wins - 1.0, state.wins)
+    gains = np.where(rec & (old > 0), state.sum_gain - old, state.sum_gain)
+    losses = np.where(rec & (old < 0), state.losses - 1.0, state.losses)
+    loss_sums = np.where(rec & (old < 0), state.sum_loss + old, state.sum_loss)
+    wins = np.where(rec & (o > 0), wins + 1.0, wins)
+    gains = np.where(rec & (o > 0), gains + o, gains)
+    losses = np.where(rec & (o < 0), losses + 1.0, losses)
+    loss_sums = np.where(rec & (o < 0), loss_sums - o, loss_sums)
+    buffer = state.buffer.copy()
+    r_idx = np.flatnonzero(rows)
+    buffer[r_idx, state.cursor[r_idx]] = o[r_idx]
+    window = buffer.shape[1]
+    cursor = np.where(rows, (state.cursor + 1) % window, state.cursor)
+    for i in np.flatnonzero(np.asarray(rows, dtype=bool) & (cursor == 0)).tolist():
+        wins[i], losses[i], gains[i], loss_sums[i] = _counts(buffer[i])
+    return OutcomeState(buffer, cursor, prev, wins, losses, gains, loss_sums)
+
+
+def remember_direction(state: OutcomeState, direction: np.ndarray, rows: np.ndarray) -> OutcomeState:
+    """Remember ``sign(direction)`` (N, A) as the direction whose outcome the next bar records, for ``rows``."""
+    prev = np.where(np.asarray(rows, dtype=bool)[:, None], np.sign(np.asarray(direction, dtype=np.float64)),
+                    state.prev_direction)
+    return state._replace(prev_direction=prev)
+
+
 class SignalOutcomeTracker:
-    """Ring buffer of the signal's per-bar outcomes ``direction_{t-1} * r_t`` per asset (stateful, JSON-serializable).
+    """One stream's ring buffer of the signal's per-bar outcomes ``direction_{t-1} * r_t`` per asset (stateful,
+    JSON-serializable): :class:`OutcomeState` with N = 1, updated by the same functions the simulator uses.
 
     The outcome of the direction proposed at bar t-1 is known at bar t (``r_t`` = bar t's log return). Outcomes are
     recorded whether or not the risk layer let the position through, so Kelly measures the *signal*, and a strategy
@@ -155,18 +186,28 @@ class SignalOutcomeTracker:
         self.reset()
 
     def reset(self) -> None:
-        self.buffer = np.full((self.window, self.n_assets), np.nan)
-        self.cursor = 0
-        self.prev_direction = np.zeros(self.n_assets)
+        self.state = initial_outcomes(1, self.n_assets, self.window)
         self.last_timestamp_ns: int | None = None
-        self._recount()
 
-    def _recount(self) -> None:
-        x = self.buffer
-        self.wins = (x > 0).sum(0).astype(np.float64)
-        self.losses = (x < 0).sum(0).astype(np.float64)
-        self.sum_gain = np.where(x > 0, x, 0.0).sum(0)
-        self.sum_loss = np.where(x < 0, -x, 0.0).sum(0)
+    @property
+    def wins(self) -> np.ndarray:
+        return self.state.wins[0]
+
+    @property
+    def losses(self) -> np.ndarray:
+        return self.state.losses[0]
+
+    @property
+    def sum_gain(self) -> np.ndarray:
+        return self.state.sum_gain[0]
+
+    @property
+    def sum_loss(self) -> np.ndarray:
+        return self.state.sum_loss[0]
+
+    @property
+    def prev_direction(self) -> np.ndarray:
+        return self.state.prev_direction[0]
 
     def update(self, timestamp_ns: int, last_returns: np.ndarray, direction: np.ndarray) -> None:
         """Record the outcome of the previous direction on bar t's return, then remember ``direction``.
@@ -174,43 +215,14 @@ class SignalOutcomeTracker:
         Calls with a timestamp not after the last one only replace the remembered direction (idempotent per bar).
         """
         if self.last_timestamp_ns is not None and timestamp_ns > self.last_timestamp_ns:
-            prev = self.prev_direction.tolist()
-            last = np.asarray(last_returns, dtype=np.float64).tolist()
-            old_row = self.buffer[self.cursor].tolist()
-            wins, losses = self.wins.tolist(), self.losses.tolist()
-            gains, loss_sums = self.sum_gain.tolist(), self.sum_loss.tolist()
-            row = []
-            for a in range(self.n_assets):
-                old = old_row[a]
-                if old > 0:  # evict the oldest outcome from the running sums
-                    wins[a] -= 1.0
-                    gains[a] -= old
-                elif old < 0:
-                    losses[a] -= 1.0
-                    loss_sums[a] += old
-                o = prev[a] * last[a] if prev[a] != 0.0 else math.nan
-                if not math.isfinite(o):
-                    o = math.nan
-                elif o > 0:
-                    wins[a] += 1.0
-                    gains[a] += o
-                elif o < 0:
-                    losses[a] += 1.0
-                    loss_sums[a] -= o
-                row.append(o)
-            self.buffer[self.cursor] = row
-            self.wins, self.losses = np.array(wins), np.array(losses)
-            self.sum_gain, self.sum_loss = np.array(gains), np.array(loss_sums)
-            self.cursor = (self.cursor + 1) % self.window
-            if self.cursor == 0:  # bound floating drift of the running sums
-                self._recount()
+            self.state = record_outcomes(self.state, np.asarray(last_returns, dtype=np.float64)[None, :], _ONE)
         if self.last_timestamp_ns is None or timestamp_ns >= self.last_timestamp_ns:
-            self.prev_direction = np.sign(np.asarray(direction, dtype=np.float64))
+            self.state = remember_direction(self.state, np.asarray(direction, dtype=np.float64)[None, :], _ONE)
             self.last_timestamp_ns = int(timestamp_ns)
 
     def outcomes(self) -> np.ndarray:
         """Recorded outcomes, oldest first, (window, A) with NaN for none."""
-        return np.roll(self.buffer, -self.cursor, axis=0)
+        return np.roll(self.state.buffer[0], -int(self.state.cursor[0]), axis=0)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -227,11 +239,15 @@ class SignalOutcomeTracker:
                 f"kelly tracker state has window={state['window']}, n_assets={state['n_assets']}; "
                 f"expected window={self.window}, n_assets={self.n_assets}"
             )
-        self.buffer = np.array(
+        buffer = np.array(
             [[np.nan if v is None else v for v in row] for row in state["outcomes"]], dtype=np.float64
         )
-        self.cursor = 0
-        self.prev_direction = np.asarray(state["prev_direction"], dtype=np.float64)
+        wins, losses, gains, loss_sums = _counts(buffer)
+        prev = np.asarray(state["prev_direction"], dtype=np.float64)
+        self.state = OutcomeState(buffer[None], np.zeros(1, dtype=np.int64), prev[None], wins[None], losses[None],
+                                  gains[None], loss_sums[None])
         ts = state["last_timestamp_ns"]
         self.last_timestamp_ns = None if ts is None else int(ts)
-        self._recount()
+
+
+_ONE = np.ones(1, dtype=bool)

@@ -1,8 +1,9 @@
 """``PositionSizer``: turns a policy signal into a proposed position (fraction of equity) with its reasons.
 
-Composition, per asset (σ from the trailing ``vol_lookback_bars`` returns, m from the regime posterior)::
+The arithmetic is the positioning layer's (:mod:`himari.sizing.positioning`, the same functions the simulator
+runs during training), at N = 1: σ from the trailing ``vol_lookback_bars`` returns, the vol-targeted base, the regime
+multiplier with hysteresis, and per signal kind::
 
-    base      = min(max_position, σ_target / (σ_bar sqrt(P)))             (vol_target.py)
     discrete  : proposal = direction · base · m · confidence               direction ∈ {-1, 0, +1}
     continuous: proposal = clip(target, ±max_position) [· m if configured]
     delta (L3): proposal = direction · (base + delta_max tanh(raw)) · m     (or base · (1 + δ): delta_mode)
@@ -16,60 +17,15 @@ the risk layer's Kelly-cap gate, so it also bounds continuous targets that bypas
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
-from pydantic import Field, model_validator
 
-from himari.config import FrozenConfig
 from himari.errors import ConfigError, DataError
+from himari.sizing.config import SizingConfig
 from himari.sizing.context import DecisionContext, PolicySignal, check_context_shapes, shape_of
 from himari.sizing.kelly import KellyEstimate, SignalOutcomeTracker, kelly_from_sums
-from himari.sizing.regime import RegimeMultiplier
-from himari.sizing.vol_target import apply_delta, bounded_delta, trailing_vol_per_bar, vol_target_position
-
-
-class SizingConfig(FrozenConfig):
-    """Position sizing parameters (defaults as in the issue: quarter Kelly, regime multipliers 1.0/1.2/0.6/0.2)."""
-
-    target_vol_annual: float = Field(
-        0.40, gt=0.0, le=5.0, description="annualized volatility target per asset"
-    )
-    vol_lookback_bars: int = Field(100, ge=2, description="trailing bars for σ_bar")
-    vol_min_bars: int = Field(20, ge=2, description="finite returns needed in the lookback, else no position")
-    max_position: float = Field(
-        1.0, gt=0.0, le=10.0, description="cap on |base| and |continuous target| per asset"
-    )
-    regime_multipliers: tuple[float, float, float, float] = (1.0, 1.2, 0.6, 0.2)
-    regime_deadband: float = Field(
-        0.10, ge=0.0, le=1.0, description="hysteresis of the applied regime multiplier"
-    )
-    kelly_fraction: float = Field(0.25, gt=0.0, le=1.0)
-    kelly_prior_alpha: float = Field(1.0, gt=0.0)
-    kelly_prior_beta: float = Field(1.0, gt=0.0)
-    kelly_window_bars: int = Field(500, ge=10)
-    kelly_min_outcomes: int = Field(50, ge=1)
-    kelly_max_position: float = Field(2.0, gt=0.0, le=10.0)
-    kelly_win_prob_quantile: float | None = Field(None, gt=0.0, lt=1.0, description="None: posterior mean")
-    use_confidence: bool = False
-    hold_keeps_position: bool = False
-    scale_continuous_by_regime: bool = False
-    delta_max: float = Field(0.30, gt=0.0, lt=1.0)
-    delta_squash: Literal["tanh", "clip"] = "tanh"
-    delta_mode: Literal["additive", "multiplicative"] = Field(
-        "additive", description="additive matches the simulator's delta action (target = base + 0.30 tanh(x))"
-    )
-
-    @model_validator(mode="after")
-    def _check(self) -> SizingConfig:
-        m = self.regime_multipliers
-        if any(v < 0 for v in m):
-            raise ValueError("regime_multipliers must be >= 0")
-        if m[3] > m[0]:
-            raise ValueError("regime_multipliers: CRISIS must not exceed LOW_VOL")
-        if self.vol_min_bars > self.vol_lookback_bars:
-            raise ValueError("vol_min_bars must be <= vol_lookback_bars")
-        return self
+from himari.sizing.positioning import propose_positions, trailing_vol_per_bar, vol_target_position
 
 
 class SizingResult(NamedTuple):
@@ -91,12 +47,11 @@ class PositionSizer:
         self.symbols = tuple(symbols)
         self.n_assets = len(self.symbols)
         cfg = self.config
-        self.regime = RegimeMultiplier(cfg.regime_multipliers, self.n_assets, cfg.regime_deadband)
+        self.held_multiplier = np.full(self.n_assets, np.nan)  # regime multiplier hysteresis state
         self.tracker = SignalOutcomeTracker(self.n_assets, cfg.kelly_window_bars)
-        self._min_multiplier = float(min(cfg.regime_multipliers))
 
     def reset(self) -> None:
-        self.regime.held[:] = np.nan
+        self.held_multiplier = np.full(self.n_assets, np.nan)
         self.tracker.reset()
 
     def _check(self, signal: PolicySignal, ctx: DecisionContext) -> None:
@@ -116,37 +71,21 @@ class PositionSizer:
         base = vol_target_position(
             sigma, cfg.target_vol_annual, ctx.timeframe.periods_per_year, cfg.max_position
         )
-        posterior = np.asarray(ctx.regime_posterior, dtype=np.float64)
-        if np.isfinite(posterior).all():
-            mult = self.regime(posterior)
-        else:  # invalid posterior: the risk layer flattens; size as the most cautious regime meanwhile
-            mult = np.full(self.n_assets, self._min_multiplier)
         values = np.asarray(signal.values, dtype=np.float64)
+        out = propose_positions(
+            signal.kind,
+            values[None, :],
+            base[None, :],
+            np.asarray(ctx.regime_posterior, dtype=np.float64)[None],
+            self.held_multiplier[None, :],
+            np.asarray(ctx.position, dtype=np.float64)[None, :],
+            cfg,
+            probs=None if signal.probs is None else np.asarray(signal.probs, dtype=np.float64)[None],
+            direction=None if signal.direction is None else np.asarray(signal.direction, dtype=np.float64)[None],
+        )
+        self.held_multiplier = out.held[0]
+        proposal, direction, mult, conf = out.proposal[0], out.direction[0], out.multiplier[0], out.confidence[0]
         values = np.where(np.isfinite(values), values, 0.0)
-        conf = np.ones(self.n_assets)
-        if signal.kind == "discrete":
-            direction = np.sign(values)
-            if cfg.use_confidence and signal.probs is not None:
-                probs = np.nan_to_num(np.asarray(signal.probs, dtype=np.float64), nan=0.0)
-                p_long, p_short = probs[:, 1], probs[:, 2]
-                conf = np.minimum(
-                    np.maximum(np.where(direction > 0, p_long - p_short, p_short - p_long), 0.0), 1.0
-                )
-            proposal = direction * base * mult * conf
-            if cfg.hold_keeps_position:
-                proposal = np.where(direction == 0, np.asarray(ctx.position, dtype=np.float64), proposal)
-        elif signal.kind == "continuous":
-            target = np.minimum(np.maximum(values, -cfg.max_position), cfg.max_position)
-            direction = np.sign(target)
-            proposal = target * mult if cfg.scale_continuous_by_regime else target
-        elif signal.kind == "delta":
-            delta = bounded_delta(values, cfg.delta_max, cfg.delta_squash)
-            direction = np.ones(self.n_assets) if signal.direction is None else np.sign(signal.direction)
-            proposal = direction * apply_delta(base, delta, cfg.delta_mode) * mult
-        else:
-            raise ConfigError(
-                f"policy signal: unknown kind {signal.kind!r} (expected discrete, continuous or delta)"
-            )
         last = returns[-1] if len(returns) else np.full(self.n_assets, np.nan)
         self.tracker.update(int(ctx.timestamp_ns), last, direction)
         t = self.tracker
@@ -183,7 +122,7 @@ class PositionSizer:
         return {
             "config": self.config.to_dict(),
             "symbols": list(self.symbols),
-            "regime": self.regime.state_dict(),
+            "regime": {"held": [None if not np.isfinite(v) else float(v) for v in self.held_multiplier]},
             "kelly": self.tracker.state_dict(),
         }
 
@@ -194,5 +133,8 @@ class PositionSizer:
             )
         if state.get("config") is not None and SizingConfig.parse(state["config"]) != self.config:
             raise ConfigError("sizer state was saved with a different SizingConfig")
-        self.regime.load_state_dict(state["regime"])
+        held = np.array([np.nan if v is None else v for v in state["regime"]["held"]], dtype=np.float64)
+        if held.shape != (self.n_assets,):
+            raise ConfigError(f"regime multiplier state has {held.size} assets, expected {self.n_assets}")
+        self.held_multiplier = held
         self.tracker.load_state_dict(state["kelly"])

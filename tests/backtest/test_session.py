@@ -8,7 +8,7 @@ import pytest
 
 from himari.backtest.backtester import run_backtest
 from himari.backtest.engine import DecisionEngine
-from himari.backtest.session import SessionConfig, TradingSession, apply_rebalance_band
+from himari.backtest.session import SessionConfig, TradingSession
 from himari.errors import DataError
 
 START, END = "2023-01-10", "2023-01-14"
@@ -97,14 +97,6 @@ def test_duplicate_or_skipped_bar_is_refused(bundle, btc_slice):
         session.on_bar(history.head(len(history) - 5))
     with pytest.raises(DataError, match="missing from the feed"):
         session.on_bar(history.head(len(history) - 2))
-
-
-def test_rebalance_band_skips_small_resizes_only():
-    pre = np.array([[0.50, 0.50, 0.50, -0.2, 0.3]])
-    tgt = np.array([[0.52, 0.60, 0.00, 0.01, -0.01]])
-    out = apply_rebalance_band(tgt, pre, 0.05)
-    # small resize kept at the drifted position; big resize, close and flips go through
-    np.testing.assert_allclose(out, [[0.50, 0.60, 0.00, 0.01, -0.01]])
 
 
 def test_carry_across_periods_equals_one_uninterrupted_backtest(bundle, btc_slice):

@@ -167,3 +167,25 @@ def test_wfo_reruns_from_its_run_directory(tmp_path):
                           catch_exceptions=False)
     assert again.exit_code == 0, again.output
     assert (tmp_path / "a" / "metrics.json").read_bytes() == (tmp_path / "b" / "metrics.json").read_bytes()
+
+
+def test_walk_forward_honours_ppo_policy_and_stack_settings(btc_bars):
+    """Walk-forward windows build their PPO runs with the one assembly (himari.agents.ppo.run.fit_ppo): the PPO
+    observation settings, the policy config and the sizing/risk of the trading stack all reach the trained bundle."""
+    from himari.backtest.wfo import fit_window
+
+    cfg = WFOConfig.parse({
+        **TINY, "n_candidates": 1, "steps_first_window": 256,
+        "ppo": {"normalize_observations": False, "obs_clip": 3.0},
+        "policy_config": {"hidden_sizes": [16]},
+        "sizing": {"target_vol_annual": 0.3, "rebalance_band": 0.1},
+        "risk": {"vol_cap_annual": 0.5},
+    })
+    window = cfg.windows()[0]
+    bundle, _, _, _ = fit_window(cfg, window, {"BTCUSDT": btc_bars.between("2022-06-01", "2023-02-01")})
+    policy = bundle.policy
+    assert policy.obs_norm.enabled is False and policy.obs_norm.clip == 3.0
+    assert tuple(policy.config.hidden_sizes) == (16,)
+    sim = bundle.sim_config
+    assert sim["sizing"]["target_vol_annual"] == 0.3 and sim["sizing"]["rebalance_band"] == 0.1
+    assert sim["risk"]["vol_cap_annual"] == 0.5

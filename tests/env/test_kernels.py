@@ -256,10 +256,10 @@ def test_observe_pair_equals_two_observes() -> None:
 
 def test_kernel_disk_cache_only_where_writable(monkeypatch: pytest.MonkeyPatch) -> None:
     """A read-only install (no writable cache folder) compiles in memory instead of failing at the first call."""
-    from himari.env import kernels
+    from himari.utils import jit
 
     monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
-    monkeypatch.setattr(kernels.os, "access", lambda *_: False)
-    assert not kernels._disk_cache_writable()
+    monkeypatch.setattr(jit.os, "access", lambda *_: False)
+    assert not jit._disk_cache_writable()
     monkeypatch.setenv("NUMBA_CACHE_DIR", "/somewhere")
-    assert kernels._disk_cache_writable()
+    assert jit._disk_cache_writable()

@@ -9,7 +9,19 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from himari.risk.evt import EvtTailCache, evt_gate, fit_pot, gpd_es, gpd_mle, gpd_var, tail_risk, unit_losses
+from himari.risk.evt import (
+    EvtTailCache,
+    fit_pot,
+    fit_tails,
+    gpd_es,
+    gpd_mle,
+    gpd_var,
+    scheduled_fit_ns,
+    tail_es_columns,
+    tail_risk,
+    unit_losses,
+)
+from tests.risk.reference_gates import evt_gate
 
 U, XI, BETA, N, NU, Q = 0.02, 0.25, 0.01, 1000, 50, 0.99
 
@@ -92,11 +104,36 @@ def test_cache_refits_on_schedule_and_roundtrips() -> None:
     cache.refit(0, r[:2500], **kwargs)
     assert not cache.needs_refit(9 * bar, bar)
     assert cache.needs_refit(10 * bar, bar)
+    # the schedule is absolute: a cache fitted at 20 bars is current from 20 to 29 bars, whenever it started
+    assert scheduled_fit_ns(27 * bar, 10, bar) == 20 * bar
+    cache.refit(20 * bar, r[:2500], **kwargs)
+    assert not cache.needs_refit(29 * bar, bar) and cache.needs_refit(30 * bar, bar)
     clone = EvtTailCache(2, 10)
     clone.load_state_dict(json.loads(json.dumps(cache.state_dict())))
     np.testing.assert_array_equal(clone.es_long, cache.es_long)
     assert clone.long == cache.long
-    assert not clone.needs_refit(5 * bar, bar)
+    assert not clone.needs_refit(25 * bar, bar)
+
+
+def test_tail_columns_equal_a_cache_started_on_any_bar() -> None:
+    """The training market's ES column at every bar equals what a trading session's cache holds there, whichever
+    bar the session started on (the fit at each scheduled time uses the rows up to that time)."""
+    rng = np.random.default_rng(4)
+    bar = 3600 * 10**9
+    ts = np.arange(3000, dtype=np.int64) * bar + 5 * bar
+    r = rng.standard_t(4, (3000, 2)) * 0.005
+    kwargs = dict(window=2000, level=0.99, threshold_quantile=0.95, min_exceedances=25, min_bars=250)
+    es_long, es_short = tail_es_columns(r, ts, bar, refit_every_bars=168, **kwargs)
+    for start in (2100, 2333):
+        cache = EvtTailCache(2, 168)
+        for t in range(start, start + 400):
+            if cache.needs_refit(int(ts[t]), bar):
+                fit_ns = int(scheduled_fit_ns(int(ts[t]), 168, bar))
+                cache.refit(fit_ns, r[: int(np.searchsorted(ts, fit_ns, side="right"))], **kwargs)
+            np.testing.assert_array_equal(cache.es_long, es_long[t])
+            np.testing.assert_array_equal(cache.es_short, es_short[t])
+    long, _ = fit_tails(r[:1000], **kwargs)
+    assert [t.method for t in long] == ["gpd", "gpd"] or all(t.es > 0 for t in long)
 
 
 def test_evt_gate_limits_position_es() -> None:

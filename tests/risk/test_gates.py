@@ -9,14 +9,24 @@ from scipy import stats
 from himari.errors import ConfigError
 from himari.risk.budget import RiskBudget, budget_target
 from himari.risk.config import RiskConfig, per_bar_limit
-from himari.risk.drawdown import decayed_peak, drawdown, drawdown_scale
-from himari.risk.gate import scalar_scale, scale_to_limit
-from himari.risk.kelly_cap import kelly_cap_gate
-from himari.risk.leverage import leverage_gate, regime_leverage_cap
-from himari.risk.margin import margin_usage, safe_margin_gate
-from himari.risk.portfolio_var import covariance_var, historical_var, portfolio_var_gate, quantile_linear
-from himari.risk.vol_target import vol_target_gate
+from himari.risk.drawdown import decayed_peak
+from himari.risk.gate import scale_to_limit
 from himari.sizing.kelly import bayesian_kelly
+from tests.risk.reference_gates import (
+    covariance_var,
+    drawdown,
+    drawdown_scale,
+    historical_var,
+    kelly_cap_gate,
+    leverage_gate,
+    margin_usage,
+    portfolio_var_gate,
+    quantile_linear,
+    regime_leverage_cap,
+    safe_margin_gate,
+    scalar_scale,
+    vol_target_gate,
+)
 
 TH, CUTS = (0.03, 0.06, 0.10), (0.30, 0.60, 0.95)
 

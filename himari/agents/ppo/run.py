@@ -19,27 +19,26 @@ from himari.agents.ppo.config import PPOConfig
 from himari.agents.ppo.networks import ObsSpec
 from himari.agents.ppo.policies import PPOPolicy, make_policy
 from himari.agents.ppo.trainer import PPOTrainer, TrainResult, evaluate_policy, transfer_weights
+from himari.agents.registry import POLICY_KINDS, PPO_KINDS
 from himari.agents.training import TrainingData, synthetic_market
 from himari.bundle import Bundle, save_bundle
+from himari.env.market import MarketData
 from himari.env.sim import SimConfig, SimVecEnv
 from himari.errors import ConfigError
 from himari.utils.io import atomic_write_json
 
-# Observation window (bars) per policy kind: recurrent/context policies see one bar per step and remember the rest.
-DEFAULT_WINDOWS: dict[str, int] = {"mlp": 8, "lstm": 1, "transformer": 1, "multiasset": 24, "sizer": 8}
-ACTION_KINDS: dict[str, str] = {
-    "mlp": "discrete", "lstm": "discrete", "transformer": "discrete", "multiasset": "discrete", "sizer": "delta",
-}
-
 
 def default_sim_config(kind: str, train_bars: int, overrides: dict[str, Any] | None = None) -> SimConfig:
     """The simulator settings a PPO run of ``kind`` trains with (costs and reward at the simulator's defaults)."""
-    if kind not in DEFAULT_WINDOWS:
-        raise ConfigError(f"unknown PPO policy kind {kind!r}; known: {', '.join(DEFAULT_WINDOWS)}")
-    window = int((overrides or {}).get("window", DEFAULT_WINDOWS[kind]))
+    if kind not in PPO_KINDS:
+        raise ConfigError(f"unknown PPO policy kind {kind!r}; known: {', '.join(PPO_KINDS)}")
+    spec = POLICY_KINDS[kind]
+    window = int((overrides or {}).get("window", spec.window))
     length = max(8, min(512, (train_bars - window) // 2))
-    base = {"action_kind": ACTION_KINDS[kind], "window": window, "episode_length": length}
-    return SimConfig.parse(base, **(overrides or {}))
+    # the positioning layer and risk gates at their defaults unless overridden (``"sizing": None`` trains on raw
+    # positions): the policy learns in the world it trades in
+    base = {"action_kind": spec.action_kind, "window": window, "episode_length": length, "sizing": {}, "risk": {}}
+    return SimConfig.parse({**base, **(overrides or {})})
 
 
 @dataclass
@@ -76,6 +75,46 @@ def _train_stage(
     return trainer.train(resume=resume and has_checkpoint)
 
 
+def fit_ppo(
+    kind: str,
+    market: MarketData,
+    sim: SimConfig,
+    ppo: PPOConfig,
+    *,
+    train_range: tuple[int, int],
+    seed: int,
+    num_envs: int,
+    eval_env: SimVecEnv | None = None,
+    policy_config: dict[str, Any] | None = None,
+    init: PPOPolicy | dict[str, Any] | None = None,
+    run_dir: Path | None = None,
+    run_config: dict[str, Any] | None = None,
+    resume: bool = False,
+    progress: bool | None = None,
+    tensorboard: bool = False,
+    description: str = "",
+) -> tuple[PPOPolicy, TrainResult]:
+    """The one PPO run assembly: environments on ``market`` (episodes inside ``train_range``), a fresh policy built
+    from the PPO and policy settings, optional initial weights, training with checkpoint selection on ``eval_env``.
+
+    ``init``: a policy to fine-tune from (its network weights; the observation normalizer is refitted on this run's
+    data), or a network state dict (keys ``net.*``) of one. ``himari train``, walk-forward windows, the full preset
+    and synthetic pre-training all build their PPO runs here.
+    """
+    lo, hi = train_range
+    env = SimVecEnv(market, sim, num_envs, seed=seed, start_index=lo, end_index=hi)
+    policy = make_policy(kind, ObsSpec.from_env(env), policy_config or None, seed=seed,
+                         normalize_observations=ppo.normalize_observations, obs_clip=ppo.obs_clip)
+    if isinstance(init, PPOPolicy):
+        transfer_weights(init, policy)
+    elif init is not None:
+        net_state = {k: v for k, v in init.items() if k.startswith("net.")}
+        policy.module.load_state_dict({**policy.module.state_dict(), **net_state})
+    result = _train_stage(policy, env, ppo, seed, eval_env, run_dir, run_config or {}, resume, progress, tensorboard,
+                          description or f"ppo {kind}")
+    return policy, result
+
+
 def train_ppo(
     kind: str,
     data: TrainingData,
@@ -100,30 +139,27 @@ def train_ppo(
     out_dir = None if out is None else Path(out)
     lo, hi = data.train_range
     sim = default_sim_config(kind, hi - lo, sim_overrides)
-    env = SimVecEnv(data.market, sim, num_envs, seed=seed, start_index=lo, end_index=hi)
     eval_env, eval_steps = _eval_env(data, sim, eval_envs)
     ppo_dict = {"total_steps": steps, **(ppo_overrides or {})}
     if eval_env is not None and "eval_steps" not in ppo_dict:
         ppo_dict["eval_steps"] = eval_steps
     ppo = PPOConfig.parse(ppo_dict)
-    spec = ObsSpec.from_env(env)
     run_config = {"kind": kind, "sim": sim.to_dict(), "data": data.describe(), "num_envs": num_envs}
-    policy = make_policy(kind, spec, policy_config, seed=seed, normalize_observations=ppo.normalize_observations,
-                         obs_clip=ppo.obs_clip)
-    if init_policy is not None:
-        transfer_weights(init_policy, policy)
     extra: dict[str, Any] = {}
     if pretrain_synthetic_steps > 0:
         extra["synthetic_pretraining"] = _pretrain_and_compare(
-            kind, data, sim, policy, ppo, seed, num_envs, eval_env, out_dir, run_config, resume, progress,
-            tensorboard, pretrain_synthetic_steps, synthetic_bars,
+            kind, data, sim, ppo, seed, num_envs, eval_env, out_dir, run_config, resume, progress,
+            tensorboard, pretrain_synthetic_steps, synthetic_bars, policy_config, init_policy,
         )
         chosen = extra["synthetic_pretraining"]["chosen"]
         policy = extra["synthetic_pretraining"].pop("_policies")[chosen]
         result = extra["synthetic_pretraining"].pop("_results")[chosen]
     else:
-        result = _train_stage(policy, env, ppo, seed, eval_env, out_dir, run_config, resume, progress, tensorboard,
-                              f"ppo {kind}")
+        policy, result = fit_ppo(
+            kind, data.market, sim, ppo, train_range=data.train_range, seed=seed, num_envs=num_envs,
+            eval_env=eval_env, policy_config=policy_config, init=init_policy, run_dir=out_dir, run_config=run_config,
+            resume=resume, progress=progress, tensorboard=tensorboard, description=f"ppo {kind}",
+        )
     metrics: dict[str, Any] = {
         "policy": kind,
         "global_step": result.global_step,
@@ -163,9 +199,10 @@ def train_ppo(
 
 
 def _pretrain_and_compare(
-    kind: str, data: TrainingData, sim: SimConfig, scratch: PPOPolicy, ppo: PPOConfig, seed: int, num_envs: int,
+    kind: str, data: TrainingData, sim: SimConfig, ppo: PPOConfig, seed: int, num_envs: int,
     eval_env: SimVecEnv | None, out_dir: Path | None, run_config: dict[str, Any], resume: bool,
     progress: bool | None, tensorboard: bool, pretrain_steps: int, synthetic_bars: int,
+    policy_config: dict[str, Any] | None, init_policy: PPOPolicy | None,
 ) -> dict[str, Any]:
     """Synthetic pre-training -> fine-tuning, against training from scratch with the same real-data budget.
 
@@ -175,24 +212,24 @@ def _pretrain_and_compare(
         raise ConfigError("--pretrain-synthetic needs a validation window (--val-end) to measure whether it helps")
     pipelines = [data.pipelines[s] for s in data.symbols]
     syn_market = synthetic_market(pipelines, max(synthetic_bars, sim.episode_length + sim.window + 2), seed)
-    syn_env = SimVecEnv(syn_market, sim, num_envs, seed=seed + 1)
-    pre = make_policy(kind, scratch.spec, scratch.config, seed=seed, normalize_observations=ppo.normalize_observations,
-                      obs_clip=ppo.obs_clip)
     sub = (lambda name: None) if out_dir is None else (lambda name: out_dir / name)
-    pre_cfg = ppo.replace(total_steps=pretrain_steps)
-    pre_result = _train_stage(pre, syn_env, pre_cfg, seed, None, sub("pretrain"), {**run_config, "stage": "pretrain"},
-                              resume, progress, tensorboard, f"pretrain {kind} (synthetic)")
-    fine = make_policy(kind, scratch.spec, scratch.config, seed=seed, normalize_observations=ppo.normalize_observations,
-                       obs_clip=ppo.obs_clip)
-    transfer_weights(pre, fine)
-    real_env = SimVecEnv(data.market, sim, num_envs, seed=seed, start_index=data.train_range[0],
-                         end_index=data.train_range[1])
-    fine_result = _train_stage(fine, real_env, ppo, seed, eval_env, sub("finetune"), {**run_config, "stage": "finetune"},
-                               resume, progress, tensorboard, f"fine-tune {kind}")
-    scratch_env = SimVecEnv(data.market, sim, num_envs, seed=seed, start_index=data.train_range[0],
-                            end_index=data.train_range[1])
-    scratch_result = _train_stage(scratch, scratch_env, ppo, seed, eval_env, out_dir, {**run_config, "stage": "scratch"},
-                                  resume, progress, tensorboard, f"ppo {kind} (from scratch)")
+    common = {"seed": seed, "num_envs": num_envs, "policy_config": policy_config, "resume": resume,
+              "progress": progress, "tensorboard": tensorboard}
+    pre, pre_result = fit_ppo(
+        kind, syn_market, sim, ppo.replace(total_steps=pretrain_steps), train_range=(0, syn_market.num_bars),
+        run_dir=sub("pretrain"), run_config={**run_config, "stage": "pretrain"},
+        description=f"pretrain {kind} (synthetic)", **common,
+    )
+    fine, fine_result = fit_ppo(
+        kind, data.market, sim, ppo, train_range=data.train_range, eval_env=eval_env, init=pre,
+        run_dir=sub("finetune"), run_config={**run_config, "stage": "finetune"}, description=f"fine-tune {kind}",
+        **common,
+    )
+    scratch, scratch_result = fit_ppo(
+        kind, data.market, sim, ppo, train_range=data.train_range, eval_env=eval_env, init=init_policy,
+        run_dir=out_dir, run_config={**run_config, "stage": "scratch"}, description=f"ppo {kind} (from scratch)",
+        **common,
+    )
     v_fine = fine_result.best_metric if fine_result.best_metric is not None else float("-inf")
     v_scratch = scratch_result.best_metric if scratch_result.best_metric is not None else float("-inf")
     chosen = "pretrained" if v_fine > v_scratch else "scratch"
