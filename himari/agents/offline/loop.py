@@ -121,8 +121,9 @@ def mutable_state(module: nn.Module) -> dict[str, torch.Tensor]:
 def load_mutable_state(module: nn.Module, tensors: dict[str, torch.Tensor], where: str) -> None:
     missing, unexpected = module.load_state_dict(tensors, strict=False)
     expected_missing = {k for k, v in module.named_parameters() if not v.requires_grad}
-    if unexpected or set(missing) - expected_missing:
-        raise RunDirError(f"{where}: checkpoint does not match the model (missing {sorted(set(missing) - expected_missing)[:3]}, "
+    absent = sorted(set(missing) - expected_missing)
+    if unexpected or absent:
+        raise RunDirError(f"{where}: checkpoint does not match the model (missing {absent[:3]}, "
                           f"unexpected {sorted(unexpected)[:3]})")
 
 
@@ -205,7 +206,8 @@ def fit(
         optimizer.step()
         algorithm.after_update()
         value = float(loss.detach())
-        progress.running = value if math.isnan(progress.running) else (1 - LOSS_EMA) * progress.running + LOSS_EMA * value
+        progress.running = (value if math.isnan(progress.running)
+                            else (1 - LOSS_EMA) * progress.running + LOSS_EMA * value)
         if on_step is not None:
             on_step(step, value)
         if step % config.eval_every == 0 or step == config.steps:

@@ -11,6 +11,8 @@ Steps (all fits on the training window ``[train_start, train_end)``; selection o
 3. RL kinds (``cql``, ``dt``, ``cgdt``): offline trajectories collected in the simulator (costs on) on the training
    window by rule behaviour policies (MA crossover, momentum, random) and, when given, a trained discrete policy;
    the checkpoint with the best validation-window simulator net return is kept.
+   Both families train through the shared loop (``himari.agents.offline.loop``: one gradient-clipping setting,
+   validation-only selection, atomic checkpoints under ``RUN/checkpoints``, exact resume).
 4. The bundle is written (``RUN/bundle``, ``himari.bundle.save_bundle``: backtest, serve and paper run it like any
    PPO policy). Only then is the later test period ``[val_end, test_end)`` read, for the report: classification
    metrics beside the majority-class baseline and simulator net log-return beside always-long, on validation and
@@ -349,9 +351,9 @@ def _resolve_options(policy_kind: str, steps: int | None, options: dict[str, Any
         raise ConfigError(f"options.loop must be a mapping of {', '.join(sorted(LOOP_OPTION_KEYS))}")
     bad = sorted(set(loop_options) - LOOP_OPTION_KEYS)
     if bad:
-        raise ConfigError(f"options.loop: unknown or derived key {bad[0]!r}; settable: {', '.join(sorted(LOOP_OPTION_KEYS))}"
-                          " (steps from --steps, lr / batch_size / weight_decay from options.model, seed from --seed,"
-                          " eval cadence from options.evaluations)")
+        raise ConfigError(f"options.loop: unknown or derived key {bad[0]!r}; settable: "
+                          f"{', '.join(sorted(LOOP_OPTION_KEYS))} (steps from --steps, lr / batch_size / weight_decay "
+                          "from options.model, seed from --seed, eval cadence from options.evaluations)")
     LoopConfig.parse(loop_options, steps=1)  # range-check before any data is read
     samples = int(steps) if steps is not None else DEFAULT_STEPS[policy_kind]
     if samples < 1:
@@ -388,7 +390,8 @@ def fit_offline(
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
 ) -> OfflineFit:
-    """Fit ``policy_kind`` in memory (no files unless ``checkpoint_dir``): the core of :func:`train_offline`, usable per WFO window.
+    """Fit ``policy_kind`` in memory (no files unless ``checkpoint_dir``): the core of :func:`train_offline`, usable
+    per walk-forward window.
 
     Loads nothing at or after ``val_end`` (``himari.agents.training.prepare_training_data``): the tactical
     pipelines and the model are fitted on ``[train_start, train_end)``, the model is selected on
