@@ -113,15 +113,17 @@ def mutable_state(module: nn.Module) -> dict[str, torch.Tensor]:
 
     Frozen parameters (a LoRA backbone) are rebuilt identically from the policy config and are not copied.
     """
-    out = {k: v.detach().clone() for k, v in module.named_parameters() if v.requires_grad}
-    out.update({k: v.detach().clone() for k, v in module.named_buffers()})
-    return out
+    frozen = _frozen_names(module)
+    return {k: v.detach().clone() for k, v in module.state_dict().items() if k not in frozen}
+
+
+def _frozen_names(module: nn.Module) -> set[str]:
+    return {k for k, v in module.named_parameters(remove_duplicate=False) if not v.requires_grad}
 
 
 def load_mutable_state(module: nn.Module, tensors: dict[str, torch.Tensor], where: str) -> None:
     missing, unexpected = module.load_state_dict(tensors, strict=False)
-    expected_missing = {k for k, v in module.named_parameters() if not v.requires_grad}
-    absent = sorted(set(missing) - expected_missing)
+    absent = sorted(set(missing) - _frozen_names(module))
     if unexpected or absent:
         raise RunDirError(f"{where}: checkpoint does not match the model (missing {absent[:3]}, "
                           f"unexpected {sorted(unexpected)[:3]})")

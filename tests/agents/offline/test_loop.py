@@ -18,6 +18,8 @@ from himari.agents.offline.loop import LoopConfig, fit, resolve_device
 from himari.agents.offline.supervised import SupervisedAlgorithm
 from himari.errors import ConfigError, RunDirError
 
+from .conftest import requires_llm
+
 
 class Interrupt(Exception):
     """Stands in for a kill: raised from the progress callback, after the last checkpoint was written."""
@@ -197,3 +199,30 @@ def test_device_settings() -> None:
         LoopConfig(steps=1).replace(device="tpu")
     with pytest.raises(ConfigError):
         LoopConfig.parse({"steps": 1, "grad_clip": 0.0})
+
+
+@requires_llm
+def test_resumed_flag_trader_checkpoints_only_what_training_changes(tmp_path) -> None:
+    """The frozen GPT-2 backbone is rebuilt from the config, not checkpointed; the LoRA run still resumes exactly."""
+    from safetensors.torch import load_file
+
+    from himari.agents.offline.flag_trader import FlagTraderConfig, FlagTraderPolicy
+
+    def flag() -> tuple[FlagTraderPolicy, SupervisedAlgorithm]:
+        policy = FlagTraderPolicy(FlagTraderConfig(n_inputs=6, context=4, n_embd=16, n_layer=1, n_head=2,
+                                                   n_positions=8, lora_rank=2, seed=3))
+        return policy, SupervisedAlgorithm(policy, supervised_data())
+
+    loop = LoopConfig(steps=6, batch_size=8, lr=1e-3, eval_every=2, seed=2)
+    policy, algorithm = flag()
+    fit(algorithm, loop)
+    _, first = flag()
+    with pytest.raises(Interrupt):
+        fit(first, loop, tmp_path, on_step=interrupt_at(5))
+    saved = load_file(tmp_path / "update-000004" / "weights.safetensors")
+    frozen = [k for k, v in first.module.named_parameters() if not v.requires_grad]
+    assert frozen and not any(f"model.{k}" in saved for k in frozen)
+    assert any("lora_A" in k for k in saved)
+    resumed_policy, second = flag()
+    fit(second, loop, tmp_path, resume=True)
+    assert_same(state(resumed_policy.net), state(policy.net))
