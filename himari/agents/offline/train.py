@@ -544,21 +544,21 @@ def train_offline(
             return run
     else:
         create_run_dir(run, command, run_config, seed)  # marks the directory before the first checkpoint
-    fit = fit_offline(policy_kind, specs, t0, t1, t2, samples, seed, opts, checkpoint_dir=run / "checkpoints",
+    fitted = fit_offline(policy_kind, specs, t0, t1, t2, samples, seed, opts, checkpoint_dir=run / "checkpoints",
                       resume=resume)
-    run = create_run_dir(out, command, run_config, seed, {s: p for s, p in fit.data.data_files.items()},
-                         extra={"data_summary": fit.data.describe()})
-    fit.bundle.meta["model_id"] = f"{policy_kind}-{config_hash(run_config)}"
-    save_bundle(run / "bundle", fit.bundle)  # the model is final before anything after val_end is read
+    run = create_run_dir(out, command, run_config, seed, {s: p for s, p in fitted.data.data_files.items()},
+                         extra={"data_summary": fitted.data.describe()})
+    fitted.bundle.meta["model_id"] = f"{policy_kind}-{config_hash(run_config)}"
+    save_bundle(run / "bundle", fitted.bundle)  # the model is final before anything after val_end is read
     metrics: dict[str, Any] = {
         "policy_kind": policy_kind,
         "classification": {
-            "validation": evaluate_policy(fit.policy, fit.supervised, ("validation",))["validation"],
-            "train_class_counts": fit.supervised.class_counts("train").tolist(),
+            "validation": evaluate_policy(fitted.policy, fitted.supervised, ("validation",))["validation"],
+            "train_class_counts": fitted.supervised.class_counts("train").tolist(),
         },
-        "simulator": {"validation": _trading(fit.policy, fit.markets, fit.sim_config, "validation")},
-        "training": {k: v for k, v in fit.summary.items() if not k.endswith("history")},
-        "training_history": fit.summary.get("history", []),
+        "simulator": {"validation": _trading(fitted.policy, fitted.markets, fitted.sim_config, "validation")},
+        "training": {k: v for k, v in fitted.summary.items() if not k.endswith("history")},
+        "training_history": fitted.summary.get("history", []),
         "windows": {"train": [str(t0), str(t1)], "validation": [str(t1), str(t2)], "test": [str(t2), str(t3)]},
         "notes": (
             "Fitting on train, selection on validation only; the test period is read only after the bundle "
@@ -567,7 +567,7 @@ def train_offline(
         ),
     }
     if opts.get("test", True):
-        metrics.update(_test_report(fit.policy, specs, fit.data, label_cfg, fit.sim_config, (t0, t1, t2, t3)))
+        metrics.update(_test_report(fitted.policy, specs, fitted.data, label_cfg, fitted.sim_config, (t0, t1, t2, t3)))
     atomic_write_json(run / "metrics.json", metrics)
     return run
 
