@@ -107,8 +107,10 @@ def test_offline_ensemble_cli_from_trained_runs(tmp_path) -> None:
     assert bad.exit_code == 2 and "needs trained" in bad.output
 
 
-def test_fit_offline_never_reads_data_after_val_end(btc_bars) -> None:
-    """Corrupting every bar at or after val_end leaves the fitted model unchanged (WFO-style in-memory fit)."""
+@pytest.mark.parametrize("kind", ["mlp-classifier", "cql"])
+def test_fit_offline_never_reads_data_after_val_end(btc_bars, kind: str) -> None:
+    """Corrupting every bar at or after val_end leaves the fitted model unchanged (WFO-style in-memory fit):
+    fitting and selection (validation log-loss, validation-window simulator return) never see the test period."""
     from himari.agents.offline.train import fit_offline
 
     bars = btc_bars.between("2021-09-01", "2022-05-01")
@@ -116,7 +118,8 @@ def test_fit_offline_never_reads_data_after_val_end(btc_bars) -> None:
     after = frame.index >= "2022-03-15"
     frame.loc[after, ["open", "high", "low", "close"]] *= 3.0
     corrupted = bars.with_frame(frame)
-    fits = [fit_offline("mlp-classifier", [b], "2022-01-01", "2022-03-01", "2022-03-15", steps=512, seed=1)
+    fits = [fit_offline(kind, [b], "2022-01-01", "2022-03-01", "2022-03-15", steps=512, seed=1,
+                        options={"evaluations": 2, "collect_steps": 64, "num_envs": 4})
             for b in (bars, corrupted)]
     for key, value in fits[0].policy.net.state_dict().items():
         np.testing.assert_array_equal(value.numpy(), fits[1].policy.net.state_dict()[key].numpy())
