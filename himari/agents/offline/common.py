@@ -24,7 +24,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from himari.config import FrozenConfig
-from himari.env.protocol import Observation
+from himari.env.protocol import ACCOUNT_FIELDS, Observation
 from himari.errors import ConfigError, RunDirError
 from himari.utils.io import atomic_write_bytes, atomic_write_json, read_json
 
@@ -49,8 +49,6 @@ def step_state(obs: Observation) -> np.ndarray:
 
 def equity_log(obs: Observation) -> np.ndarray:
     """``(N*A,)`` log(equity / initial equity) from the account (field 3 of ``ACCOUNT_FIELDS``)."""
-    from himari.env.protocol import ACCOUNT_FIELDS
-
     idx = ACCOUNT_FIELDS.index("equity_log")
     return np.ascontiguousarray(obs.account[..., idx].reshape(-1), dtype=np.float64)
 
@@ -68,12 +66,8 @@ def mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int, dropout: float = 0.0
     return nn.Sequential(*layers)
 
 
-def causal_mask(length: int) -> torch.Tensor:
-    """Bool ``(L, L)`` attention mask, True where attention is *blocked* (key position after query position)."""
-    return torch.triu(torch.ones(length, length, dtype=torch.bool), diagonal=1)
-
-
 def softmax_np(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Numerically stable softmax along ``axis`` (the maximum is subtracted before ``exp``)."""
     z = logits - logits.max(axis=axis, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=axis, keepdims=True)

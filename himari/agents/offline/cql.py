@@ -27,9 +27,10 @@ from torch import nn
 from himari.agents.base import PolicyOutput
 from himari.agents.offline.classifier import probs_to_output
 from himari.agents.offline.common import N_ACTIONS, TorchPolicyMixin, mlp, softmax_np, step_state
+from himari.agents.offline.loop import OfflineAlgorithm
 from himari.config import FrozenConfig
 from himari.env.protocol import Observation
-from himari.errors import DataError
+from himari.errors import DataError, RunDirError
 from himari.utils.seeding import make_rng
 
 
@@ -110,8 +111,8 @@ def cql_losses(net: TwinQNet, target: TwinQNet, batch: dict[str, torch.Tensor], 
         t1, t2 = target(s2)
         next_q = torch.min(t1.gather(1, a_star), t2.gather(1, a_star)).squeeze(1)
         y = config.reward_scale * r + config.gamma * (1.0 - term) * next_q
-    td = torch.zeros((), dtype=q1.dtype)
-    conservative = torch.zeros((), dtype=q1.dtype)
+    td = q1.new_zeros(())
+    conservative = q1.new_zeros(())
     for q in (q1, q2):
         q_taken = q.gather(1, a[:, None]).squeeze(1)
         td = td + 0.5 * F.mse_loss(q_taken, y)
@@ -120,68 +121,66 @@ def cql_losses(net: TwinQNet, target: TwinQNet, batch: dict[str, torch.Tensor], 
     return loss, {"td": float(td.detach()), "conservative": float(conservative.detach())}
 
 
-def train_cql(
-    policy: CQLPolicy,
-    transitions: dict[str, np.ndarray],
-    steps: int,
-    seed: int,
-    eval_every: int = 200,
-    select: Callable[[CQLPolicy], float] | None = None,
-    on_step: Callable[[int, float], None] | None = None,
-) -> dict[str, Any]:
-    """Fit ``policy`` on flat transitions (``TrajectoryData.flat()``); keep the weights with the best ``select``.
+class CQLAlgorithm(OfflineAlgorithm):
+    """CQL(H) on flat transitions (``TrajectoryData.flat()``) for the shared loop; owns the Polyak target copy.
 
-    ``select(policy) -> score`` (higher is better) must use validation data only (e.g. a simulator rollout on the
-    validation window). Without it, the final weights are kept.
+    The state normalization of ``net`` is set from the transitions' states (mean, std floored at 1e-3).
+    ``validate() -> score`` (higher is better) must use validation data only (e.g. a simulator rollout on the
+    validation window); without it nothing is selected and the final weights are kept.
     """
-    cfg = policy.config
-    n = transitions["actions"].shape[0]
-    if n == 0:
-        raise DataError("train_cql: no transitions")
-    states = torch.from_numpy(np.asarray(transitions["states"], np.float32))
-    mean = states.mean(0)
-    std = states.std(0).clamp_min(1e-3)
-    policy.net.state_mean.copy_(mean)
-    policy.net.state_std.copy_(std)
-    tensors = {
-        "states": states,
-        "actions": torch.from_numpy(np.asarray(transitions["actions"], np.int64)),
-        "rewards": torch.from_numpy(np.asarray(transitions["rewards"], np.float32)),
-        "next_states": torch.from_numpy(np.asarray(transitions["next_states"], np.float32)),
-        "terminated": torch.from_numpy(np.asarray(transitions["terminated"], np.float32)),
-    }
-    torch.manual_seed(seed)
-    rng = make_rng(seed)
-    target = copy.deepcopy(policy.net)
-    for p in target.parameters():
-        p.requires_grad_(False)
-    optimizer = torch.optim.Adam(policy.net.parameters(), lr=cfg.lr)
-    history: list[dict[str, float]] = []
-    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
-    for step in range(1, steps + 1):
-        policy.net.train()
-        idx = torch.from_numpy(rng.integers(0, n, size=min(cfg.batch_size, n)))
-        batch = {k: v[idx] for k, v in tensors.items()}
-        loss, parts = cql_losses(policy.net, target, batch, cfg)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(policy.net.parameters(), 10.0)
-        optimizer.step()
+
+    name: ClassVar[str] = "cql"
+
+    def __init__(self, net: TwinQNet, transitions: dict[str, np.ndarray], config: CQLConfig,
+                 validate: Callable[[], float] | None = None) -> None:
+        n = transitions["actions"].shape[0]
+        if n == 0:
+            raise DataError("CQL: no transitions")
+        self.module = net
+        self.config = config
+        self.n = n
+        self._validate = validate
+        states = torch.from_numpy(np.asarray(transitions["states"], np.float32))
+        net.state_mean.copy_(states.mean(0))
+        net.state_std.copy_(states.std(0).clamp_min(1e-3))
+        self.tensors = {
+            "states": states,
+            "actions": torch.from_numpy(np.asarray(transitions["actions"], np.int64)),
+            "rewards": torch.from_numpy(np.asarray(transitions["rewards"], np.float32)),
+            "next_states": torch.from_numpy(np.asarray(transitions["next_states"], np.float32)),
+            "terminated": torch.from_numpy(np.asarray(transitions["terminated"], np.float32)),
+        }
+        self.target = copy.deepcopy(net)
+        for p in self.target.parameters():
+            p.requires_grad_(False)
+
+    def to(self, device: torch.device) -> None:
+        super().to(device)
+        self.target.to(device)
+        self.tensors = {k: v.to(device) for k, v in self.tensors.items()}
+
+    def sample(self, rng: np.random.Generator, batch_size: int) -> dict[str, torch.Tensor]:
+        idx = torch.from_numpy(rng.integers(0, self.n, size=min(batch_size, self.n))).to(self.device)
+        return {k: v[idx] for k, v in self.tensors.items()}
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        return cql_losses(self.module, self.target, batch, self.config)  # type: ignore[arg-type]
+
+    def after_update(self) -> None:
+        """Polyak averaging ``θ̄ ← (1 - τ) θ̄ + τ θ`` of the target networks."""
+        tau = self.config.tau
         with torch.no_grad():
-            for p, tp in zip(policy.net.parameters(), target.parameters(), strict=True):
-                tp.mul_(1.0 - cfg.tau).add_(p, alpha=cfg.tau)
-        if on_step is not None:
-            on_step(step, float(loss.detach()))
-        if step % eval_every == 0 or step == steps:
-            record = {"step": float(step), "loss": float(loss.detach()), **parts}
-            if select is not None:
-                policy.net.eval()
-                score = float(select(policy))
-                record["val_score"] = score
-                if best is None or score > best[0]:
-                    best = (score, step, {k: v.detach().clone() for k, v in policy.net.state_dict().items()})
-            history.append(record)
-    if best is not None:
-        policy.net.load_state_dict(best[2])
-    policy.net.eval()
-    return {"history": history, "best_step": best[1] if best else steps, "best_val_score": best[0] if best else None}
+            for p, tp in zip(self.module.parameters(), self.target.parameters(), strict=True):
+                tp.mul_(1.0 - tau).add_(p, alpha=tau)
+
+    def validate(self) -> tuple[float | None, dict[str, float]]:
+        return (None, {}) if self._validate is None else (float(self._validate()), {})
+
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        return dict(self.target.state_dict())
+
+    def load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        try:
+            self.target.load_state_dict(tensors)
+        except RuntimeError as exc:
+            raise RunDirError(f"CQL checkpoint: target network does not match: {exc}") from None

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -36,8 +37,9 @@ from torch import nn
 from himari.agents.base import PolicyOutput
 from himari.agents.offline.classifier import probs_to_output
 from himari.agents.offline.common import N_ACTIONS, TorchPolicyMixin, equity_log, softmax_np, step_state
-from himari.agents.offline.cql import CQLConfig, TwinQNet, train_cql
+from himari.agents.offline.cql import CQLAlgorithm, CQLConfig, TwinQNet
 from himari.agents.offline.datasets import TrajectoryData
+from himari.agents.offline.loop import LoopConfig, OfflineAlgorithm, fit
 from himari.config import FrozenConfig
 from himari.env.protocol import Observation
 from himari.errors import DataError
@@ -315,76 +317,82 @@ def _set_dt_stats(net: DTNet, data: TrajectoryData, config: DTConfig) -> None:
                                            config.target_quantile)))
 
 
+class DTAlgorithm(OfflineAlgorithm):
+    """Decision Transformer training for the shared loop: cross-entropy on the behaviour actions of right-aligned
+    contexts (padding excluded), minibatches of ``(time, stream)`` positions drawn uniformly.
+
+    ``module`` is the policy's whole network (for CGDT its critic too, already fitted and not updated here);
+    ``trainable`` is the DT's parameters. ``validate() -> score`` must use validation data only.
+    """
+
+    name: ClassVar[str] = "dt"
+
+    def __init__(self, policy: DecisionTransformerPolicy, data: TrajectoryData,
+                 validate: Callable[[], float] | None = None) -> None:
+        self.policy = policy
+        self.module = policy.net
+        self.data = data
+        self._validate = validate
+
+    def trainable(self) -> list[nn.Parameter]:
+        return [p for p in self.policy.dt.parameters() if p.requires_grad]
+
+    def sample(self, rng: np.random.Generator, batch_size: int) -> dict[str, torch.Tensor]:
+        t_len, n_streams = self.data.actions.shape
+        t_idx = rng.integers(0, t_len, size=batch_size)
+        n_idx = rng.integers(0, n_streams, size=batch_size)
+        cfg = self.policy.config
+        batch = context_batch(self.data, t_idx, n_idx, cfg.context, cfg.reward_scale)
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        logits = self.policy.dt(batch["rtg"], batch["states"], batch["actions"], batch["pad"])
+        keep = ~batch["pad"]
+        return F.cross_entropy(logits[keep], batch["actions"][keep]), {}
+
+    def validate(self) -> tuple[float | None, dict[str, float]]:
+        return (None, {}) if self._validate is None else (float(self._validate()), {})
+
+
+def critic_loop_config(loop: LoopConfig, config: CGDTConfig) -> LoopConfig:
+    """The CGDT critic's fit: ``ceil(steps x critic_steps_ratio)`` CQL updates with the critic's batch size and
+    the DT's learning rate, seed + 1, validated only at its end (nothing to select on: the final critic is kept)."""
+    critic = _critic_config(config)
+    steps = max(1, math.ceil(loop.steps * config.critic_steps_ratio))
+    return loop.replace(steps=steps, batch_size=critic.batch_size, lr=critic.lr, weight_decay=0.0, eval_every=steps,
+                        patience=None, seed=loop.seed + 1)
+
+
 def train_decision_transformer(
     policy: DecisionTransformerPolicy,
     data: TrajectoryData,
-    steps: int,
-    seed: int,
-    eval_every: int = 200,
-    select: Callable[[DecisionTransformerPolicy], float] | None = None,
+    loop: LoopConfig,
+    validate: Callable[[], float] | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
     on_step: Callable[[int, float], None] | None = None,
 ) -> dict[str, Any]:
-    """Fit the DT (and, for CGDT, its critic) on ``data``; keep the weights with the best validation ``select``."""
+    """Fit the DT on ``data`` with the shared loop; for CGDT first fit its critic (CQL on the same transitions) and
+    set the advantage scale σ_A from the critic on the training states. Checkpoints: ``critic/`` and ``dt/``."""
     cfg = policy.config
     if data.n_transitions == 0:
-        raise DataError("train_decision_transformer: no transitions")
+        raise DataError("Decision Transformer: no transitions")
     if data.state_dim != cfg.state_dim:
         raise DataError(f"trajectories have state_dim {data.state_dim}, policy expects {cfg.state_dim}")
-    dt = policy.dt
-    _set_dt_stats(dt, data, cfg)
+    _set_dt_stats(policy.dt, data, cfg)
+    root = Path(checkpoint_dir) if checkpoint_dir is not None else None
     critic_info: dict[str, Any] | None = None
     if isinstance(policy, CriticGuidedDTPolicy):
-        critic_policy = _CriticView(policy)
-        critic_info = train_cql(critic_policy, data.flat(), max(1, math.ceil(steps * policy.config.critic_steps_ratio)),
-                                seed + 1, eval_every=max(1, steps))  # type: ignore[arg-type]
+        net: CGDTNet = policy.net  # type: ignore[assignment]
+        critic = CQLAlgorithm(net.critic, data.flat(), _critic_config(policy.config))
+        critic_info = fit(critic, critic_loop_config(loop, policy.config),
+                          None if root is None else root / "critic", resume)
         with torch.no_grad():
-            q1, q2 = policy.net.critic(torch.from_numpy(data.states.reshape(-1, data.state_dim)))  # type: ignore[union-attr]
+            q1, q2 = net.critic(torch.from_numpy(data.states.reshape(-1, data.state_dim)))
             q = (q1 + q2) / 2
-            policy.net.adv_scale.fill_(max(float((q - q.mean(-1, keepdim=True)).std()), 1e-6))  # type: ignore[union-attr]
-    torch.manual_seed(seed)
-    rng = make_rng(seed)
-    params = [p for p in dt.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    t_len, n_streams = data.actions.shape
-    history: list[dict[str, float]] = []
-    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
-    for step in range(1, steps + 1):
-        dt.train()
-        t_idx = rng.integers(0, t_len, size=cfg.batch_size)
-        n_idx = rng.integers(0, n_streams, size=cfg.batch_size)
-        batch = context_batch(data, t_idx, n_idx, cfg.context, cfg.reward_scale)
-        logits = dt(batch["rtg"], batch["states"], batch["actions"], batch["pad"])
-        keep = ~batch["pad"]
-        loss = F.cross_entropy(logits[keep], batch["actions"][keep])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        if on_step is not None:
-            on_step(step, float(loss.detach()))
-        if step % eval_every == 0 or step == steps:
-            record = {"step": float(step), "loss": float(loss.detach())}
-            if select is not None:
-                policy.net.eval()
-                score = float(select(policy))
-                record["val_score"] = score
-                if best is None or score > best[0]:
-                    best = (score, step, {k: v.detach().clone() for k, v in policy.net.state_dict().items()})
-            history.append(record)
-    if best is not None:
-        policy.net.load_state_dict(best[2])
-    policy.net.eval()
-    out: dict[str, Any] = {"history": history, "best_step": best[1] if best else steps,
-                           "best_val_score": best[0] if best else None}
+            net.adv_scale.fill_(max(float((q - q.mean(-1, keepdim=True)).std()), 1e-6))
+    out = fit(DTAlgorithm(policy, data, validate), loop, None if root is None else root / "dt", resume, on_step)
     if critic_info is not None:
         out["critic"] = {k: v for k, v in critic_info.items() if k != "history"}
         out["critic_history"] = critic_info["history"]
     return out
-
-
-class _CriticView:
-    """Adapter so ``train_cql`` fits the CGDT critic in place (it needs ``.net`` and ``.config``)."""
-
-    def __init__(self, policy: CriticGuidedDTPolicy) -> None:
-        self.net = policy.net.critic  # type: ignore[union-attr]
-        self.config = _critic_config(policy.config)

@@ -6,7 +6,8 @@ For members with action probabilities ``p_k(a | o)`` and weights ``w_k >= 0`` (n
 * ``vote``: ``p(a) = Σ_k w_k 1[a = argmax p_k]`` (the weighted vote shares), act on the largest share
   (ties go to the lowest action code, HOLD first).
 
-Presets follow the seeds: production = FLAG-TRADER 0.50, CGDT 0.35, CQL 0.15; low-latency = CQL 0.60, MLP 0.40.
+Fixed-weight presets: production = FLAG-TRADER 0.50, CGDT 0.35, CQL 0.15; low-latency (cheap members only) = CQL
+0.60, MLP 0.40.
 ``fit_weights`` fits the averaging weights on *validation* predictions by maximum likelihood with EM for mixture
 weights (Dempster, Laird & Rubin, 1977): ``w_k ← mean_i [ w_k p_k(y_i) / Σ_j w_j p_j(y_i) ]``, which increases the
 validation log-likelihood monotonically and keeps the weights on the simplex.

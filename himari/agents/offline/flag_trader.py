@@ -7,14 +7,14 @@ features + regime posterior into the embedding space and a policy head on the de
 
     h_{1..W} = GPT2(inputs_embeds = P x_{t-W+1..t}),     p(a | x) = softmax(H h_W)
 
-GPT-2 attention is causal, so ``h_j`` depends on bars ``<= j`` of the window only — no label-bearing future bar can
-reach a decision (the original's bidirectional attention over windows containing the labels is exactly what this
-prevents; ``tests/agents/offline/test_causal_masks.py`` checks it).
+GPT-2 attention is causal, so ``h_j`` depends on bars ``<= j`` of the window only: no later bar can reach a
+decision, whereas bidirectional attention over a window would let a position see the bars its label is computed
+from (``tests/agents/offline/test_causal_masks.py`` checks causality).
 
 By default the backbone is a small randomly initialised GPT-2 configuration suitable for CPU (d=64, 2 layers,
 4 heads, context 64). ``pretrained_path`` loads real GPT-2 weights from a local directory (``GPT2Model
-.from_pretrained(path, local_files_only=True)``; the seeds used d=768, 12 layers, 12 heads, context 256) — nothing is
-downloaded. Requires the ``llm`` extra (``transformers`` and ``peft``).
+.from_pretrained(path, local_files_only=True)``, e.g. GPT-2 small: d=768, 12 layers, 12 heads; its dimensions
+replace the config's) — nothing is downloaded. Requires the ``llm`` extra (``transformers`` and ``peft``).
 """
 
 from __future__ import annotations

@@ -1,15 +1,14 @@
-"""One supervised training loop for the label-trained models (BaselineMLP classifier, FLAG-TRADER).
+"""Label training for the window classifiers (BaselineMLP, FLAG-TRADER), as an algorithm of the shared loop.
 
-Cross-entropy on BUY/HOLD/SELL labels (optionally class-weighted, ``w_c = n / (C n_c)`` from the training split),
-AdamW, minibatches drawn with an explicit generator. Model selection uses the validation split only: every
-``eval_every`` steps the validation log-loss is computed and the best weights are kept; the test split is never
-read here.
+Loss: cross-entropy on BUY/HOLD/SELL labels, optionally class-weighted with ``w_c = n / (C n_c)`` from the
+training split. Minibatches are drawn uniformly (with replacement) from the training split. Selection score: minus
+the validation log-loss ``-mean log p(y)`` on at most ``max_eval_samples`` evenly spaced validation samples; the
+untrained weights are a candidate too, so selection can honestly find no skill. The test split is never read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Protocol
+from typing import ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -18,8 +17,8 @@ from torch import nn
 
 from himari.agents.offline.common import N_ACTIONS
 from himari.agents.offline.datasets import SupervisedData
+from himari.agents.offline.loop import OfflineAlgorithm
 from himari.errors import DataError
-from himari.utils.seeding import make_rng
 
 
 class WindowClassifier(Protocol):
@@ -31,7 +30,7 @@ class WindowClassifier(Protocol):
 
 
 def predict_proba(model: WindowClassifier, data: SupervisedData, idx: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    """``(n, 3)`` class probabilities for samples ``idx`` (eval mode, no grad)."""
+    """``(n, 3)`` class probabilities for samples ``idx`` (eval mode, no grad, CPU)."""
     model.net.eval()
     out = []
     with torch.no_grad():
@@ -48,70 +47,44 @@ def class_weights(labels: np.ndarray) -> np.ndarray:
     return weights.astype(np.float32)
 
 
-def train_supervised(
-    model: WindowClassifier,
-    data: SupervisedData,
-    steps: int,
-    batch_size: int,
-    lr: float,
-    seed: int,
-    weight_decay: float = 0.0,
-    balanced: bool = False,
-    eval_every: int = 100,
-    max_eval_samples: int = 4096,
-    on_step: Callable[[int, float], None] | None = None,
-) -> dict[str, Any]:
-    """Train ``model`` on ``data.splits["train"]``, select the best step by validation log-loss; returns history."""
-    train_idx = data.splits.get("train", np.zeros(0, np.int64))
-    if train_idx.size == 0:
-        raise DataError("train_supervised: the training split has no usable labelled samples")
-    val_idx = data.splits.get("validation", np.zeros(0, np.int64))
-    rng = make_rng(seed)
-    torch.manual_seed(seed)
-    if val_idx.size > max_eval_samples:  # evenly spaced subsample, deterministic
-        val_idx = val_idx[np.linspace(0, val_idx.size - 1, max_eval_samples).astype(np.int64)]
-    params = [p for p in model.net.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    weight = torch.from_numpy(class_weights(data.labels[train_idx])) if balanced else None
-    history: list[dict[str, float]] = []
-    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+class SupervisedAlgorithm(OfflineAlgorithm):
+    """Cross-entropy on labelled windows; selected by validation log-loss."""
 
-    def evaluate(step: int, train_loss: float) -> None:
-        nonlocal best
-        record = {"step": float(step), "train_loss": train_loss}
-        if val_idx.size:
-            probs = predict_proba(model, data, val_idx)
-            y = data.labels[val_idx]
-            val_loss = float(-np.mean(np.log(np.clip(probs[np.arange(y.size), y], 1e-12, 1.0))))
-            record["val_log_loss"] = val_loss
-            record["val_accuracy"] = float(np.mean(probs.argmax(1) == y))
-            if best is None or val_loss < best[0]:
-                best = (val_loss, step, {k: v.detach().clone() for k, v in model.net.state_dict().items()})
-        history.append(record)
+    name: ClassVar[str] = "supervised"
+    evaluate_initial: ClassVar[bool] = True
 
-    running = float("nan")
-    evaluate(0, running)  # the untrained model is a candidate too: selection may honestly find no skill
-    for step in range(1, steps + 1):
-        model.net.train()
-        batch = train_idx[rng.integers(0, train_idx.size, size=min(batch_size, train_idx.size))]
-        x = torch.from_numpy(data.windows(batch))
-        y = torch.from_numpy(data.labels[batch])
-        loss = F.cross_entropy(model.logits_from_windows(x), y, weight=weight)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        value = float(loss.detach())
-        running = value if np.isnan(running) else 0.95 * running + 0.05 * value
-        if on_step is not None:
-            on_step(step, value)
-        if step % eval_every == 0 or step == steps:
-            evaluate(step, running)
-    if best is not None:
-        model.net.load_state_dict(best[2])
-    model.net.eval()
-    return {
-        "history": history,
-        "best_step": best[1] if best else steps,
-        "best_val_log_loss": best[0] if best else None,
-    }
+    def __init__(self, model: WindowClassifier, data: SupervisedData, balanced: bool = False,
+                 max_eval_samples: int = 4096) -> None:
+        self.model = model
+        self.module = model.net
+        self.data = data
+        self.train_idx = data.splits.get("train", np.zeros(0, np.int64))
+        if self.train_idx.size == 0:
+            raise DataError("supervised training: the training split has no usable labelled samples")
+        val_idx = data.splits.get("validation", np.zeros(0, np.int64))
+        if val_idx.size > max_eval_samples:  # evenly spaced subsample, deterministic
+            val_idx = val_idx[np.linspace(0, val_idx.size - 1, max_eval_samples).astype(np.int64)]
+        self.val_idx = val_idx
+        self.weight = torch.from_numpy(class_weights(data.labels[self.train_idx])) if balanced else None
+
+    def to(self, device: torch.device) -> None:
+        super().to(device)
+        if self.weight is not None:
+            self.weight = self.weight.to(device)
+
+    def sample(self, rng: np.random.Generator, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = self.train_idx[rng.integers(0, self.train_idx.size, size=min(batch_size, self.train_idx.size))]
+        return (torch.from_numpy(self.data.windows(batch)).to(self.device),
+                torch.from_numpy(self.data.labels[batch]).to(self.device))
+
+    def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        windows, labels = batch
+        return F.cross_entropy(self.model.logits_from_windows(windows), labels, weight=self.weight), {}
+
+    def validate(self) -> tuple[float | None, dict[str, float]]:
+        if self.val_idx.size == 0:
+            return None, {}
+        probs = predict_proba(self.model, self.data, self.val_idx)
+        y = self.data.labels[self.val_idx]
+        log_loss = float(-np.mean(np.log(np.clip(probs[np.arange(y.size), y], 1e-12, 1.0))))
+        return -log_loss, {"val_log_loss": log_loss, "val_accuracy": float(np.mean(probs.argmax(1) == y))}

@@ -11,6 +11,8 @@ Steps (all fits on the training window ``[train_start, train_end)``; selection o
 3. RL kinds (``cql``, ``dt``, ``cgdt``): offline trajectories collected in the simulator (costs on) on the training
    window by rule behaviour policies (MA crossover, momentum, random) and, when given, a trained discrete policy;
    the checkpoint with the best validation-window simulator net return is kept.
+   Both families train through the shared loop (``himari.agents.offline.loop``: one gradient-clipping setting,
+   validation-only selection, atomic checkpoints under ``RUN/checkpoints``, exact resume).
 4. The bundle is written (``RUN/bundle``, ``himari.bundle.save_bundle``: backtest, serve and paper run it like any
    PPO policy). Only then is the later test period ``[val_end, test_end)`` read, for the report: classification
    metrics beside the majority-class baseline and simulator net log-return beside always-long, on validation and
@@ -35,6 +37,8 @@ from himari.agents.offline.datasets import (
     collect_trajectories,
 )
 from himari.agents.offline.evaluate import evaluate_policy
+from himari.agents.offline.loop import LoopConfig, fit
+from himari.agents.registry import POLICY_CLASSES
 from himari.bundle import Bundle, save_bundle
 from himari.data.bars import Bars, to_utc_timestamp
 from himari.env.protocol import ACCOUNT_FIELDS, LONG, Observation
@@ -44,16 +48,25 @@ from himari.utils.progress import progress_bar
 from himari.utils.rundir import create_run_dir
 from himari.utils.threads import configure_torch_threads
 
-OFFLINE_KINDS: tuple[str, ...] = ("mlp-classifier", "cql", "dt", "cgdt", "flag-trader")
-LABEL_KINDS = ("mlp-classifier", "flag-trader")
-RL_KINDS = ("cql", "dt", "cgdt")
-DEFAULT_STEPS: dict[str, int] = {
+
+def _offline_kinds() -> tuple[str, ...]:
+    """The policy kinds of ``himari.agents.registry`` implemented in this package and trained from data (an
+    ensemble is combined from trained runs by :func:`train_ensemble` instead)."""
+    return tuple(kind for kind, target in POLICY_CLASSES.items()
+                 if target.startswith("himari.agents.offline.") and kind != "ensemble")
+
+
+OFFLINE_KINDS: tuple[str, ...] = _offline_kinds()
+LABEL_KINDS = ("mlp-classifier", "flag-trader")  # trained on forward-return labels, selected by validation log-loss
+RL_KINDS = ("cql", "dt", "cgdt")  # trained on simulator trajectories, selected by validation simulator return
+DEFAULT_STEPS: dict[str, int] = {  # training samples processed when none are given
     "mlp-classifier": 2000,
     "cql": 3000,
     "dt": 1500,
     "cgdt": 1500,
     "flag-trader": 800,
 }
+LOOP_OPTION_KEYS = frozenset({"grad_clip", "patience", "device"})  # the rest of LoopConfig is derived
 
 
 def supervised_for_symbols(
@@ -304,8 +317,8 @@ def collect_offline_data(
 
 
 OPTION_KEYS = frozenset(
-    {"labels", "model", "sim", "tactical", "num_envs", "collect_steps", "epsilon", "behaviour_policy", "evaluations",
-     "test"}
+    {"labels", "model", "sim", "tactical", "loop", "num_envs", "collect_steps", "epsilon", "behaviour_policy",
+     "evaluations", "test"}
 )
 
 
@@ -333,6 +346,15 @@ def _resolve_options(policy_kind: str, steps: int | None, options: dict[str, Any
     unknown = set(opts) - OPTION_KEYS
     if unknown:
         raise ConfigError(f"train_offline: unknown options {sorted(unknown)}; known: {', '.join(sorted(OPTION_KEYS))}")
+    loop_options = opts.get("loop", {})
+    if not isinstance(loop_options, dict):
+        raise ConfigError(f"options.loop must be a mapping of {', '.join(sorted(LOOP_OPTION_KEYS))}")
+    bad = sorted(set(loop_options) - LOOP_OPTION_KEYS)
+    if bad:
+        raise ConfigError(f"options.loop: unknown or derived key {bad[0]!r}; settable: "
+                          f"{', '.join(sorted(LOOP_OPTION_KEYS))} (steps from --steps, lr / batch_size / weight_decay "
+                          "from options.model, seed from --seed, eval cadence from options.evaluations)")
+    LoopConfig.parse(loop_options, steps=1)  # range-check before any data is read
     samples = int(steps) if steps is not None else DEFAULT_STEPS[policy_kind]
     if samples < 1:
         raise ConfigError(f"steps must be >= 1, got {samples}")
@@ -364,12 +386,18 @@ def fit_offline(
     options: dict[str, Any] | None = None,
     sizing_config: dict[str, Any] | None = None,
     risk_config: dict[str, Any] | None = None,
+    *,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
 ) -> OfflineFit:
-    """Fit ``policy_kind`` in memory (no files): the core of :func:`train_offline`, usable per WFO window.
+    """Fit ``policy_kind`` in memory (no files unless ``checkpoint_dir``): the core of :func:`train_offline`, usable
+    per walk-forward window.
 
     Loads nothing at or after ``val_end`` (``himari.agents.training.prepare_training_data``): the tactical
     pipelines and the model are fitted on ``[train_start, train_end)``, the model is selected on
     ``[train_end, val_end)``. Returns the policy and a :class:`~himari.bundle.Bundle` ready for the backtester.
+    Training runs through the shared loop (``himari.agents.offline.loop``); with ``checkpoint_dir`` it writes
+    checkpoints there and, with ``resume``, continues from the latest one (same weights as an uninterrupted fit).
     """
     from himari.agents.training import prepare_training_data
 
@@ -385,30 +413,34 @@ def fit_offline(
                           label_cfg.window, seed)
     sim_config = sim_config.replace(window=max(sim_config.window, int(policy.window)))
     markets = symbol_markets(prep.bars, prep.frames, [t0, t1, t2])
-    batch = int(policy.config.batch_size)
-    per_sample = int(policy.config.context) if policy_kind in ("dt", "cgdt") else 1
-    updates = max(1, -(-samples // (batch * per_sample)))
+    cfg = policy.config
+    per_sample = int(cfg.context) if policy_kind in ("dt", "cgdt") else 1
+    updates = max(1, -(-samples // (int(cfg.batch_size) * per_sample)))
     evaluations = max(1, int(opts.get("evaluations", 8 if policy_kind in LABEL_KINDS else 4)))
-    eval_every = max(1, -(-updates // evaluations))
+    loop = LoopConfig.parse(opts.get("loop", {}), steps=updates, batch_size=cfg.batch_size, lr=cfg.lr,
+                            weight_decay=getattr(cfg, "weight_decay", 0.0), eval_every=max(1, -(-updates // evaluations)),
+                            seed=seed)
+    root = Path(checkpoint_dir) if checkpoint_dir is not None else None
 
-    def select(candidate: Any) -> float:
+    def select() -> float:
         """Validation-window simulator net log return, averaged over symbols (selection only uses this)."""
-        return float(np.mean([rollout_return(candidate, sm.market, sim_config, *sm.validation)["net_log_return"]
+        return float(np.mean([rollout_return(policy, sm.market, sim_config, *sm.validation)["net_log_return"]
                               for sm in markets]))
 
-    summary: dict[str, Any] = {"updates": updates, "batch_size": batch, "samples": samples}
+    summary: dict[str, Any] = {"updates": updates, "batch_size": loop.batch_size, "samples": samples,
+                               "loop": loop.to_dict()}
     with progress_bar(f"train {policy_kind}", total=updates) as bar:
 
         def on_step(step: int, loss: float) -> None:
             bar.advance(1, info=f"loss={loss:.4f}")
 
         if policy_kind in LABEL_KINDS:
-            from himari.agents.offline.supervised import train_supervised
+            from himari.agents.offline.supervised import SupervisedAlgorithm
 
-            cfg = policy.config
-            summary.update(train_supervised(policy, supervised, updates, batch, cfg.lr, seed,
-                                            weight_decay=cfg.weight_decay, balanced=cfg.balanced_classes,
-                                            eval_every=eval_every, on_step=on_step))
+            algorithm = SupervisedAlgorithm(policy, supervised, balanced=cfg.balanced_classes)
+            result = fit(algorithm, loop, root, resume, on_step)
+            result["best_val_log_loss"] = None if result["best_val_score"] is None else -result["best_val_score"]
+            summary.update(result)
         else:
             collect_steps = int(opts.get("collect_steps", min(2048, max(64, samples // num_envs))))
             trajectories = collect_offline_data(markets, prep.frames, sim_config, num_envs, collect_steps,
@@ -420,14 +452,14 @@ def fit_offline(
                 "mean_reward_per_step": float(trajectories.rewards.mean()),
             }
             if policy_kind == "cql":
-                from himari.agents.offline.cql import train_cql
+                from himari.agents.offline.cql import CQLAlgorithm
 
-                summary.update(train_cql(policy, trajectories.flat(), updates, seed, eval_every, select, on_step))
+                summary.update(fit(CQLAlgorithm(policy.net, trajectories.flat(), cfg, select), loop, root, resume,
+                                   on_step))
             else:
                 from himari.agents.offline.decision_transformer import train_decision_transformer
 
-                summary.update(train_decision_transformer(policy, trajectories, updates, seed, eval_every, select,
-                                                          on_step))
+                summary.update(train_decision_transformer(policy, trajectories, loop, select, root, resume, on_step))
     policy.meta = {"trained_on": list(prep.symbols), "train_window": [str(t0), str(t1)], "val_end": str(t2),
                    "seed": seed}
     bundle = Bundle(
@@ -474,8 +506,11 @@ def train_offline(
     ``epsilon`` (0.1), ``behaviour_policy`` (a run or policy directory of a trained discrete policy),
     ``evaluations`` (validation checkpoints: 8 for label kinds, 4 for RL kinds), ``test`` (True: after training, report on
     ``[val_end, test_end)``, by default as long as the validation window, clipped to the data).
-    ``resume``: a finished run in ``out`` with the same configuration is returned as is; an unfinished one is
-    retrained from scratch (offline training is short); a different configuration is an error.
+    ``loop`` (``grad_clip`` 1.0, ``patience`` None, ``device`` "cpu" | "cuda" | "auto": the settings of
+    :class:`~himari.agents.offline.loop.LoopConfig` not derived from the budget and the model config).
+    ``resume``: a finished run in ``out`` with the same configuration is returned as is; an unfinished one continues
+    from its last checkpoint (``RUN/checkpoints``) and ends with the same weights as an uninterrupted run; a
+    different configuration is an error.
     """
     from himari.config import config_hash
 
@@ -498,6 +533,7 @@ def train_offline(
         "data": [s.symbol if isinstance(s, Bars) else str(s) for s in specs],
     }
     run = Path(out)
+    command = f"train --policy {policy_kind}"
     if (run / "run.json").exists():
         previous = read_json(run / "run.json")
         if not resume:
@@ -506,20 +542,23 @@ def train_offline(
             raise RunDirError(f"{run}: --resume with a different config than the existing run")
         if (run / "metrics.json").exists() and (run / "bundle" / "bundle.json").exists():
             return run
-    fit = fit_offline(policy_kind, specs, t0, t1, t2, samples, seed, opts)
-    run = create_run_dir(out, f"train --policy {policy_kind}", run_config, seed,
-                         {s: p for s, p in fit.data.data_files.items()}, extra={"data_summary": fit.data.describe()})
-    fit.bundle.meta["model_id"] = f"{policy_kind}-{config_hash(run_config)}"
-    save_bundle(run / "bundle", fit.bundle)  # the model is final before anything after val_end is read
+    else:
+        create_run_dir(run, command, run_config, seed)  # marks the directory before the first checkpoint
+    fitted = fit_offline(policy_kind, specs, t0, t1, t2, samples, seed, opts, checkpoint_dir=run / "checkpoints",
+                      resume=resume)
+    run = create_run_dir(out, command, run_config, seed, {s: p for s, p in fitted.data.data_files.items()},
+                         extra={"data_summary": fitted.data.describe()})
+    fitted.bundle.meta["model_id"] = f"{policy_kind}-{config_hash(run_config)}"
+    save_bundle(run / "bundle", fitted.bundle)  # the model is final before anything after val_end is read
     metrics: dict[str, Any] = {
         "policy_kind": policy_kind,
         "classification": {
-            "validation": evaluate_policy(fit.policy, fit.supervised, ("validation",))["validation"],
-            "train_class_counts": fit.supervised.class_counts("train").tolist(),
+            "validation": evaluate_policy(fitted.policy, fitted.supervised, ("validation",))["validation"],
+            "train_class_counts": fitted.supervised.class_counts("train").tolist(),
         },
-        "simulator": {"validation": _trading(fit.policy, fit.markets, fit.sim_config, "validation")},
-        "training": {k: v for k, v in fit.summary.items() if not k.endswith("history")},
-        "training_history": fit.summary.get("history", []),
+        "simulator": {"validation": _trading(fitted.policy, fitted.markets, fitted.sim_config, "validation")},
+        "training": {k: v for k, v in fitted.summary.items() if not k.endswith("history")},
+        "training_history": fitted.summary.get("history", []),
         "windows": {"train": [str(t0), str(t1)], "validation": [str(t1), str(t2)], "test": [str(t2), str(t3)]},
         "notes": (
             "Fitting on train, selection on validation only; the test period is read only after the bundle "
@@ -528,7 +567,7 @@ def train_offline(
         ),
     }
     if opts.get("test", True):
-        metrics.update(_test_report(fit.policy, specs, fit.data, label_cfg, fit.sim_config, (t0, t1, t2, t3)))
+        metrics.update(_test_report(fitted.policy, specs, fitted.data, label_cfg, fitted.sim_config, (t0, t1, t2, t3)))
     atomic_write_json(run / "metrics.json", metrics)
     return run
 

@@ -1,4 +1,5 @@
-"""Discrete CQL cross-checked against the exact optimal Q of a small MDP (himari/agents/offline/cql.py)."""
+"""Discrete CQL (himari/agents/offline/cql.py, trained by the shared loop) cross-checked against the exact optimal Q
+of a small MDP."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from himari.agents.offline.cql import CQLConfig, CQLPolicy, TwinQNet, cql_losses, train_cql
+from himari.agents.offline.cql import CQLAlgorithm, CQLConfig, CQLPolicy, TwinQNet, cql_losses
+from himari.agents.offline.loop import LoopConfig, fit
 
 N_STATES, N_ACTIONS, GAMMA = 4, 3, 0.8
 
@@ -34,17 +36,18 @@ def transitions(nxt: np.ndarray, reward: np.ndarray, actions: list[int], repeats
             "next_states": eye[nxt[s, a]], "terminated": np.zeros(len(rows), bool)}
 
 
-def fit(data: dict[str, np.ndarray], alpha: float, steps: int = 600) -> CQLPolicy:
+def fit_cql(data: dict[str, np.ndarray], alpha: float, steps: int = 600) -> CQLPolicy:
     cfg = CQLConfig(state_dim=N_STATES, hidden=(64,), lr=3e-3, gamma=GAMMA, alpha=alpha, tau=0.05, batch_size=128,
                     reward_scale=1.0, seed=0)
     policy = CQLPolicy(cfg)
-    train_cql(policy, data, steps=steps, seed=0, eval_every=steps)
+    loop = LoopConfig(steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, eval_every=steps, seed=0)
+    fit(CQLAlgorithm(policy.net, data, cfg), loop)
     return policy
 
 
 def test_cql_without_penalty_recovers_optimal_q() -> None:
     nxt, reward, q_star = small_mdp()
-    policy = fit(transitions(nxt, reward, [0, 1, 2], repeats=20), alpha=0.0)
+    policy = fit_cql(transitions(nxt, reward, [0, 1, 2], repeats=20), alpha=0.0)
     q = policy.q_values(np.eye(N_STATES, dtype=np.float32))
     assert np.abs(q - q_star).max() < 0.02 * np.abs(q_star).max()
     np.testing.assert_array_equal(q.argmax(1), q_star.argmax(1))
@@ -53,7 +56,7 @@ def test_cql_without_penalty_recovers_optimal_q() -> None:
 def test_conservative_penalty_pushes_down_unseen_actions() -> None:
     nxt, reward, _ = small_mdp()
     data = transitions(nxt, reward, [0, 1], repeats=30)  # action 2 never taken by the behaviour policy
-    conservative = fit(data, alpha=2.0, steps=300).q_values(np.eye(N_STATES, dtype=np.float32))
+    conservative = fit_cql(data, alpha=2.0, steps=300).q_values(np.eye(N_STATES, dtype=np.float32))
     assert (conservative[:, 2] < conservative[:, :2].min(1)).all()
     # the greedy policy stays on the data's support
     assert (conservative.argmax(1) != 2).all()

@@ -46,9 +46,12 @@ def test_fit_weights_prefers_the_informative_member_and_increases_likelihood() -
     assert loglik(w) >= max(loglik(np.array([0.9, 0.1])), loglik(np.array([1.0, 0.0]))) - 1e-6
 
 
-def test_presets_match_the_seeds() -> None:
-    assert PRESETS["production"] == {"flag-trader": 0.50, "cgdt": 0.35, "cql": 0.15}
-    assert PRESETS["low-latency"] == {"cql": 0.60, "mlp-classifier": 0.40}
+def test_presets_name_trainable_kinds_with_weights_on_the_simplex() -> None:
+    from himari.agents.offline.train import OFFLINE_KINDS
+
+    for weights in PRESETS.values():
+        assert set(weights) <= set(OFFLINE_KINDS)
+        assert sum(weights.values()) == pytest.approx(1.0) and min(weights.values()) > 0
 
 
 def test_ensemble_policy_acts_and_round_trips(tmp_path) -> None:

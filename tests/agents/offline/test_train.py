@@ -107,8 +107,10 @@ def test_offline_ensemble_cli_from_trained_runs(tmp_path) -> None:
     assert bad.exit_code == 2 and "needs trained" in bad.output
 
 
-def test_fit_offline_never_reads_data_after_val_end(btc_bars) -> None:
-    """Corrupting every bar at or after val_end leaves the fitted model unchanged (WFO-style in-memory fit)."""
+@pytest.mark.parametrize("kind", ["mlp-classifier", "cql"])
+def test_fit_offline_never_reads_data_after_val_end(btc_bars, kind: str) -> None:
+    """Corrupting every bar at or after val_end leaves the fitted model unchanged (WFO-style in-memory fit):
+    fitting and selection (validation log-loss, validation-window simulator return) never see the test period."""
     from himari.agents.offline.train import fit_offline
 
     bars = btc_bars.between("2021-09-01", "2022-05-01")
@@ -116,8 +118,64 @@ def test_fit_offline_never_reads_data_after_val_end(btc_bars) -> None:
     after = frame.index >= "2022-03-15"
     frame.loc[after, ["open", "high", "low", "close"]] *= 3.0
     corrupted = bars.with_frame(frame)
-    fits = [fit_offline("mlp-classifier", [b], "2022-01-01", "2022-03-01", "2022-03-15", steps=512, seed=1)
+    fits = [fit_offline(kind, [b], "2022-01-01", "2022-03-01", "2022-03-15", steps=512, seed=1,
+                        options={"evaluations": 2, "collect_steps": 64, "num_envs": 4})
             for b in (bars, corrupted)]
     for key, value in fits[0].policy.net.state_dict().items():
         np.testing.assert_array_equal(value.numpy(), fits[1].policy.net.state_dict()[key].numpy())
     assert fits[0].bundle.policy is fits[0].policy and fits[0].bundle.meta["val_end"].startswith("2022-03-15")
+
+
+def test_interrupted_train_offline_resumes_to_the_same_bundle(tmp_path, monkeypatch) -> None:
+    """A CQL run killed after its second checkpoint and resumed ends with the uninterrupted run's weights: the
+    simulator data are recollected identically, the loop continues on the same random stream."""
+    import himari.agents.offline.train as offline_train
+    from himari.agents.offline import loop
+    from himari.errors import RunDirError
+
+    windows = ("2022-01-01", "2022-03-01", "2022-03-15")
+    opts = {"test": False, "evaluations": 4, "collect_steps": 64, "num_envs": 4}
+    full = offline_train.train_offline("cql", ["BTCUSDT"], tmp_path / "full", *windows, steps=1536, options=opts)
+
+    class Killed(Exception):
+        pass
+
+    def dying_fit(algorithm, config, checkpoint_dir=None, resume=False, on_step=None):
+        def die(step: int, loss: float) -> None:
+            if step == 5:  # validations and checkpoints at updates 2, 4, 6
+                raise Killed
+
+        return loop.fit(algorithm, config, checkpoint_dir, resume, die)
+
+    cut = tmp_path / "cut"
+    monkeypatch.setattr(offline_train, "fit", dying_fit)
+    with pytest.raises(Killed):
+        offline_train.train_offline("cql", ["BTCUSDT"], cut, *windows, steps=1536, options=opts)
+    monkeypatch.undo()
+    assert (cut / "run.json").exists() and not (cut / "bundle").exists()
+    assert json.loads((cut / "checkpoints" / "latest.json").read_text())["update"] == 4
+    with pytest.raises(RunDirError):  # an interrupted run is continued only when asked
+        offline_train.train_offline("cql", ["BTCUSDT"], cut, *windows, steps=1536, options=opts)
+    offline_train.train_offline("cql", ["BTCUSDT"], cut, *windows, steps=1536, resume=True, options=opts)
+    expected = load_bundle(full).policy.net.state_dict()
+    resumed = load_bundle(cut).policy.net.state_dict()
+    for key, value in expected.items():
+        np.testing.assert_array_equal(value.numpy(), resumed[key].numpy(), err_msg=key)
+    history = [json.loads((run / "metrics.json").read_text())["training_history"] for run in (full, cut)]
+    assert history[0] == history[1] and len(history[0]) == 3
+
+
+def test_offline_kinds_come_from_the_registry_and_loop_options_are_checked(tmp_path) -> None:
+    from himari.agents.offline.train import DEFAULT_STEPS, LABEL_KINDS, OFFLINE_KINDS, RL_KINDS, train_offline
+    from himari.agents.registry import POLICY_CLASSES, policy_class
+
+    assert set(OFFLINE_KINDS) == set(LABEL_KINDS) | set(RL_KINDS) == set(DEFAULT_STEPS)
+    assert set(OFFLINE_KINDS) < set(POLICY_CLASSES)
+    for kind in OFFLINE_KINDS:
+        assert policy_class(kind).kind == kind
+    windows = ("2022-01-01", "2022-03-01", "2022-03-15")
+    for loop_options, message in (({"lr": 0.1}, "'lr'"), ({"grad_clip": 0.0}, "grad_clip"),
+                                  ({"device": "tpu"}, "device"), ({"patience": 0}, "patience")):
+        with pytest.raises(ConfigError, match=message):
+            train_offline("cql", ["BTCUSDT"], tmp_path / "x", *windows, options={"loop": loop_options})
+    assert not (tmp_path / "x").exists()  # rejected before any work
