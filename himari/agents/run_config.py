@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
+from himari.agents.offline.train import validate_options
 from himari.agents.ppo.config import PPOConfig
 from himari.agents.registry import policy_class, policy_kind
 from himari.config import FrozenConfig
@@ -60,6 +61,11 @@ def validate_sections(kind: str, where: str, **sections: dict[str, Any] | None) 
     _parse(where, "tactical", TacticalConfig, sections.get("tactical"))
     _parse(where, "sizing", SizingConfig, sections.get("sizing"))
     _parse(where, "risk", RiskConfig, sections.get("risk"))
+    if spec.family == "offline" and sections.get("offline"):
+        try:
+            validate_options(kind, sections.get("offline"))
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: offline: {exc}") from None
     if spec.family == "ppo":
         _parse(where, "ppo", PPOConfig, sections.get("ppo"))
         _parse(where, "sim", SimConfig, sections.get("sim"))

@@ -38,7 +38,7 @@ from himari.agents.offline.datasets import (
 )
 from himari.agents.offline.evaluate import evaluate_policy
 from himari.agents.offline.loop import LoopConfig, fit
-from himari.agents.registry import POLICY_CLASSES
+from himari.agents.registry import OFFLINE_KINDS
 from himari.bundle import Bundle, save_bundle
 from himari.data.bars import Bars, to_utc_timestamp
 from himari.env.protocol import ACCOUNT_FIELDS, LONG, Observation
@@ -48,15 +48,6 @@ from himari.utils.progress import progress_bar
 from himari.utils.rundir import create_run_dir
 from himari.utils.threads import configure_torch_threads
 
-
-def _offline_kinds() -> tuple[str, ...]:
-    """The policy kinds of ``himari.agents.registry`` implemented in this package and trained from data (an
-    ensemble is combined from trained runs by :func:`train_ensemble` instead)."""
-    return tuple(kind for kind, target in POLICY_CLASSES.items()
-                 if target.startswith("himari.agents.offline.") and kind != "ensemble")
-
-
-OFFLINE_KINDS: tuple[str, ...] = _offline_kinds()
 LABEL_KINDS = ("mlp-classifier", "flag-trader")  # trained on forward-return labels, selected by validation log-loss
 RL_KINDS = ("cql", "dt", "cgdt")  # trained on simulator trajectories, selected by validation simulator return
 DEFAULT_STEPS: dict[str, int] = {  # training samples processed when none are given
@@ -334,6 +325,11 @@ class OfflineFit:
     sim_config: Any
     label_config: LabelConfig
     data: Any  # himari.agents.training.TrainingData
+
+
+def validate_options(policy_kind: str, options: dict[str, Any] | None) -> None:
+    """Check an offline run's options (unknown keys, loop settings, simulator and label configs) before any work."""
+    _resolve_options(policy_kind, None, options)
 
 
 def _resolve_options(policy_kind: str, steps: int | None, options: dict[str, Any] | None

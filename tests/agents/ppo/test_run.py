@@ -93,6 +93,12 @@ def test_cli_train_multiasset_end_to_end_and_resume_guard(tmp_path) -> None:
     assert changed.exit_code == 2 and "different config" in changed.output
     resumed = runner.invoke(cli, [*args, "--resume"])  # finished run: resumes to the end at once
     assert resumed.exit_code == 0, resumed.output
+    # the saved config reruns the same run (the same resolved config, so --resume accepts it)
+    saved = tmp_path / "r" / "config.json"
+    assert json.loads(saved.read_text())["sim"]["episode_length"] == 32
+    rerun = runner.invoke(cli, ["train", "--config", str(saved), "--out", str(tmp_path / "r"), "--resume",
+                                "--no-tensorboard"])
+    assert rerun.exit_code == 0, rerun.output
 
 
 def test_synthetic_pretraining_is_measured_on_validation(btc_data, tmp_path) -> None:
