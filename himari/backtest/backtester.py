@@ -2,7 +2,7 @@
 
 ``run_backtest(bundle, bars_by_symbol, start, end)`` builds market data from bars with timestamps < ``end`` (bars
 before ``start`` are warm-up history only: features, normalizers and regimes stay as fitted in the bundle) and runs a
-:class:`~himari.backtest.session.TradingSession` bar by bar from ``start``: the decision at bar t is filled at bar
+:class:`~himari.trading.session.TradingSession` bar by bar from ``start``: the decision at bar t is filled at bar
 t+1 by the simulator's step kernel, with fees and slippage.
 
 The baselines (buy-and-hold, volatility-targeted buy-and-hold, MA crossover, seeded random) are causal target
@@ -20,18 +20,18 @@ from typing import Any
 
 import numpy as np
 
-from himari.backtest.baselines import baseline_positions
-from himari.backtest.metrics import compute_metrics
-from himari.backtest.session import SessionConfig, TradingSession
-from himari.backtest.statistics import strategy_statistics
-from himari.bundle import Bundle
 from himari.data.bars import Bars, to_utc_timestamp
 from himari.env.market import MarketData
 from himari.env.rewards import initial_reward_state
 from himari.env.sim import SimConfig, SimState, initial_stack_state, pre_fill_positions, step
 from himari.errors import DataError
-from himari.report.verdict import make_verdict
+from himari.evaluation.baselines import baseline_positions
+from himari.evaluation.metrics import compute_metrics
+from himari.evaluation.statistics import strategy_statistics
+from himari.evaluation.verdict import make_verdict
 from himari.sizing.positioning import apply_rebalance_band
+from himari.trading.bundle import Bundle
+from himari.trading.session import SessionConfig, TradingSession
 from himari.utils.progress import progress_bar
 from himari.utils.seeding import make_rng
 

@@ -39,10 +39,10 @@ def pretrain_synthetic(
 ) -> tuple[Any, dict[str, Any]]:
     """Pre-train on a synthetic market and compare, on window 0's validation month, with training from scratch."""
     from himari.agents.ppo.config import PPOConfig
-    from himari.agents.ppo.run import fit_ppo
     from himari.agents.training import synthetic_market
     from himari.backtest.wfo import _history
     from himari.tactical.pipeline import TacticalConfig, TacticalPipeline
+    from himari.training.ppo import fit_ppo
 
     started = time.perf_counter()
     w0 = config.windows()[0]

@@ -29,15 +29,15 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from himari.agents.registry import OFFLINE_KINDS, POLICY_KINDS, WALK_FORWARD_KINDS
-from himari.agents.run_config import validate_sections
 from himari.backtest.backtester import BacktestResult, run_backtest
-from himari.bundle import Bundle
 from himari.config import FrozenConfig
 from himari.data.bars import Bars
 from himari.data.splits import WalkForwardWindow, walk_forward_windows
 from himari.env.sim import SimConfig
 from himari.errors import ConfigError
 from himari.tactical.pipeline import TacticalConfig
+from himari.trading.bundle import Bundle
+from himari.training.config import validate_sections
 from himari.utils.seeding import child_seeds
 
 
@@ -45,7 +45,7 @@ class WFOConfig(FrozenConfig):
     """Walk-forward settings. Month lengths default to the issue's 6/1/1/1."""
 
     policy: str = Field("mlp", description="a walk-forward policy kind of himari.agents.registry")
-    offline: dict[str, Any] = Field(default_factory=dict)  # options of himari.agents.offline.train.fit_offline
+    offline: dict[str, Any] = Field(default_factory=dict)  # options of himari.training.offline.fit_offline
     first_train_start: str | None = None  # default: test_start - (train + validation) months
     test_start: str = "2023-01-01"
     test_end: str = "2025-01-01"
@@ -177,10 +177,10 @@ def fit_window(
     """Fit and select one window using bars < validation end only. Returns (selected bundle, candidates, index,
     all candidate bundles)."""
     from himari.agents.ppo.config import PPOConfig
-    from himari.agents.ppo.run import fit_ppo
     from himari.env.market import MarketData
     from himari.env.sim import SimVecEnv
     from himari.tactical.pipeline import TacticalPipeline
+    from himari.training.ppo import fit_ppo
 
     symbols = tuple(bars_by_symbol)
     fit_bars = {s: _history(b, window.train.start, window.validation.end, config.warmup_bars) for s, b in bars_by_symbol.items()}
@@ -248,8 +248,8 @@ def _fit_offline_window(
 ) -> tuple[Bundle, list[CandidateResult], int, list[Bundle]]:
     """Offline models (supervised, CQL, DT, CGDT, FLAG-TRADER) per window: fitted on train, selected on validation
     (their own selection inside ``fit_offline``, then across candidates by validation Sharpe through the full stack)."""
-    from himari.agents.offline.train import fit_offline
-    from himari.backtest.engine import DecisionEngine
+    from himari.trading.engine import DecisionEngine
+    from himari.training.offline import fit_offline
 
     steps = config.steps_first_window if first else config.steps_per_window
     seeds = child_seeds(config.seed * 100_003 + window.index, config.n_candidates)
@@ -287,7 +287,7 @@ def trade_window(
 ) -> tuple[BacktestResult, list[dict[str, Any] | None]]:
     """Trade the test period with the selected bundle (continuing ``carry``: the account of the previous window),
     and each candidate on its own account chain for PBO only. Uses bars < test end."""
-    from himari.backtest.engine import DecisionEngine
+    from himari.trading.engine import DecisionEngine
 
     test_bars = {s: _history(b, window.train.start, window.test.end, config.warmup_bars) for s, b in bars_by_symbol.items()}
     test_market = DecisionEngine(bundle).build_market(test_bars)
@@ -452,6 +452,6 @@ def _run_ray(config: WFOConfig, windows: list[WalkForwardWindow], bars_by_symbol
 
 
 def write_final_bundle(result: WFOResult, out: str | Path) -> Path:
-    from himari.bundle import save_bundle
+    from himari.trading.bundle import save_bundle
 
     return save_bundle(Path(out) / "bundle", result.final_bundle)

@@ -154,8 +154,8 @@ def run_serve_bench(
     """Start the server, seed bars, run the load, stop the server; return the figures."""
     import httpx
 
-    from himari.bundle import find_bundle_dir
     from himari.data.loaders import load_bars
+    from himari.trading.bundle import find_bundle_dir
     from himari.utils.io import read_json
 
     meta = read_json(find_bundle_dir(run) / "bundle.json")

@@ -21,10 +21,10 @@ def backtest_cmd(run_dir: str, data_specs: tuple[str, ...], start: str | None, e
     """Backtest RUN's model on [START, END) through the same code as training and paper trading."""
     from himari.backtest.backtester import evaluate, run_backtest
     from himari.backtest.outputs import print_summary, write_outputs
-    from himari.backtest.session import SessionConfig
-    from himari.bundle import load_bundle
     from himari.data.loaders import load_bars
     from himari.errors import DataError
+    from himari.trading.bundle import load_bundle
+    from himari.trading.session import SessionConfig
     from himari.utils.rundir import data_record, versions
     from himari.utils.threads import configure_torch_threads
 
@@ -49,7 +49,7 @@ def backtest_cmd(run_dir: str, data_specs: tuple[str, ...], start: str | None, e
     result = run_backtest(bundle, bars, start, end, seed=seed, session_config=SessionConfig(initial_equity=initial_equity))
     metrics = evaluate(result, seed=seed)
     notes = []
-    from himari.bundle import fit_period
+    from himari.trading.bundle import fit_period
 
     period = fit_period(bundle.meta)
     if period is not None:

@@ -22,7 +22,7 @@ def offline_group() -> None:
 @click.option("--seed", default=0, show_default=True, type=int)
 def ensemble_cmd(members: tuple[str, ...], weights: str, mode: str, out: str, seed: int) -> None:
     """Combine trained runs into an ensemble run (RUN/bundle usable by backtest, serve and paper)."""
-    from himari.agents.offline.train import train_ensemble
+    from himari.training.offline import train_ensemble
     from himari.utils.io import read_json
 
     run = train_ensemble(list(members), out, weights=weights, mode=mode, seed=seed)

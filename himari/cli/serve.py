@@ -48,10 +48,10 @@ def serve_cmd(
     """
     import uvicorn
 
-    from himari.backtest.engine import DecisionEngine
-    from himari.bundle import load_bundle
     from himari.serve.app import create_app, serve_config_from_bundle
     from himari.serve.auth import check_startup_auth, load_api_keys
+    from himari.trading.bundle import load_bundle
+    from himari.trading.engine import DecisionEngine
     from himari.utils.threads import configure_torch_threads
 
     keys = load_api_keys(api_key_file)

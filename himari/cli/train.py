@@ -1,7 +1,7 @@
 """``himari train``: train a policy on bundled or given data and write a run directory with a model bundle.
 
 PPO kinds (mlp, lstm, transformer, multiasset, sizer) train here; the offline kinds (mlp-classifier, cql, dt, cgdt,
-flag-trader) are dispatched to ``himari.agents.offline.train.train_offline``.
+flag-trader) are dispatched to ``himari.training.offline.train_offline``.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def train_cmd(
     config_file: str | None, no_tensorboard: bool,
 ) -> None:
     """Train a policy; writes run.json, config.json, metrics, checkpoints and RUN/bundle for `himari backtest --run RUN`."""
-    from himari.agents.run_config import TrainRunConfig
+    from himari.training.config import TrainRunConfig
 
     base = _load_config_file(config_file)
     ctx = click.get_current_context()
@@ -121,16 +121,16 @@ def train_cmd(
         policy_cfg = {**TransformerConfig.seeds().to_dict(), **policy_cfg}
     cfg = TrainRunConfig.parse({**base, **explicit, "ppo": ppo, "sim": sim, "policy_config": policy_cfg})
     if cfg.policy in OFFLINE_KINDS:
-        from himari.agents.offline.train import train_offline
+        from himari.training.offline import train_offline
 
         run = train_offline(policy_kind=cfg.policy, data_specs=list(cfg.data), out=out, train_start=cfg.train_start,
                             train_end=cfg.train_end, val_end=cfg.val_end, steps=cfg.steps, seed=cfg.seed,
                             resume=resume, options=cfg.offline or None)
         _echo_offline_summary(Path(run))
         return
-    from himari.agents.ppo.run import train_ppo
     from himari.agents.training import prepare_training_data
     from himari.config import config_hash
+    from himari.training.ppo import train_ppo
     from himari.utils.io import atomic_write_json
     from himari.utils.rundir import create_run_dir, load_run_meta
     from himari.utils.threads import configure_torch_threads

@@ -4,7 +4,7 @@ One fused pass per episode instead of ~150 small NumPy calls per step: at N = 1 
 path) NumPy's per-call overhead dominated, and at large N the temporaries of the vectorized form did. The
 arithmetic is exactly the accounting documented in :mod:`himari.env.execution` (mark to market, rebalance with fees
 and slippage, funding) in the same order of operations; ``tests/env`` checks it against the independent plain-loop
-reference (:mod:`himari.env.reference`), the NumPy execution kernels and the torch simulator.
+reference (``tests/env/reference.py``), the NumPy execution kernels and the torch simulator.
 
 Everything here is a pure function of plain arrays (no configs, no state objects): :mod:`himari.env.sim` unpacks
 its configs into scalars. Kernels are compiled on first use (a few seconds) and cached on disk — next to this file,

@@ -344,7 +344,7 @@ def positioned_orders(
     state: positioning (himari.sizing.positioning, the signal's Kelly estimate) -> risk gates
     (himari.risk.batched, with the tail fits, budget and reference peak in force) -> rebalance band against the
     positions just before the fill. The same functions size and risk a position in trading
-    (:class:`himari.risk.manager.PositionManager`, :class:`himari.backtest.session.TradingSession`)."""
+    (:class:`himari.risk.manager.PositionManager`, :class:`himari.trading.session.TradingSession`)."""
     sizing = config.sizing
     assert sizing is not None
     stack = state.stack

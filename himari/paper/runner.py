@@ -38,9 +38,9 @@ SessionFactory = Callable[[str, float], tuple[Any, SessionInfo]]
 
 
 def bundle_session_factory(run: str, initial_equity: float) -> tuple[Any, SessionInfo]:
-    """A :class:`~himari.backtest.session.TradingSession` on the bundle of ``run`` (loaded without unpickling)."""
-    from himari.backtest.session import SessionConfig, TradingSession
-    from himari.bundle import load_bundle
+    """A :class:`~himari.trading.session.TradingSession` on the bundle of ``run`` (loaded without unpickling)."""
+    from himari.trading.bundle import load_bundle
+    from himari.trading.session import SessionConfig, TradingSession
 
     bundle = load_bundle(run)
     session = TradingSession(bundle, SessionConfig(initial_equity=initial_equity))

@@ -2,7 +2,7 @@
 
 Per stream: total return, annualized Sharpe and volatility (from the bar timeframe), maximum drawdown, fills, fees,
 slippage, turnover. Between them: the action agreement rate and a paired block-bootstrap test of the per-bar return
-difference ``d_t = r^challenger_t - r^champion_t`` (:func:`himari.backtest.statistics.paired_bootstrap_test`,
+difference ``d_t = r^challenger_t - r^champion_t`` (:func:`himari.evaluation.statistics.paired_bootstrap_test`,
 stationary bootstrap with Politis-White block length). Pairing keeps the strong contemporaneous dependence of two
 strategies on one market, the blocks keep serial dependence; an independent two-sample t-test would ignore both.
 """
@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from himari.backtest.statistics import paired_bootstrap_test
 from himari.data.timeframe import Timeframe
 from himari.errors import DataError
+from himari.evaluation.statistics import paired_bootstrap_test
 from himari.paper.loop import CHAMPION, SHADOW
 from himari.paper.store import PaperStore, require_stream
 from himari.serve.metrics import per_symbol

@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from himari.backtest.metrics import drawdown_curve, equity_curve, rolling_sharpe
 from himari.data.timeframe import Timeframe
 from himari.env.protocol import ACTION_NAMES, REGIME_NAMES
 from himari.errors import DataError
-from himari.report.verdict import baseline_label, make_verdict
+from himari.evaluation.metrics import drawdown_curve, equity_curve, rolling_sharpe
+from himari.evaluation.verdict import baseline_label, make_verdict
 from himari.utils.io import atomic_write_text
 
 MAX_PLOT_POINTS = 2000
@@ -42,12 +42,12 @@ SECTION_IDS: tuple[str, ...] = (
 class ReportData:
     """Everything the report shows. Arrays are aligned per bar over the evaluation period (T bars).
 
-    ``metrics`` and ``baseline_metrics`` are :func:`himari.backtest.metrics.compute_metrics` dicts; ``statistics``
-    is :func:`himari.backtest.statistics.strategy_statistics`'s dict (any subset of its keys); ``windows`` are the
+    ``metrics`` and ``baseline_metrics`` are :func:`himari.evaluation.metrics.compute_metrics` dicts; ``statistics``
+    is :func:`himari.evaluation.statistics.strategy_statistics`'s dict (any subset of its keys); ``windows`` are the
     walk-forward window rows (any keys, shown in order, e.g. ``window, train, validation, test, selected,
     test_sharpe, test_return``); ``stages`` maps a pipeline stage name to a dict of its headline results;
     ``run_info`` holds config hash, data sha256, seed, versions (flat or nested dicts). ``verdict`` is computed
-    with :func:`himari.report.verdict.make_verdict` when left ``None``.
+    with :func:`himari.evaluation.verdict.make_verdict` when left ``None``.
     """
 
     title: str

@@ -191,7 +191,8 @@ def batched_risk(
         size = np.asarray(kelly.position, dtype=np.float64)
         ax = np.abs(x)
         cut = np.asarray(kelly.informative, dtype=bool) & (ax > 0) & (ax > size)
-        gates["kelly_cap"] = np.where(cut, np.where(size > 0, size / np.where(ax > 0, ax, 1.0), 0.0), 1.0)
+        with np.errstate(over="ignore"):  # only cut entries (|x| > size >= 0) are used
+            gates["kelly_cap"] = np.where(cut, np.where(size > 0, size / np.where(cut, ax, 1.0), 0.0), 1.0)
     else:
         gates["kelly_cap"] = ones
     # 3. volatility target on the portfolio

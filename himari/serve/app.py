@@ -72,8 +72,8 @@ class ServeConfig:
 
 
 def default_account_factory(account: AccountIn, symbols: tuple[str, ...]) -> Any:
-    """The engine's :class:`~himari.backtest.engine.AccountSnapshot` from the request's account (symbol order)."""
-    from himari.backtest.engine import AccountSnapshot
+    """The engine's :class:`~himari.trading.engine.AccountSnapshot` from the request's account (symbol order)."""
+    from himari.trading.engine import AccountSnapshot
 
     named = set(account.positions) | set(account.entry_prices) | set(account.time_in_position)
     unknown = sorted(named - set(symbols))

@@ -99,7 +99,7 @@ class Decider:
             self._markets.move_to_end(key)
         snapshot = account
         if snapshot is None:
-            from himari.backtest.engine import AccountSnapshot
+            from himari.trading.engine import AccountSnapshot
 
             snapshot = AccountSnapshot.flat(len(self.symbols))
         decision, _ = self.engine.decide_at(market, market.num_bars - 1, snapshot, self.engine.policy.initial_state(1))

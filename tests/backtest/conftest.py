@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from himari.bundle import Bundle, load_bundle, save_bundle
 from himari.data.bars import Bars
+from himari.trading.bundle import Bundle, load_bundle, save_bundle
 
 
 def make_bundle(bars: Bars, train_start: str, train_end: str, steps: int = 2048, seed: int = 0, kind: str = "mlp") -> Bundle:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from himari.backtest.engine import RECURRENT_WARMUP_BARS, DecisionEngine
+from himari.trading.engine import RECURRENT_WARMUP_BARS, DecisionEngine
 from tests.backtest.conftest import make_bundle
 
 
@@ -28,8 +28,8 @@ def test_recurrent_policy_is_warmed_up_before_a_stateless_decision(btc_slice):
 
 def test_invalid_features_make_that_asset_flat_with_a_reason(bundle, btc_slice):
     """Warm-up or a gap in the window: the asset goes flat (the simulator's invalid_policy), and the decision says why."""
-    from himari.backtest.engine import AccountSnapshot
     from himari.env.market import MarketData
+    from himari.trading.engine import AccountSnapshot
 
     engine = DecisionEngine(bundle)
     m = engine.build_market({"BTCUSDT": btc_slice.between(None, "2023-01-12")})

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 
 from himari.agents.base import PolicyOutput
-from himari.backtest.session import TradingSession
-from himari.bundle import Bundle
 from himari.data.bars import Bars
 from himari.env.market import MarketData
 from himari.env.sim import SimConfig, SimVecEnv
 from himari.risk.config import RiskConfig
 from himari.sizing.sizer import SizingConfig
 from himari.tactical.pipeline import TacticalPipeline
+from himari.trading.bundle import Bundle
+from himari.trading.session import TradingSession
 
 STEPS = 300
 

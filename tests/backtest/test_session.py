@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from himari.backtest.backtester import run_backtest
-from himari.backtest.engine import DecisionEngine
-from himari.backtest.session import SessionConfig, TradingSession
 from himari.errors import DataError
+from himari.trading.engine import DecisionEngine
+from himari.trading.session import SessionConfig, TradingSession
 
 START, END = "2023-01-10", "2023-01-14"
 PAPER_START = "2023-01-13"  # the paper loop replays the last day (each bar rebuilds features from history)
@@ -22,7 +22,7 @@ def test_decision_uses_no_future_bars(bundle, btc_slice):
     t = full.index_of("2023-01-12T05:00")
     cut = engine.build_market({"BTCUSDT": btc_slice.between(None, "2023-01-12T06:00")})
     assert cut.num_bars == t + 1
-    from himari.backtest.engine import AccountSnapshot
+    from himari.trading.engine import AccountSnapshot
 
     acct = AccountSnapshot.flat(1)
     d_full, _ = DecisionEngine(bundle).decide_at(full, t, acct, None)

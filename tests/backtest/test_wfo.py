@@ -170,7 +170,7 @@ def test_wfo_reruns_from_its_run_directory(tmp_path):
 
 
 def test_walk_forward_honours_ppo_policy_and_stack_settings(btc_bars):
-    """Walk-forward windows build their PPO runs with the one assembly (himari.agents.ppo.run.fit_ppo): the PPO
+    """Walk-forward windows build their PPO runs with the one assembly (himari.training.ppo.fit_ppo): the PPO
     observation settings, the policy config and the sizing/risk of the trading stack all reach the trained bundle."""
     from himari.backtest.wfo import fit_window
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from himari.env.execution import CostConfig
-from himari.env.reference import reference_episode
 from himari.env.rewards import RewardConfig
 from himari.env.sim import SimConfig, SimVecEnv, reset, step
 from tests.env._synth import make_market
+from tests.env.reference import reference_episode
 
 REWARD_KINDS = ("pnl", "dsr", "ddr", "sortino_shaper", "regime_adaptive")
 

@@ -1,4 +1,4 @@
-"""Small stand-ins with the interface of ``himari.backtest.engine.DecisionEngine`` / ``session.TradingSession``.
+"""Small stand-ins with the interface of ``himari.trading.engine.DecisionEngine`` / ``session.TradingSession``.
 
 They let the serve and paper tests exercise auth, validation, storage, crash-resume and shadow comparison without a
 trained bundle. They are honest miniatures, not constants: the engine reads the bars (momentum of the last closes),
@@ -41,7 +41,7 @@ class FakeDecision:
     model_version: str
 
     def to_dict(self) -> dict[str, Any]:
-        # per-symbol fields as lists in symbol order, like himari.backtest.engine.Decision.to_dict
+        # per-symbol fields as lists in symbol order, like himari.trading.engine.Decision.to_dict
         return {
             "timestamp": f"{self.timestamp:%Y-%m-%dT%H:%M:%SZ}",
             "symbols": list(self.symbols),

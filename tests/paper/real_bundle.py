@@ -8,12 +8,12 @@ from pathlib import Path
 
 from himari.agents.ppo.networks import ObsSpec
 from himari.agents.ppo.policies import MLPPolicy
-from himari.bundle import Bundle, save_bundle
 from himari.data.loaders import load_bars
 from himari.env.protocol import ACCOUNT_FIELDS
 from himari.env.sim import SimConfig
 from himari.regime.labeller import LabellerConfig
 from himari.tactical.pipeline import TacticalConfig, TacticalPipeline
+from himari.trading.bundle import Bundle, save_bundle
 
 FIT_START, FIT_END = "2022-01-01", "2022-03-01"
 

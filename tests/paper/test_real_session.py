@@ -17,11 +17,11 @@ import pytest
 from click.testing import CliRunner
 
 from himari.backtest.backtester import run_backtest
-from himari.bundle import load_bundle
 from himari.cli.main import cli
 from himari.data.loaders import load_bars
 from himari.paper.runner import run_paper_command
 from himari.paper.store import PaperStore
+from himari.trading.bundle import load_bundle
 
 START, END = "2022-04-06", "2022-04-10"  # 96 traded bars: every paper bar rebuilds features (~0.1 s)
 

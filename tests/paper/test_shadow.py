@@ -69,7 +69,7 @@ def test_paired_test_detects_a_real_edge_and_not_a_null_one(tmp_path: Path) -> N
 
 
 def test_paired_test_false_positive_rate_is_near_nominal() -> None:
-    from himari.backtest.statistics import paired_bootstrap_test
+    from himari.evaluation.statistics import paired_bootstrap_test
 
     rejections = 0
     for seed in range(40):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from himari.backtest.baselines import baseline_positions, ma_crossover
-from himari.backtest.metrics import compute_metrics
-from himari.backtest.statistics import strategy_statistics
 from himari.data.bars import Bars
+from himari.evaluation.baselines import baseline_positions, ma_crossover
+from himari.evaluation.metrics import compute_metrics
+from himari.evaluation.statistics import strategy_statistics
 from himari.report.html import ReportData
 from himari.utils.seeding import make_rng
 

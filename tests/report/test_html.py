@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from himari.errors import DataError
+from himari.evaluation.verdict import baseline_label, make_verdict
 from himari.report.html import SECTION_IDS, ReportData, fmt, render_report, write_report
-from himari.report.verdict import baseline_label, make_verdict
 
 VOID = {"meta", "img", "br", "hr", "link", "input", "col", "area", "base", "source", "wbr"}
 CHROMIUM = Path("/usr/bin/chromium")
@@ -145,7 +145,7 @@ def test_renders_in_headless_chromium(report_data: ReportData, tmp_path: Path) -
 
 @pytest.mark.parametrize("n", [1, 3])
 def test_tiny_series_render(n: int) -> None:
-    from himari.backtest.metrics import compute_metrics
+    from himari.evaluation.metrics import compute_metrics
 
     r = np.linspace(-0.01, 0.01, n)
     pos = np.ones(n)

@@ -16,12 +16,12 @@ import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
-from himari.backtest.engine import AccountSnapshot, DecisionEngine
-from himari.bundle import load_bundle
 from himari.cli.main import cli
 from himari.data.loaders import load_bars
 from himari.serve.app import create_app, serve_config_from_bundle
 from himari.serve.auth import ApiKeys
+from himari.trading.bundle import load_bundle
+from himari.trading.engine import AccountSnapshot, DecisionEngine
 
 KEY = "real-engine-key-0123456789"
 AUTH = {"X-API-Key": KEY}

@@ -47,7 +47,7 @@ def test_fit_weights_prefers_the_informative_member_and_increases_likelihood() -
 
 
 def test_presets_name_trainable_kinds_with_weights_on_the_simplex() -> None:
-    from himari.agents.offline.train import OFFLINE_KINDS
+    from himari.training.offline import OFFLINE_KINDS
 
     for weights in PRESETS.values():
         assert set(weights) <= set(OFFLINE_KINDS)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from himari.bundle import load_bundle
 from himari.cli.main import cli
 from himari.errors import ConfigError
+from himari.trading.bundle import load_bundle
 
 from .conftest import requires_llm
 
@@ -56,7 +56,7 @@ def test_train_cli_each_offline_kind(kind: str, steps: int, tmp_path) -> None:
 
 
 def test_train_offline_resume_and_errors(tmp_path) -> None:
-    from himari.agents.offline.train import train_offline
+    from himari.training.offline import train_offline
 
     with pytest.raises(ConfigError):
         train_offline("ppo", ["BTCUSDT"], tmp_path / "x", "2022-01-01", "2022-03-01", "2022-03-15")
@@ -83,7 +83,7 @@ def test_train_offline_resume_and_errors(tmp_path) -> None:
 
 @pytest.mark.slow
 def test_offline_ensemble_cli_from_trained_runs(tmp_path) -> None:
-    from himari.agents.offline.train import train_offline
+    from himari.training.offline import train_offline
 
     windows = ("2022-01-01", "2022-03-01", "2022-03-15")
     cql = train_offline("cql", ["BTCUSDT"], tmp_path / "cql", *windows, steps=512, options={"test": False})
@@ -111,7 +111,7 @@ def test_offline_ensemble_cli_from_trained_runs(tmp_path) -> None:
 def test_fit_offline_never_reads_data_after_val_end(btc_bars, kind: str) -> None:
     """Corrupting every bar at or after val_end leaves the fitted model unchanged (WFO-style in-memory fit):
     fitting and selection (validation log-loss, validation-window simulator return) never see the test period."""
-    from himari.agents.offline.train import fit_offline
+    from himari.training.offline import fit_offline
 
     bars = btc_bars.between("2021-09-01", "2022-05-01")
     frame = bars.frame.copy()
@@ -129,7 +129,7 @@ def test_fit_offline_never_reads_data_after_val_end(btc_bars, kind: str) -> None
 def test_interrupted_train_offline_resumes_to_the_same_bundle(tmp_path, monkeypatch) -> None:
     """A CQL run killed after its second checkpoint and resumed ends with the uninterrupted run's weights: the
     simulator data are recollected identically, the loop continues on the same random stream."""
-    import himari.agents.offline.train as offline_train
+    import himari.training.offline as offline_train
     from himari.agents.offline import loop
     from himari.errors import RunDirError
 
@@ -166,8 +166,8 @@ def test_interrupted_train_offline_resumes_to_the_same_bundle(tmp_path, monkeypa
 
 
 def test_offline_kinds_come_from_the_registry_and_loop_options_are_checked(tmp_path) -> None:
-    from himari.agents.offline.train import DEFAULT_STEPS, LABEL_KINDS, OFFLINE_KINDS, RL_KINDS, train_offline
     from himari.agents.registry import POLICY_CLASSES, policy_class
+    from himari.training.offline import DEFAULT_STEPS, LABEL_KINDS, OFFLINE_KINDS, RL_KINDS, train_offline
 
     assert set(OFFLINE_KINDS) == set(LABEL_KINDS) | set(RL_KINDS) == set(DEFAULT_STEPS)
     assert set(OFFLINE_KINDS) < set(POLICY_CLASSES)

@@ -11,13 +11,13 @@ from click.testing import CliRunner
 from himari.agents.ppo.config import PPOConfig
 from himari.agents.ppo.networks import ObsSpec
 from himari.agents.ppo.policies import make_policy
-from himari.agents.ppo.run import train_ppo
 from himari.agents.ppo.trainer import PPOTrainer, evaluate_policy
 from himari.agents.training import prepare_training_data
-from himari.bundle import load_bundle
 from himari.cli.main import cli
 from himari.env.market import MarketData
 from himari.env.sim import SimConfig, SimVecEnv
+from himari.trading.bundle import load_bundle
+from himari.training.ppo import train_ppo
 
 ZERO_COSTS = {"taker_fee_bps": 0.0, "maker_fee_bps": 0.0, "slippage_bps": 0.0, "vol_slippage_coef": 0.0}
 
@@ -115,7 +115,7 @@ def test_synthetic_pretraining_is_measured_on_validation(btc_data, tmp_path) -> 
 
 
 def test_cli_dispatches_offline_kinds(monkeypatch, tmp_path) -> None:
-    import himari.agents.offline.train as offline_train
+    import himari.training.offline as offline_train
 
     calls = []
     monkeypatch.setattr(offline_train, "train_offline", lambda **kwargs: calls.append(kwargs) or tmp_path)

@@ -4,7 +4,7 @@ For each newly closed bar t, :meth:`TradingSession.process` does, in order:
 
 1. fill the target decided at bar t-1 at bar t's open (or close, per the cost config) with the simulator's own
    step kernel (:func:`himari.env.sim.step`: fees, slippage, no fill across gaps), and mark to market at t's close;
-2. decide for bar t through :class:`~himari.backtest.engine.DecisionEngine` (policy -> sizing -> risk); the target
+2. decide for bar t through :class:`~himari.trading.engine.DecisionEngine` (policy -> sizing -> risk); the target
    waits, pending, to be filled at bar t+1.
 
 The backtester calls ``process(market, t)`` on one market built from the whole history; paper trading calls
@@ -21,14 +21,6 @@ from typing import Any
 
 import numpy as np
 
-from himari.backtest.engine import (
-    AccountSnapshot,
-    Decision,
-    DecisionEngine,
-    account_from_state,
-    sim_state_from_account,
-)
-from himari.bundle import Bundle
 from himari.config import FrozenConfig
 from himari.data.bars import Bars
 from himari.env.market import MarketData
@@ -36,6 +28,14 @@ from himari.env.sim import pre_fill_positions, step
 from himari.errors import DataError
 from himari.risk.budget import STRATEGY_RETURN_MEMORY
 from himari.sizing.positioning import apply_rebalance_band
+from himari.trading.bundle import Bundle
+from himari.trading.engine import (
+    AccountSnapshot,
+    Decision,
+    DecisionEngine,
+    account_from_state,
+    sim_state_from_account,
+)
 
 STATE_FORMAT = 1
 

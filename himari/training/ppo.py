@@ -21,10 +21,10 @@ from himari.agents.ppo.policies import PPOPolicy, make_policy
 from himari.agents.ppo.trainer import PPOTrainer, TrainResult, evaluate_policy, transfer_weights
 from himari.agents.registry import POLICY_KINDS, PPO_KINDS
 from himari.agents.training import TrainingData, synthetic_market
-from himari.bundle import Bundle, save_bundle
 from himari.env.market import MarketData
 from himari.env.sim import SimConfig, SimVecEnv
 from himari.errors import ConfigError
+from himari.trading.bundle import Bundle, save_bundle
 from himari.utils.io import atomic_write_json
 
 

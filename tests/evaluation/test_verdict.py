@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from himari.report.verdict import best_baseline, make_verdict
+from himari.evaluation.verdict import best_baseline, make_verdict
 
 BASELINES = {
     "buy_and_hold": {"sharpe": 0.60},

@@ -14,7 +14,6 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from himari.agents.offline.train import validate_options
 from himari.agents.ppo.config import PPOConfig
 from himari.agents.registry import policy_class, policy_kind
 from himari.config import FrozenConfig
@@ -23,6 +22,7 @@ from himari.errors import ConfigError, RunDirError
 from himari.risk.config import RiskConfig
 from himari.sizing.sizer import SizingConfig
 from himari.tactical.pipeline import TacticalConfig
+from himari.training.offline import validate_options
 
 SECTIONS: tuple[str, ...] = ("ppo", "policy_config", "sim", "tactical", "sizing", "risk", "offline")
 _SECTIONS_OF = {

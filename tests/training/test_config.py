@@ -7,10 +7,10 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from himari.agents.run_config import TrainRunConfig, validate_sections
 from himari.backtest.wfo import WFOConfig
 from himari.cli.main import cli
 from himari.errors import ConfigError
+from himari.training.config import TrainRunConfig, validate_sections
 
 TYPOS = [
     ({"ppo": {"learnin_rate": 1e-3}}, "learnin_rate"),
@@ -34,7 +34,7 @@ def test_sections_the_run_does_not_use_are_errors() -> None:
         validate_sections("mlp", "x", offline={"labels": {}})
     with pytest.raises(ConfigError, match="'ppo' is not used"):
         WFOConfig.parse({"policy": "cql", "ppo": {"n_epochs": 2}})
-    with pytest.raises(ConfigError, match="offline: .*unknown options"):
+    with pytest.raises(ConfigError, match=r"offline: .*unknown options"):
         TrainRunConfig.parse({"policy": "cql", "offline": {"labelz": {}}})
     with pytest.raises(ConfigError, match="not a walk-forward kind"):
         WFOConfig.parse({"policy": "sizer"})

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from himari.backtest.statistics import (
+from himari.errors import ConfigError, DataError
+from himari.evaluation.statistics import (
     _bootstrap_stat,
     block_length,
     bootstrap_indices,
@@ -21,7 +22,6 @@ from himari.backtest.statistics import (
     sharpe_confidence_interval,
     strategy_statistics,
 )
-from himari.errors import ConfigError, DataError
 from himari.utils.seeding import make_rng
 
 

@@ -8,7 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from himari.backtest.metrics import (
+from himari.env.protocol import HOLD, LONG, SHORT
+from himari.errors import DataError
+from himari.evaluation.metrics import (
     compute_metrics,
     count_trades,
     drawdown_curve,
@@ -16,8 +18,6 @@ from himari.backtest.metrics import (
     rolling_sharpe,
     sharpe_ratio,
 )
-from himari.env.protocol import HOLD, LONG, SHORT
-from himari.errors import DataError
 from himari.utils.io import to_json
 
 

@@ -13,7 +13,7 @@ Steps (all fits on the training window ``[train_start, train_end)``; selection o
    the checkpoint with the best validation-window simulator net return is kept.
    Both families train through the shared loop (``himari.agents.offline.loop``: one gradient-clipping setting,
    validation-only selection, atomic checkpoints under ``RUN/checkpoints``, exact resume).
-4. The bundle is written (``RUN/bundle``, ``himari.bundle.save_bundle``: backtest, serve and paper run it like any
+4. The bundle is written (``RUN/bundle``, ``himari.trading.bundle.save_bundle``: backtest, serve and paper run it like any
    PPO policy). Only then is the later test period ``[val_end, test_end)`` read, for the report: classification
    metrics beside the majority-class baseline and simulator net log-return beside always-long, on validation and
    test (``RUN/metrics.json``). Nothing from the test period is used for fitting or selection.
@@ -39,10 +39,10 @@ from himari.agents.offline.datasets import (
 from himari.agents.offline.evaluate import evaluate_policy
 from himari.agents.offline.loop import LoopConfig, fit
 from himari.agents.registry import OFFLINE_KINDS
-from himari.bundle import Bundle, save_bundle
 from himari.data.bars import Bars, to_utc_timestamp
 from himari.env.protocol import ACCOUNT_FIELDS, LONG, Observation
 from himari.errors import ConfigError, DataError, RunDirError
+from himari.trading.bundle import Bundle, save_bundle
 from himari.utils.io import atomic_write_json, read_json
 from himari.utils.progress import progress_bar
 from himari.utils.rundir import create_run_dir
@@ -251,7 +251,7 @@ def behaviour_policies(
     policies: list[Any] = default_behaviours(frame.feature_names, centers, seed)
     if behaviour_policy:
         from himari.agents.registry import load_policy
-        from himari.bundle import find_bundle_dir
+        from himari.trading.bundle import find_bundle_dir
 
         path = Path(behaviour_policy)
         if (path / "bundle.json").exists() or (path / "bundle" / "bundle.json").exists():
@@ -391,7 +391,7 @@ def fit_offline(
 
     Loads nothing at or after ``val_end`` (``himari.agents.training.prepare_training_data``): the tactical
     pipelines and the model are fitted on ``[train_start, train_end)``, the model is selected on
-    ``[train_end, val_end)``. Returns the policy and a :class:`~himari.bundle.Bundle` ready for the backtester.
+    ``[train_end, val_end)``. Returns the policy and a :class:`~himari.trading.bundle.Bundle` ready for the backtester.
     Training runs through the shared loop (``himari.agents.offline.loop``); with ``checkpoint_dir`` it writes
     checkpoints there and, with ``resume``, continues from the latest one (same weights as an uninterrupted fit).
     """
@@ -643,10 +643,10 @@ def train_ensemble(
     """
     from himari.agents.offline.ensemble import PRESETS, EnsembleConfig, EnsemblePolicy, fit_weights
     from himari.agents.offline.evaluate import stream_probs
-    from himari.bundle import load_bundle
     from himari.data.bundled import resolve_data_path
     from himari.data.loaders import load_bars
     from himari.env.sim import SimConfig
+    from himari.trading.bundle import load_bundle
     from himari.utils.rundir import load_run_meta
 
     configure_torch_threads()

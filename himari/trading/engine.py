@@ -1,13 +1,13 @@
 """The one decision path: features -> regime -> policy -> sizing -> risk, for backtests, paper trading and the API.
 
-:class:`DecisionEngine` wraps a loaded :class:`~himari.bundle.Bundle`. Given market data built from bars up to and
+:class:`DecisionEngine` wraps a loaded :class:`~himari.trading.bundle.Bundle`. Given market data built from bars up to and
 including the decision bar t (``build_market``), ``decide_at(market, t, account, policy_state)`` returns the
 :class:`Decision` for bar t — the target position to fill at bar t+1 — and the new policy state. It never looks at
 any row after t: the observation comes from :func:`himari.env.sim.observe` (bars t-W+1..t), the risk context from
 trailing returns ending at t.
 
 The backtester, the paper-trading loop and the API server all call this class (through
-:class:`himari.backtest.session.TradingSession` or :meth:`DecisionEngine.decide`), so what was evaluated is what runs.
+:class:`himari.trading.session.TradingSession` or :meth:`DecisionEngine.decide`), so what was evaluated is what runs.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 
 from himari import __version__
-from himari.bundle import Bundle
 from himari.data.bars import Bars
 from himari.env.market import MarketData
 from himari.env.protocol import ACTION_NAMES, REGIME_NAMES, Observation
@@ -32,6 +31,7 @@ from himari.risk.manager import PositionManager
 from himari.sizing.context import DecisionContext, PolicySignal, continuous_signal, delta_signal
 from himari.sizing.positioning import discrete_directions
 from himari.sizing.sizer import SizingConfig
+from himari.trading.bundle import Bundle
 
 # Trailing bars of returns handed to sizing/risk (EVT refits use up to 2000 bars).
 RISK_LOOKBACK_BARS = 2000

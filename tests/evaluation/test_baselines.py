@@ -7,7 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from himari.backtest.baselines import (
+from himari.data.bars import Bars
+from himari.errors import ConfigError, DataError
+from himari.evaluation.baselines import (
     BASELINE_NAMES,
     baseline_positions,
     buy_and_hold,
@@ -16,8 +18,6 @@ from himari.backtest.baselines import (
     trailing_volatility,
     vol_target_buy_and_hold,
 )
-from himari.data.bars import Bars
-from himari.errors import ConfigError, DataError
 
 
 def _gbm(n: int, vol_per_bar: float, seed: int) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""Evaluation: performance metrics, statistics of an edge (PSR, DSR, PBO, bootstrap), baselines and the verdict."""
