@@ -87,7 +87,7 @@ class BacktestResult:
 
 def execution_config(sim_config: Mapping[str, Any] | SimConfig) -> SimConfig:
     cfg = sim_config if isinstance(sim_config, SimConfig) else SimConfig.parse(dict(sim_config))
-    return cfg.replace(action_kind="continuous", max_position=10.0, allow_short=True, max_gross_exposure=None)
+    return cfg.execution()
 
 
 def simulate_targets(

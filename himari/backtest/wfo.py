@@ -426,7 +426,7 @@ def run_wfo(
     sizing = SizingConfig.parse(config.sizing)
     ts, baselines = baseline_results(
         bars_by_symbol, windows[0].test.start, windows[-1].test.end, config.sim_config(), seed=config.seed,
-        target_vol_annual=sizing.target_vol_annual, warmup_bars=config.warmup_bars,
+        target_vol_annual=sizing.target_vol_annual, rebalance_band=sizing.rebalance_band, warmup_bars=config.warmup_bars,
     )
     return WFOResult(config, results, baselines, ts)
 

@@ -110,6 +110,12 @@ class SimConfig(FrozenConfig):
             )
         return self
 
+    def execution(self) -> SimConfig:
+        """The plain execution of already sized and risk-checked targets (same costs, fills and timing): what a
+        trading session and the baselines step through."""
+        return self.replace(action_kind="continuous", max_position=EXEC_MAX_POSITION, allow_short=True,
+                            max_gross_exposure=None, sizing=None, risk=None)
+
     @property
     def positioned(self) -> bool:
         """Whether actions go through the positioning layer (and risk gates) of the trading stack."""

@@ -24,7 +24,7 @@ from himari.data.bars import Bars
 from himari.env.market import MarketData
 from himari.env.protocol import ACTION_NAMES, REGIME_NAMES, Observation
 from himari.env.rewards import initial_reward_state
-from himari.env.sim import EXEC_MAX_POSITION, SimConfig, SimState, initial_stack_state, observe
+from himari.env.sim import SimConfig, SimState, initial_stack_state, observe
 from himari.errors import DataError
 from himari.risk.config import RiskConfig
 from himari.risk.manager import PositionManager
@@ -144,10 +144,7 @@ class DecisionEngine:
         self.policy = bundle.policy
         self.policy_config = SimConfig.parse(bundle.sim_config)
         # Execution of approved targets: the same simulator step, fed continuous targets (risk already capped them).
-        self.exec_config = self.policy_config.replace(
-            action_kind="continuous", max_position=EXEC_MAX_POSITION, allow_short=True, max_gross_exposure=None,
-            sizing=None, risk=None,
-        )
+        self.exec_config = self.policy_config.execution()
         # The positioning layer and risk gates the policy was trained with (SimConfig.sizing / .risk) are the ones
         # that trade it; bundles of policies trained without them carry their own sizing/risk configs.
         sizing = self.policy_config.sizing or SizingConfig.parse(bundle.sizing_config or {})
