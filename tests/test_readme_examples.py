@@ -43,3 +43,15 @@ def test_use_from_python_example_runs(tmp_path, monkeypatch) -> None:
     assert decision.symbols == ("BTCUSDT",)  # type: ignore[attr-defined]
     assert namespace["table"].index.tolist() == ["BTCUSDT"]  # type: ignore[attr-defined]
     assert namespace["obs"].shape == namespace["env"].observation_space.shape  # type: ignore[attr-defined]
+
+
+def test_decide_request_body_example_is_a_valid_request(tmp_path, monkeypatch) -> None:
+    from himari.serve.schemas import DecideRequest
+
+    monkeypatch.chdir(tmp_path)
+    blocks = _python_blocks("Dashboard and API docs")
+    assert blocks
+    exec(compile(blocks[0], "README.md", "exec"), {})
+    request = DecideRequest.model_validate_json((tmp_path / "body.json").read_text())
+    assert request.bars is not None and len(request.bars["BTCUSDT"]) == 3000
+    assert request.bars["BTCUSDT"][-1].timestamp == "2024-12-31T23:00:00Z"
