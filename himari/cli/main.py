@@ -44,7 +44,8 @@ COMMAND_MODULES: tuple[str, ...] = (
 EXTRAS: dict[str, str] = {
     "fastapi": "serve", "uvicorn": "serve", "prometheus_client": "serve", "httpx": "serve", "uvloop": "serve",
     "httptools": "serve", "transformers": "llm", "peft": "llm", "ray": "dist", "stable_baselines3": "baselines",
-    "sb3_contrib": "baselines", "hmmlearn": "baselines", "tensorboard": "tensorboard",
+    "sb3_contrib": "baselines", "hmmlearn": "baselines", "tensorboard": "tensorboard", "ccxt": "exchange",
+    "duckdb": "store", "gym_anytrading": "bench",
 }
 
 
