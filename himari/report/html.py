@@ -192,9 +192,10 @@ def _time_axis(anchor: str, **extra: Any) -> dict[str, Any]:
 
 
 def _layout(height: int, **extra: Any) -> dict[str, Any]:
-    return {"height": height, "margin": {"l": 64, "r": 24, "t": 44, "b": 36}, "hovermode": "x unified",
+    # Range buttons above the plot, the legend below it (a long legend would run into the buttons).
+    return {"height": height, "margin": {"l": 64, "r": 24, "t": 44, "b": 64}, "hovermode": "x unified",
             "font": _LINE_FONT, "paper_bgcolor": "#ffffff", "plot_bgcolor": "#ffffff",
-            "legend": {"orientation": "h", "x": 1, "xanchor": "right", "y": 1.02, "yanchor": "bottom",
+            "legend": {"orientation": "h", "x": 0, "xanchor": "left", "y": -0.07, "yanchor": "top",
                        "font": {"size": 11}}, **extra}
 
 
@@ -227,7 +228,7 @@ def _equity_figure(data: ReportData, edges: np.ndarray, best: str | None) -> dic
     high = max(float(np.nanmax(c)) for c in all_curves)
     log = bool(low > 0 and high / low > 8)  # log scale only when it spans enough to matter
     equity_axis = _axis("equity (log scale, start = 1)" if log else "equity (start = 1)", domain=[0.34, 1.0],
-                        type="log" if log else "linear")
+                        **({"type": "log", "dtick": "D2"} if log else {"type": "linear"}))  # D2: 1-2-5 ticks
     layout = _layout(560, xaxis=_time_axis("y2"), yaxis=equity_axis,
                      yaxis2=_axis("drawdown (%)", domain=[0.0, 0.27], ticksuffix="%"))
     return {"data": traces, "layout": layout}
