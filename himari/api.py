@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from himari.errors import DataError, RunDirError
+from himari.errors import DataError
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -33,18 +33,9 @@ BarsLike = Any  # Bars | pandas.DataFrame | str (bundled dataset name or file pa
 def as_bars(data: BarsLike, symbol: str | None = None, timeframe: str | None = None) -> Bars:
     """:class:`~himari.data.bars.Bars` from Bars, a pandas OHLCV DataFrame (validated like a file), or a bundled
     dataset name / file path."""
-    import pandas as pd
+    from himari.data.loaders import as_bars as _as_bars
 
-    from himari.data.bars import Bars
-    from himari.data.loaders import bars_from_frame, load_bars
-
-    if isinstance(data, Bars):
-        return data
-    if isinstance(data, pd.DataFrame):
-        return bars_from_frame(data, symbol or "DATA", timeframe)
-    if isinstance(data, str | Path):
-        return load_bars(data, symbol=symbol, timeframe=timeframe)
-    raise DataError(f"expected Bars, a pandas DataFrame or a dataset name/path, got {type(data).__name__}")
+    return _as_bars(data, symbol, timeframe)
 
 
 @dataclass
@@ -147,25 +138,6 @@ def features_frame(data: BarsLike) -> pd.DataFrame:
     return frame
 
 
-def _tactical_pipeline(model: str | Path, symbol: str) -> Any:
-    from himari.bundle import find_bundle_dir
-    from himari.tactical.pipeline import PIPELINE_FILE, TacticalPipeline
-
-    root = Path(model)
-    if (root / PIPELINE_FILE).exists() or root.is_file():
-        return TacticalPipeline.load(root)
-    bundle_dir = find_bundle_dir(root)
-    tactical = bundle_dir / "tactical"
-    candidates = sorted(p for p in tactical.iterdir() if p.is_dir()) if tactical.is_dir() else []
-    for candidate in candidates:
-        if candidate.name == symbol.replace("/", ""):
-            return TacticalPipeline.load(candidate)
-    if len(candidates) == 1:
-        return TacticalPipeline.load(candidates[0])
-    raise RunDirError(f"{model}: no fitted tactical pipeline for {symbol} (have: "
-                      f"{', '.join(p.name for p in candidates) or 'none'})")
-
-
 def regimes_frame(data: BarsLike, model: str | Path | None = None, symbol: str | None = None) -> pd.DataFrame:
     """Regimes of every bar as a DataFrame with a UTC ``timestamp`` index.
 
@@ -184,7 +156,9 @@ def regimes_frame(data: BarsLike, model: str | Path | None = None, symbol: str |
     frame = pd.DataFrame({"label": labels,
                           "label_name": [REGIME_NAMES[v] if v >= 0 else "UNKNOWN" for v in labels]}, index=bars.index)
     if model is not None:
-        pipe = _tactical_pipeline(model, symbol or bars.symbol)
+        from himari.tactical.locate import find_tactical_pipeline
+
+        pipe = find_tactical_pipeline(model, symbol or bars.symbol)
         tf = pipe.transform(bars)
         post = np.asarray(tf.regime_posterior, dtype=np.float64)
         for k, name in enumerate(REGIME_NAMES):

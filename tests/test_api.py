@@ -104,3 +104,18 @@ def test_gymnasium_ids(frame: pd.DataFrame) -> None:
     obs, _ = vec.reset(seed=0)
     assert obs.shape[0] == 3 and type(vec.unwrapped).__name__ == "HimariVectorEnv"
     assert "himari/SOLUSDT-v0" in gymnasium.registry
+
+
+def test_gym_env_on_a_fitted_pipeline(run_dir: Path) -> None:
+    from himari.env.registration import make_env
+    from himari.errors import LeakageError
+
+    env = gymnasium.make("himari/BTCUSDT-v0", start="2022-06-01", end="2022-09-01", tactical=run_dir, window=4)
+    market = env.unwrapped.market
+    from himari.tactical.pipeline import TacticalPipeline
+
+    assert market.num_features == len(TacticalPipeline.load(run_dir / "bundle" / "tactical" / "BTCUSDT").feature_names)
+    posterior = np.asarray(market.regime_posterior)[100:]  # the fitted HMM's, not the basic features' uniform 0.25
+    assert not np.allclose(posterior, 0.25) and np.allclose(posterior.sum(axis=-1), 1.0, atol=1e-4)
+    with pytest.raises(LeakageError):
+        make_env("BTCUSDT", start="2022-02-01", end="2022-04-01", tactical=run_dir)

@@ -371,3 +371,15 @@ def bars_from_frame(
     assert report.timeframe is not None
     return Bars(frame=canonical, symbol=symbol, timeframe=report.timeframe, source="<DataFrame>",
                 repairs=tuple(report.repairs))
+
+
+def as_bars(data: object, symbol: str | None = None, timeframe: str | Timeframe | None = None) -> Bars:
+    """:class:`Bars` from Bars, a pandas OHLCV DataFrame (validated by :func:`bars_from_frame`), or a bundled
+    dataset name / file path (:func:`load_bars`)."""
+    if isinstance(data, Bars):
+        return data
+    if isinstance(data, pd.DataFrame):
+        return bars_from_frame(data, symbol or "DATA", timeframe)
+    if isinstance(data, str | Path):
+        return load_bars(data, symbol=symbol, timeframe=timeframe)
+    raise DataError(f"expected Bars, a pandas DataFrame or a dataset name/path, got {type(data).__name__}")

@@ -24,14 +24,15 @@ BUNDLED_IDS: tuple[str, ...] = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
 def _market(data: Any, start: Any, end: Any, tactical: str | Path | None) -> MarketData:
     """MarketData for one symbol: basic causal features, or a fitted tactical pipeline's (``tactical`` = a
     ``himari regime fit`` directory or a run with a bundle) features and regime posterior."""
-    from himari.api import _tactical_pipeline, as_bars
+    from himari.data.loaders import as_bars
+    from himari.tactical.locate import find_tactical_pipeline
 
     bars = as_bars(data)
     if start is not None or end is not None:
         bars = bars.between(start, end)
     if tactical is None:
         return MarketData.from_frames([bars])
-    pipe = _tactical_pipeline(tactical, bars.symbol)
+    pipe = find_tactical_pipeline(tactical, bars.symbol)
     return MarketData.from_frames([bars], [pipe.transform(bars, eval_start=start)])
 
 
