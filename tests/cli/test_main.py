@@ -112,3 +112,12 @@ def test_progress_is_logged_when_not_a_terminal(caplog: pytest.LogCaptureFixture
     with progress_bar("quiet", total=2) as bar:
         bar.advance(2)
     assert not [r for r in caplog.records if r.name == "himari.progress"]
+
+
+def test_bench_cli_reports_start_up_figures() -> None:
+    res = CliRunner().invoke(cli, ["bench", "cli", "--repeats", "1", "--json"])
+    assert res.exit_code == 0, res.output
+    figures = json.loads(res.stdout)
+    assert figures["heavy_modules_at_start"] == []
+    for key in ("python_startup_s", "help_s", "group_help_s", "completion_tab_s", "version_s"):
+        assert figures[key] > 0
