@@ -160,6 +160,10 @@ def test_charts_hold_every_bar_and_series(report_data: ReportData, page: str) ->
 
 
 def test_regime_colours_match_regime_plots(page: str) -> None:
+    from himari.regime.labeller import REGIME_NAMES
+    from himari.regime.palette import REGIME_PALETTE_NAMES
+
+    assert REGIME_PALETTE_NAMES == REGIME_NAMES
     assert regime_plot.REGIME_COLOURS is REGIME_COLOURS  # one palette constant for both
     assert tuple(REGIME_COLORS.values()) == REGIME_COLOURS
     scale = next(t for t in _figures(page)["chart-price-regimes"]["data"] if t["type"] == "heatmap")["colorscale"]
