@@ -156,3 +156,15 @@ def test_dashboard_renders_in_headless_chromium(tmp_path: Path, paper_db: Path) 
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_dashboard_without_paper_db_shows_the_kept_bars() -> None:
+    config = ServeConfig(symbols=("BTCUSDT",), timeframe="1h", model_id="fake-mlp", model_version="0")
+    client = TestClient(create_app(FakeEngine(("BTCUSDT",)), config, ApiKeys((KEY.encode(),))))
+    rows = make_rows(30)
+    assert client.post("/v1/bars", json={"symbol": "BTCUSDT", "bars": rows}, headers={"X-API-Key": KEY}).status_code == 200
+    dash = client.get("/v1/dashboard", headers={"X-API-Key": KEY}, params={"points": 20}).json()
+    assert dash["streams"] == {} and dash["comparison"] == [] and dash["paper_db"] is None
+    market = dash["market"]["BTCUSDT"]
+    assert market["source"] == "kept bars" and len(market["close"]) == 20
+    assert market["close"][-1] == pytest.approx(rows[-1]["close"])
