@@ -28,3 +28,19 @@ def test_unknown_data_file_is_one_line_error(tmp_path):
     res = CliRunner().invoke(cli, ["data", "info", str(tmp_path / "missing.csv")])
     assert res.exit_code == 2
     assert res.output.strip().count("\n") == 0 and "file not found" in res.output
+
+
+def test_missing_exchange_and_store_extras_are_named():
+    import click
+
+    for module, extra in (("ccxt", "exchange"), ("duckdb", "store")):
+        @click.command("needs-extra")
+        def needs_extra(module: str = module) -> None:
+            raise ModuleNotFoundError(f"No module named {module!r}", name=module)
+
+        cli.add_command(needs_extra)
+        try:
+            res = CliRunner().invoke(cli, ["needs-extra"])
+        finally:
+            cli.commands.pop("needs-extra")
+        assert res.exit_code == 2 and f"pip install 'himari[{extra}]'" in res.output

@@ -44,6 +44,37 @@ def report_data(
     )
 
 
+def complete_run_info(root: Path, run_info: dict[str, Any] | None) -> dict[str, Any]:
+    """The report's run information, made as complete as ``run.json``'s and consistent with it.
+
+    When ``root/run.json`` was written for the same command (``create_run_dir``), its ``config_hash``, ``seed``,
+    ``data`` (paths with sha256) and ``versions`` are used, so the report and run.json name the run identically.
+    Otherwise missing ``versions`` are filled in and bare data paths get their sha256.
+    """
+    from himari.utils.io import read_json
+    from himari.utils.rundir import data_record, versions
+
+    info = dict(run_info or {})
+    run_json = root / "run.json"
+    meta: dict[str, Any] = {}
+    if run_json.exists() and info.get("command") is not None:
+        try:
+            loaded = read_json(run_json)
+        except (OSError, ValueError):
+            loaded = {}
+        if isinstance(loaded, dict) and loaded.get("command") == info.get("command"):
+            meta = loaded
+    for key in ("config_hash", "seed", "data", "versions"):
+        if key in meta:
+            info[key] = meta[key]
+    data = info.get("data")
+    if isinstance(data, dict) and any(isinstance(v, str | Path) for v in data.values()):
+        paths = {k: v for k, v in data.items() if isinstance(v, str | Path) and v and Path(v).is_file()}
+        info["data"] = {**data, **data_record(paths)}
+    info.setdefault("versions", versions())
+    return info
+
+
 def _csv(frame: pd.DataFrame) -> str:
     buffer = io.StringIO()
     frame.to_csv(buffer, index=False, lineterminator="\n")
@@ -79,6 +110,7 @@ def write_outputs(
         fills.insert(0, "timestamp", pd.to_datetime(fills.pop("timestamp_ns"), utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
     atomic_write_text(root / "fills.csv", _csv(fills))
     atomic_write_json(root / "metrics.json", metrics)
+    run_info = complete_run_info(root, run_info)
     html = render_report(report_data(result, metrics, title, run_info, windows, stages, notes))
     atomic_write_text(root / "report.html", html)
     return root

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import click
 
-from himari.utils.io import atomic_write_json
-
 
 @click.command("backtest")
 @click.option("--run", "run_dir", required=True, help="Run directory holding a model bundle (RUN/bundle).")
@@ -25,6 +23,7 @@ def backtest_cmd(run_dir: str, data_specs: tuple[str, ...], start: str | None, e
     from himari.errors import DataError
     from himari.trading.bundle import load_bundle
     from himari.trading.session import SessionConfig
+    from himari.utils.io import atomic_write_json
     from himari.utils.rundir import data_record, versions
     from himari.utils.threads import configure_torch_threads
 

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
-import numpy as np
 
-from himari.data.bundled import resolve_data_path
-from himari.data.loaders import Repair, validate_file
 from himari.errors import DataError
-from himari.utils.io import sha256_file
+
+
+def resolve_data_path(spec: str) -> Path:
+    """A bundled dataset name or a path -> the file path (imported on use: keeps `himari --help` fast)."""
+    from himari.data.bundled import resolve_data_path as resolve
+
+    return resolve(spec)
 
 
 @click.group("data")
@@ -25,6 +29,8 @@ def data_group() -> None:
 @click.option("--quiet", is_flag=True, help="Only the status line per file.")
 def validate_cmd(paths: tuple[str, ...], timeframe: str | None, max_rows: int, quiet: bool) -> None:
     """Check OHLCV files; list every problem with file and row. Exit 0 when usable (gaps are reported, not fatal)."""
+    from himari.data.loaders import validate_file
+
     failed = 0
     for spec in paths:
         path = resolve_data_path(spec)
@@ -42,7 +48,10 @@ def validate_cmd(paths: tuple[str, ...], timeframe: str | None, max_rows: int, q
 @click.option("--timeframe", default=None, help="Expected bar timeframe; inferred when omitted.")
 def info_cmd(path: str, timeframe: str | None) -> None:
     """Range, rows, gaps and basic statistics of an OHLCV file (default: the bundled BTCUSDT)."""
-    from himari.data.loaders import load_bars
+    import numpy as np
+
+    from himari.data.loaders import load_bars, validate_file
+    from himari.utils.io import sha256_file
 
     resolved = resolve_data_path(path)
     report, _ = validate_file(resolved, timeframe)
@@ -80,6 +89,8 @@ def info_cmd(path: str, timeframe: str | None) -> None:
 @click.option("--timeframe", default=None)
 def repair_cmd(path: str, out: str, drop_duplicates: bool, sort_rows: bool, timeframe: str | None) -> None:
     """Apply explicit repairs (each one reported) and write a clean file. Gaps are never filled."""
+    from himari.data.loaders import Repair, validate_file
+
     if not (drop_duplicates or sort_rows):
         raise click.UsageError("name at least one repair: --drop-duplicates and/or --sort")
     resolved = resolve_data_path(path)

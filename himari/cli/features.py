@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import click
-import numpy as np
-import pandas as pd
 
 from himari.errors import DataError
 
@@ -21,6 +19,8 @@ def features_group() -> None:
 @click.option("--end", default=None, help="Exclusive end of the written rows (later bars are not read).")
 def build_cmd(data_path: str, out: str, start: str | None, end: str | None) -> None:
     """Compute the 44 raw features (docs/FEATURES.md) plus ``valid`` and ``bars_in_segment`` for every bar."""
+    import pandas as pd
+
     from himari.data.bars import to_utc_timestamp
     from himari.data.loaders import load_bars
     from himari.data.store import write_frame
@@ -53,6 +53,8 @@ def build_cmd(data_path: str, out: str, start: str | None, end: str | None) -> N
 def denoise_cmd(data_path: str, train_start: str, train_end: str, eval_end: str | None, synthetic_check: bool, seed: int) -> None:
     """Fit Kalman (local level, local linear trend) and EKF noise parameters by MLE on the training window; report
     the parameters, innovation whiteness on the later period, and lag/noise reduction against a known signal."""
+    import numpy as np
+
     from himari.data.loaders import load_bars
     from himari.features.ekf import ekf_filter, fit_ekf_mle
     from himari.features.kalman import (

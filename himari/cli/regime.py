@@ -3,14 +3,18 @@ window, then label a later period with the online posterior and evaluate it agai
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import numpy as np
-import pandas as pd
 
 from himari.errors import DataError
+
+log = logging.getLogger("himari.regime")
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
 
 GAUSSIAN_SUPERVISED_FILE = "gaussian_supervised_hmm.json"
 GAUSSIAN_EM_FILE = "gaussian_em_hmm.json"
@@ -23,6 +27,7 @@ def regime_group() -> None:
 
 
 def _train_observations(pipe: Any, bars: Any, train_start: str, train_end: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+
     from himari.data.bars import to_utc_timestamp
 
     history = bars.between(None, train_end)
@@ -49,6 +54,8 @@ def fit_cmd(data_path: str, train_start: str, train_end: str, out: str, method: 
     plus Gaussian-HMM baselines fitted on the same observations."""
     import time
 
+    import numpy as np
+
     from himari.data.bundled import resolve_data_path
     from himari.data.loaders import load_bars
     from himari.regime.student_t_hmm import GAUSSIAN_DOF, StudentTHMM, gaussian_from_hmmlearn
@@ -60,7 +67,10 @@ def fit_cmd(data_path: str, train_start: str, train_end: str, out: str, method: 
     path = resolve_data_path(data_path)
     bars = load_bars(path).between(None, train_end)
     cfg = TacticalConfig.parse({}, hmm_fit=method, hmm_dof=dof, hmm_em_iters=em_iters)
+    log.info("regime fit: fitting features, filters and the Student-t HMM (%s) on %s [%s, %s)", method, bars.symbol,
+             train_start, train_end)
     pipe = TacticalPipeline(cfg).fit(bars, train_start, train_end)
+    log.info("regime fit: pipeline fitted in %.0f s; fitting the Gaussian baselines", time.perf_counter() - t0)
     out_dir = Path(out)
     create_run_dir(out_dir, "regime fit", {"tactical": cfg.to_dict(), "train_start": train_start, "train_end": train_end},
                    seed, {"data": path})
@@ -77,6 +87,8 @@ def fit_cmd(data_path: str, train_start: str, train_end: str, out: str, method: 
     summary: dict[str, Any] = {"train_bars": len(z), "student_t": pipe.hmm.to_dict()}
     try:
         from hmmlearn.hmm import GaussianHMM
+
+        log.info("regime fit: hmmlearn Gaussian EM and Student-t EM baselines (%.0f s so far)", time.perf_counter() - t0)
 
         ok = np.isfinite(z).all(axis=1)
         seg_ids = np.cumsum(seg)[ok]  # hmmlearn sequences = contiguous segments (rows with observations)
@@ -120,6 +132,9 @@ def fit_cmd(data_path: str, train_start: str, train_end: str, out: str, method: 
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def label_cmd(model_dir: str, data_path: str, start: str, end: str | None, out: str, hysteresis: float, as_json: bool) -> None:
     """Online regime posterior P(regime_t | data <= t) on [start, end), evaluated against the rule labeller."""
+    import numpy as np
+    import pandas as pd
+
     from himari.data.bars import to_utc_timestamp
     from himari.data.loaders import load_bars
     from himari.data.store import write_frame
@@ -202,6 +217,8 @@ def label_cmd(model_dir: str, data_path: str, start: str, end: str | None, out: 
 @click.option("--out", required=True)
 def rules_cmd(data_path: str, out: str) -> None:
     """Rule-based labels only (trailing percentiles), for every bar."""
+    import pandas as pd
+
     from himari.data.loaders import load_bars
     from himari.data.store import write_frame
     from himari.regime.labeller import REGIME_NAMES, label_regimes

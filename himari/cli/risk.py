@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import click
 
-from himari.utils.io import atomic_write_json, read_json
-
 
 @click.group("risk")
 def risk_group() -> None:
@@ -65,6 +63,7 @@ def calibrate_cmd(
     from himari.data.loaders import load_bars
     from himari.risk.calibrate import calibrate, format_report
     from himari.risk.config import RiskConfig
+    from himari.utils.io import atomic_write_json, read_json
 
     bars = load_bars(data_path)
     base = RiskConfig.parse(read_json(base_config)) if base_config else RiskConfig()

@@ -342,3 +342,44 @@ def load_bars(
         source=str(resolved),
         repairs=tuple(report.repairs),
     )
+
+
+def bars_from_frame(
+    frame: pd.DataFrame,
+    symbol: str = "DATA",
+    timeframe: str | Timeframe | None = None,
+    repair: Repair | None = None,
+) -> Bars:
+    """Validate a pandas OHLCV table and return :class:`Bars`, with the same checks as :func:`load_bars`.
+
+    ``frame`` has the timestamps as a DatetimeIndex (naive = UTC) or in a ``timestamp`` column (datetimes, epoch
+    seconds or milliseconds, ISO strings), and open/high/low/close/volume columns (case-insensitive; the aliases of
+    files, such as ``o``/``h``/``l``/``c``/``v``, work too). Errors name the row (``row k`` = the k-th row, from 1).
+    """
+    if not isinstance(frame, pd.DataFrame):
+        raise DataError(f"expected a pandas DataFrame, got {type(frame).__name__}", "<DataFrame>")
+    table = frame
+    if isinstance(table.index, pd.DatetimeIndex):
+        table = table.reset_index(names="timestamp")
+    mapped, extra, missing = _map_columns(table)
+    raw = RawTable(frame=mapped, path="<DataFrame>", row_offset=0, extra_columns=extra, missing_columns=missing,
+                   layout="frame")
+    report, canonical = validate_raw(raw, timeframe, repair)
+    if canonical is None or not report.ok:
+        line = report.first_error_line().replace("; run 'himari data validate <DataFrame>'", "")
+        raise DataError(line.split(": ", 1)[1] if ": " in line else "invalid", "<DataFrame>")
+    assert report.timeframe is not None
+    return Bars(frame=canonical, symbol=symbol, timeframe=report.timeframe, source="<DataFrame>",
+                repairs=tuple(report.repairs))
+
+
+def as_bars(data: object, symbol: str | None = None, timeframe: str | Timeframe | None = None) -> Bars:
+    """:class:`Bars` from Bars, a pandas OHLCV DataFrame (validated by :func:`bars_from_frame`), or a bundled
+    dataset name / file path (:func:`load_bars`)."""
+    if isinstance(data, Bars):
+        return data
+    if isinstance(data, pd.DataFrame):
+        return bars_from_frame(data, symbol or "DATA", timeframe)
+    if isinstance(data, str | Path):
+        return load_bars(data, symbol=symbol, timeframe=timeframe)
+    raise DataError(f"expected Bars, a pandas DataFrame or a dataset name/path, got {type(data).__name__}")

@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from himari.regime.labeller import REGIME_NAMES
+from himari.regime.palette import REGIME_COLOURS
 from himari.utils.io import atomic_write_bytes
-
-REGIME_COLOURS: tuple[str, ...] = ("#2b8cbe", "#31a354", "#fd8d3c", "#de2d26")
 
 
 def plot_regimes(

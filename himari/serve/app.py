@@ -51,6 +51,11 @@ from himari.serve.schemas import (
 log = logging.getLogger("himari.serve")
 
 PUBLIC_PATHS = frozenset({"/health", "/"})
+# -- issue 20 (dashboard / API docs): page shells without data and plotly.js need no key ----------------------------
+from himari.serve.dashboard import DOCS_PATH, PLOTLY_PATH, dashboard_router, install_openapi  # noqa: E402
+
+PUBLIC_PATHS = PUBLIC_PATHS | {DOCS_PATH, PLOTLY_PATH}
+# -- end issue 20 ---------------------------------------------------------------------------------------------------
 MAX_BODY_BYTES = 8 * 1024 * 1024
 
 
@@ -391,6 +396,10 @@ def create_app(
             out["paper"] = _paper_summary(paper_store)
         return out
 
+    # -- issue 20: dashboard data (/v1/dashboard), docs page (/docs), plotly.js; X-API-Key scheme in openapi.json --
+    app.include_router(dashboard_router(config, histories, paper_store))
+    install_openapi(app, PUBLIC_PATHS)
+    # -- end issue 20 ---------------------------------------------------------------------------------------------
     app.add_middleware(_AuthAndSizeMiddleware, keys=keys, metrics=metrics)
     return app
 

@@ -86,6 +86,9 @@ def test_pipeline_cli_is_reproducible_and_writes_a_run_directory(tmp_path):
     assert "<html" in html.lower() and "walk-forward" in html.lower()
     run = json.loads((a / "run.json").read_text())
     assert run["seed"] == 0 and run["data"]["BTCUSDT"]["sha256"]
+    run_info = html.split('<section id="run-info">')[1]  # same names as run.json: hash, data sha256, versions
+    for value in (run["config_hash"], run["data"]["BTCUSDT"]["sha256"], run["versions"]["numpy"]):
+        assert f"<code>{value}</code>" in run_info
     assert (a / "bundle" / "bundle.json").exists()
 
     # the pipeline's run directory is accepted by `himari backtest --run`
@@ -100,6 +103,7 @@ def test_pipeline_cli_is_reproducible_and_writes_a_run_directory(tmp_path):
     res = runner.invoke(cli, ["backtest", "--run", str(a), "--start", "2022-12-10", "--end", "2022-12-14",
                               "--out", str(tmp_path / "bt_in")], catch_exceptions=False)
     assert res.exit_code == 0 and "in-sample" in res.output
+    assert '<div class="warning" role="alert">WARNING' in (tmp_path / "bt_in" / "report.html").read_text()
     assert json.loads((tmp_path / "bt_in" / "metrics.json").read_text())["in_sample"] is True
 
 

@@ -28,6 +28,7 @@ def test_fit_then_label(slice_file: str, tmp_path) -> None:
                               "2022-06-01", "--out", str(model), "--em-iters", "2"])
     assert res.exit_code == 0, res.output
     assert "train agreement" in res.output
+    assert "regime fit: fitting features, filters and the Student-t HMM" in res.stderr  # progress logged off a TTY
     for name in ("tactical_pipeline.json", "gaussian_supervised_hmm.json", "run.json", "fit_summary.json"):
         assert (model / name).exists()
     out = tmp_path / "labels.csv"
