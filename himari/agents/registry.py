@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 from himari.errors import RunDirError
-from himari.utils.io import read_json
 
 Family = Literal["ppo", "offline", "composite", "rule"]
 
@@ -66,5 +65,7 @@ def load_policy(directory: str | Path) -> Any:
     meta_path = Path(directory) / "policy.json"
     if not meta_path.exists():
         raise RunDirError(f"{directory}: no policy.json")
+    from himari.utils.io import read_json  # numpy-free module top: the CLI reads the kinds at start
+
     kind = read_json(meta_path)["kind"]
     return policy_class(kind).load(directory)
