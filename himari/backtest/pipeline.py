@@ -26,6 +26,7 @@ from himari.backtest.backtester import evaluate
 from himari.backtest.outputs import write_outputs
 from himari.backtest.wfo import WFOConfig, WFOResult, run_wfo, write_final_bundle
 from himari.data.bars import Bars
+from himari.evaluation.trials import load_ledger, trial_from_metrics, write_ledger
 from himari.utils.io import atomic_write_json
 from himari.utils.rundir import create_run_dir
 
@@ -41,6 +42,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "n_candidates": 2,
         "steps_first_window": 120_000,
         "steps_per_window": 40_000,
+        "trials_ledger": "quick",
     },
     "full": {
         "policy": "mlp",
@@ -55,6 +57,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         "steps_per_window": 100_000,
     },
 }
+
+
+LEDGERS = Path(__file__).parent / "ledgers"
+
+
+def ledger_path(name: str) -> Path:
+    """A ledger path, or the name of a ledger shipped with the package (``quick`` -> ``ledgers/quick.json``)."""
+    p = Path(name)
+    if p.suffix == ".json" or p.exists():
+        return p
+    return LEDGERS / f"{name}.json"
 
 
 def wfo_summary(result: WFOResult, periods_per_year: float) -> tuple[np.ndarray, np.ndarray]:
@@ -101,12 +114,20 @@ def run_wfo_to_dir(
     stitched = result.stitched
     ppy = Timeframe.parse(stitched.timeframe).periods_per_year
     matrix, sharpes = wfo_summary(result, ppy)
-    n_trials = config.n_candidates
+    prior = load_ledger(ledger_path(config.trials_ledger)) if config.trials_ledger else []
+    # the DSR deflates for everything compared on these data: the ledger's trials and this run's candidates
+    n_trials = len(prior) + config.n_candidates
     metrics = evaluate(
         stitched, seed=config.seed, n_trials=n_trials,
-        trial_sharpes_annual=sharpes if n_trials > 1 else None,
-        returns_matrix=matrix if n_trials > 1 else None,
+        trial_sharpes_annual=sharpes if config.n_candidates > 1 else None,
+        returns_matrix=matrix if config.n_candidates > 1 else None,
     )
+    span = f"{', '.join(stitched.symbols)} {config.test_start} .. {config.test_end}"
+    this_run = trial_from_metrics(f"{command}", "this run's configuration", span,
+                                  {"wfo": config.to_dict()}, metrics, command, kept=True)
+    write_ledger(root / "trials.json", [*prior, this_run])
+    metrics["trials"] = {"prior": len(prior), "candidates_per_window": config.n_candidates, "n_trials": n_trials,
+                         "ledger": config.trials_ledger}
     wall = time.perf_counter() - started
     metrics["walk_forward"] = {
         "n_windows": len(result.windows),
@@ -125,7 +146,8 @@ def run_wfo_to_dir(
         "All numbers are out-of-sample: each test month was traded by a model fitted on the preceding training "
         "months and selected on the following validation month; no test bar was used for fitting or selection.",
         "Costs are on: taker fee, spread/slippage (fixed plus volatility-scaled); fills at the next bar's open.",
-        f"{n_trials} candidate(s) per window were compared on validation; the DSR deflates for that many trials.",
+        f"{config.n_candidates} candidate(s) per window were compared on validation and {len(prior)} earlier "
+        f"configuration(s) are in the trials ledger (RUN/trials.json); the DSR deflates for {n_trials} trials.",
     ]
     write_outputs(
         root, stitched, metrics, title or f"Walk-forward {config.policy} on {', '.join(stitched.symbols)}",

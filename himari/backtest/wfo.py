@@ -69,6 +69,10 @@ class WFOConfig(FrozenConfig):
     sizing: dict[str, Any] = Field(default_factory=dict)
     risk: dict[str, Any] = Field(default_factory=dict)
     warmup_bars: int = Field(2500, ge=0, description="history before each training start used as feature warm-up")
+    trials_ledger: str | None = Field(
+        None, description="JSON ledger of configurations already evaluated on these data (a path, or the name of "
+        "one shipped in himari/backtest/ledgers): the DSR counts them as trials; RUN/trials.json adds this run",
+    )
     seed: int = 0
 
     @model_validator(mode="after")

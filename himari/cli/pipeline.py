@@ -121,6 +121,25 @@ def pipeline_cmd(preset, data_specs, out, seed, max_windows, steps_scale, risk_c
     click.echo(f"wrote {out}/metrics.json, {out}/report.html and the final model in {out}/bundle")
 
 
+@click.command("results")
+@click.argument("run")
+@click.option("--label", default="strategy", show_default=True, help="Name of the strategy row.")
+@click.option("--update", "update_file", default=None, type=click.Path(dir_okay=False, exists=True),
+              help="Replace the results block of this file (README.md) instead of printing it.")
+def results_cmd(run, label, update_file) -> None:
+    """Print the README's results table of RUN (a run directory or its metrics.json), or write it into a file."""
+    from himari.report.readme import load_metrics, render_results, update_block
+
+    block = render_results(load_metrics(run), label)
+    if update_file is None:
+        click.echo(block)
+        return
+    path = Path(update_file)
+    path.write_text(update_block(path.read_text(encoding="utf-8"), block, str(path)), encoding="utf-8")
+    click.echo(f"updated the results block of {path}")
+
+
 def register(cli: click.Group) -> None:
     cli.add_command(wfo_cmd)
     cli.add_command(pipeline_cmd)
+    cli.add_command(results_cmd)
