@@ -18,6 +18,7 @@ class PolicyOutput(NamedTuple):
     action: np.ndarray  # (N, A): int64 in {HOLD, LONG, SHORT} for discrete; float target/delta otherwise
     action_probs: np.ndarray | None = None  # (N, A, 3) for discrete policies
     value: np.ndarray | None = None  # (N,) critic estimate where the policy has one
+    direction_action: np.ndarray | None = None  # (N, A) HOLD/LONG/SHORT of a stacked policy's L2 (delta base sign)
 
 
 @runtime_checkable

@@ -14,12 +14,13 @@ from typing import Any, Literal, NamedTuple
 
 from himari.errors import RunDirError
 
-Family = Literal["ppo", "offline", "composite", "rule"]
+Family = Literal["ppo", "stack", "offline", "composite", "rule"]
 
 
 class PolicyKind(NamedTuple):
     target: str  # "module:Class"
-    family: Family  # ppo: trained in the simulator; offline: from logged data; composite / rule: not trained
+    family: Family  # ppo: trained in the simulator; stack: L2 then L3 in the simulator; offline: from logged data;
+    # composite / rule: not trained
     action_kind: str | None = None  # what a PPO kind acts: discrete / delta
     window: int | None = None  # default observation window (bars) of a PPO kind
     walk_forward: bool = True  # trainable per walk-forward window on its own
@@ -32,6 +33,8 @@ POLICY_KINDS: dict[str, PolicyKind] = {
     "transformer": PolicyKind("himari.agents.ppo.policies:TransformerPolicy", "ppo", "discrete", 1),
     "multiasset": PolicyKind("himari.agents.ppo.policies:MultiAssetPolicy", "ppo", "discrete", 24),
     "sizer": PolicyKind("himari.agents.ppo.policies:SizerPolicy", "ppo", "delta", 8, walk_forward=False),
+    # The stack: an L2 direction policy (mlp) feeding an L3 bounded-delta sizer (himari.agents.stack)
+    "stack": PolicyKind("himari.agents.stack:StackPolicy", "stack", "delta", 8),
     # Offline RL and sequence models (himari.agents.offline)
     "mlp-classifier": PolicyKind("himari.agents.offline.classifier:ClassifierPolicy", "offline"),
     "cql": PolicyKind("himari.agents.offline.cql:CQLPolicy", "offline"),
@@ -46,7 +49,8 @@ POLICY_KINDS: dict[str, PolicyKind] = {
 POLICY_CLASSES: dict[str, str] = {kind: spec.target for kind, spec in POLICY_KINDS.items()}
 PPO_KINDS: tuple[str, ...] = tuple(k for k, s in POLICY_KINDS.items() if s.family == "ppo")
 OFFLINE_KINDS: tuple[str, ...] = tuple(k for k, s in POLICY_KINDS.items() if s.family == "offline")
-TRAINABLE_KINDS: tuple[str, ...] = PPO_KINDS + OFFLINE_KINDS
+STACK_KINDS: tuple[str, ...] = tuple(k for k, s in POLICY_KINDS.items() if s.family == "stack")
+TRAINABLE_KINDS: tuple[str, ...] = PPO_KINDS + STACK_KINDS + OFFLINE_KINDS
 WALK_FORWARD_KINDS: tuple[str, ...] = tuple(k for k in TRAINABLE_KINDS if POLICY_KINDS[k].walk_forward)
 
 

@@ -200,7 +200,8 @@ def run_backtest(
     decisions: list[dict[str, Any]] = []
     fills: list[dict[str, Any]] = []
     prev_equity = session.equity
-    prev_action = None if carry is None else np.asarray(carry.get("last_action", np.zeros(a)), dtype=np.int64)
+    last_action = None if carry is None else carry.get("last_action", np.zeros(a))
+    prev_action = None if last_action is None or not discrete else np.asarray(last_action, dtype=np.int64)
     prev_regime = None if carry is None else int(carry.get("last_regime", -1))
     with progress_bar("backtest", total=t1 - t0, enabled=None if show_progress else False) as bar:
         for t in range(t0, t1):

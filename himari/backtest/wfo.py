@@ -182,9 +182,8 @@ def fit_window(
     all candidate bundles)."""
     from himari.agents.ppo.config import PPOConfig
     from himari.env.market import MarketData
-    from himari.env.sim import SimVecEnv
     from himari.tactical.pipeline import TacticalPipeline
-    from himari.training.ppo import fit_ppo
+    from himari.training.ppo import fit_stack
 
     symbols = tuple(bars_by_symbol)
     fit_bars = {s: _history(b, window.train.start, window.validation.end, config.warmup_bars) for s, b in bars_by_symbol.items()}
@@ -207,13 +206,17 @@ def fit_window(
     candidates: list[CandidateResult] = []
     bundles: list[Bundle] = []
     for c, seed in enumerate(seeds):
-        eval_env = SimVecEnv.for_evaluation(market, sim_cfg, va0, va1, num_envs=1)
-        policy, result = fit_ppo(
-            config.policy, market, sim_cfg, ppo_cfg, train_range=(tr0, tr1), seed=seed, num_envs=config.num_envs,
-            eval_env=eval_env, policy_config=config.policy_config, progress=progress,
-            init=init_policy_state if init_policy_state is not None else pretrained,
-            description=f"window {window.index} candidate {c}",
-        )
+        if config.policy == "stack":
+            policy, stages = fit_stack(
+                market, sim_cfg, ppo_cfg, train_range=(tr0, tr1), seed=seed, num_envs=config.num_envs,
+                eval_range=(va0, va1), policy_config=config.policy_config, progress=progress,
+                init=None if init_policy_state is None else init_policy_state.get("stack"),
+                description=f"window {window.index} candidate {c}",
+            )
+            result = stages["sizer"]
+        else:
+            policy, result = _fit_single(config, market, sim_cfg, ppo_cfg, (tr0, tr1), (va0, va1), seed,
+                                         init_policy_state, pretrained, progress, f"window {window.index} candidate {c}")
         bundle = Bundle(
             symbols=symbols,
             timeframe=str(market.timeframe),
@@ -245,6 +248,21 @@ def fit_window(
     scores = np.where(np.isfinite(scores), scores, -np.inf)
     selected = int(np.argmax(scores))
     return bundles[selected], candidates, selected, bundles
+
+
+def _fit_single(config: WFOConfig, market: Any, sim_cfg: SimConfig, ppo_cfg: Any, train_range: tuple[int, int],
+                val_range: tuple[int, int], seed: int, init_policy_state: dict[str, Any] | None, pretrained: Any,
+                progress: bool, description: str) -> tuple[Any, Any]:
+    """One PPO policy of the window (selection on the validation range)."""
+    from himari.env.sim import SimVecEnv
+    from himari.training.ppo import fit_ppo
+
+    eval_env = SimVecEnv.for_evaluation(market, sim_cfg, val_range[0], val_range[1], num_envs=1)
+    return fit_ppo(
+        config.policy, market, sim_cfg, ppo_cfg, train_range=train_range, seed=seed, num_envs=config.num_envs,
+        eval_env=eval_env, policy_config=config.policy_config, progress=progress,
+        init=init_policy_state if init_policy_state is not None else pretrained, description=description,
+    )
 
 
 def _fit_offline_window(

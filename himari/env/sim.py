@@ -344,13 +344,14 @@ def risk_window(market: MarketData, risk: RiskConfig, t: np.ndarray) -> np.ndarr
 
 
 def positioned_orders(
-    state: SimState, action: np.ndarray, market: MarketData, config: SimConfig
+    state: SimState, action: np.ndarray, market: MarketData, config: SimConfig, direction: np.ndarray | None = None
 ) -> tuple[np.ndarray, StackState]:
     """Orders (N, A) of the trading stack for the policy's ``action`` at decision bars ``state.t``, and the new stack
     state: positioning (himari.sizing.positioning, the signal's Kelly estimate) -> risk gates
     (himari.risk.batched, with the tail fits, budget and reference peak in force) -> rebalance band against the
     positions just before the fill. The same functions size and risk a position in trading
-    (:class:`himari.risk.manager.PositionManager`, :class:`himari.trading.session.TradingSession`)."""
+    (:class:`himari.risk.manager.PositionManager`, :class:`himari.trading.session.TradingSession`).
+    ``direction`` (N, A): the base direction of a delta action (the L2 layer of a stacked policy; default long)."""
     sizing = config.sizing
     assert sizing is not None
     stack = state.stack
@@ -367,7 +368,7 @@ def positioned_orders(
     tf = market.timeframe
     posterior = market.regime_posterior[t].astype(np.float64)
     prop = propose_positions(kind, values, sized_base(market, sizing, t), posterior, stack.regime_multiplier,
-                             state.position, sizing)
+                             state.position, sizing, direction=direction)
     # the signal's outcome at bar t (of the direction proposed at t-1), then this bar's direction
     outcomes = record_outcomes(stack.outcomes, market.risk_returns[t], state.steps > 0)
     outcomes = remember_direction(outcomes, prop.direction, np.ones(n, dtype=bool))
@@ -411,6 +412,7 @@ def step(
     market: MarketData,
     config: SimConfig,
     params: np.ndarray | None = None,
+    direction: np.ndarray | None = None,
 ) -> tuple[SimState, dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Advance N episodes by one bar. Returns (new state, reward terms, info); info holds ``terminated`` and
     ``truncated`` (bool (N,)) plus per-episode accounting (equity, fees, slippage, funding, turnover, fills).
@@ -424,7 +426,7 @@ def step(
     stack = state.stack
     if config.positioned:
         act = _NO_ACTION
-        target_in, stack = positioned_orders(state, action, market, config)
+        target_in, stack = positioned_orders(state, action, market, config, direction)
     elif config.action_kind == "discrete":
         act, target_in = _discrete_codes(action, n, a), _NO_TARGET
     else:
@@ -736,8 +738,10 @@ class SimVecEnv:
     def observe(self) -> Observation:
         return observe(self.state, self.market, self.config, self._obs_params)
 
-    def step(self, action: np.ndarray) -> StepResult:
-        state, terms, info = step(self.state, action, self.market, self.config, self._params)
+    def step(self, action: np.ndarray, direction: np.ndarray | None = None) -> StepResult:
+        """One bar for every episode; ``direction`` (N, A) is the base direction of delta actions (positioned
+        simulator only: the L2 layer of a stacked policy)."""
+        state, terms, info = step(self.state, action, self.market, self.config, self._params, direction)
         terminated, truncated = info["terminated"], info["truncated"]
         done = terminated | truncated
         if done.any():

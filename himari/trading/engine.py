@@ -187,8 +187,13 @@ class DecisionEngine:
         return MarketData.from_frames(bars_list, frames, join="union")
 
     # -- one decision -----------------------------------------------------------------------------------------
-    def _signal(self, action: np.ndarray, probs: np.ndarray | None, position: np.ndarray) -> PolicySignal:
+    def _signal(self, action: np.ndarray, probs: np.ndarray | None, position: np.ndarray,
+                direction_action: np.ndarray | None = None) -> PolicySignal:
         kind = self.policy.action_kind
+        if direction_action is not None:  # a stacked policy: the L2 codes give the delta's base direction
+            cfg = self.policy_config
+            direction = discrete_directions(direction_action, position, cfg.hold_mode, cfg.allow_short)
+            return delta_signal(np.asarray(action, dtype=np.float64), direction)
         if kind == "discrete":
             cfg = self.policy_config
             direction = discrete_directions(np.asarray(action), position, cfg.hold_mode, cfg.allow_short)
@@ -236,8 +241,10 @@ class DecisionEngine:
         obs = self.observation(market, t, account)
         out, policy_state = self.policy.act(obs, policy_state, deterministic=True)
         action = np.asarray(out.action)[0]
-        probs = None if out.action_probs is None else np.asarray(out.action_probs)[0]
-        signal = self._signal(action, probs, np.asarray(account.position))
+        probs = None if out.action_probs is None or self.policy.action_kind != "discrete" else np.asarray(out.action_probs)[0]
+        direction_action = getattr(out, "direction_action", None)
+        signal = self._signal(action, probs, np.asarray(account.position),
+                              None if direction_action is None else np.asarray(direction_action)[0])
         ctx = self.context(market, t, account, strategy_returns, data_age_bars, is_stale)
         rd = self.manager.decide(signal, ctx)
         target = np.asarray(rd.target, dtype=np.float64).copy()

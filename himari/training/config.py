@@ -27,6 +27,7 @@ from himari.training.offline import validate_options
 SECTIONS: tuple[str, ...] = ("ppo", "policy_config", "sim", "tactical", "sizing", "risk", "offline")
 _SECTIONS_OF = {
     "ppo": {"ppo", "policy_config", "sim", "tactical", "sizing", "risk"},
+    "stack": {"ppo", "policy_config", "sim", "tactical", "sizing", "risk"},
     "offline": {"offline", "tactical", "sizing", "risk"},
 }
 
@@ -66,10 +67,18 @@ def validate_sections(kind: str, where: str, **sections: dict[str, Any] | None) 
             validate_options(kind, sections.get("offline"))
         except ConfigError as exc:
             raise ConfigError(f"{where}: offline: {exc}") from None
-    if spec.family == "ppo":
+    if spec.family in ("ppo", "stack"):
         _parse(where, "ppo", PPOConfig, sections.get("ppo"))
         _parse(where, "sim", SimConfig, sections.get("sim"))
+    if spec.family == "ppo":
         _parse(where, "policy_config", policy_class(kind).config_class, sections.get("policy_config"))
+    if spec.family == "stack" and sections.get("policy_config"):
+        unknown = set(sections["policy_config"]) - {"direction", "sizer"}
+        if unknown:
+            raise ConfigError(f"{where}: policy_config: unknown keys {sorted(unknown)}; a stack takes direction, sizer")
+        _parse(where, "policy_config.direction", policy_class("mlp").config_class,
+               sections["policy_config"].get("direction"))
+        _parse(where, "policy_config.sizer", policy_class("sizer").config_class, sections["policy_config"].get("sizer"))
 
 
 class TrainRunConfig(FrozenConfig):

@@ -20,6 +20,7 @@ from himari.agents.ppo.networks import ObsSpec
 from himari.agents.ppo.policies import PPOPolicy, make_policy
 from himari.agents.ppo.trainer import PPOTrainer, TrainResult, evaluate_policy, transfer_weights
 from himari.agents.registry import POLICY_KINDS, PPO_KINDS
+from himari.agents.stack import StackEnv, StackPolicy
 from himari.agents.training import TrainingData, synthetic_market
 from himari.env.market import MarketData
 from himari.env.sim import SimConfig, SimVecEnv
@@ -87,6 +88,7 @@ def fit_ppo(
     eval_env: SimVecEnv | None = None,
     policy_config: dict[str, Any] | None = None,
     init: PPOPolicy | dict[str, Any] | None = None,
+    direction_policy: Any = None,
     run_dir: Path | None = None,
     run_config: dict[str, Any] | None = None,
     resume: bool = False,
@@ -98,11 +100,15 @@ def fit_ppo(
     from the PPO and policy settings, optional initial weights, training with checkpoint selection on ``eval_env``.
 
     ``init``: a policy to fine-tune from (its network weights; the observation normalizer is refitted on this run's
-    data), or a network state dict (keys ``net.*``) of one. ``himari train``, walk-forward windows, the full preset
-    and synthetic pre-training all build their PPO runs here.
+    data), or a network state dict (keys ``net.*``) of one. ``direction_policy``: a frozen L2 policy choosing the
+    direction of this (L3, delta) policy's positions in training and evaluation (:class:`StackEnv`). ``himari
+    train``, walk-forward windows, the full preset and synthetic pre-training all build their PPO runs here.
     """
     lo, hi = train_range
-    env = SimVecEnv(market, sim, num_envs, seed=seed, start_index=lo, end_index=hi)
+    env: Any = SimVecEnv(market, sim, num_envs, seed=seed, start_index=lo, end_index=hi)
+    if direction_policy is not None:
+        env = StackEnv(env, direction_policy)
+        eval_env = None if eval_env is None else StackEnv(eval_env, direction_policy)
     policy = make_policy(kind, ObsSpec.from_env(env), policy_config or None, seed=seed,
                          normalize_observations=ppo.normalize_observations, obs_clip=ppo.obs_clip)
     if isinstance(init, PPOPolicy):
@@ -113,6 +119,41 @@ def fit_ppo(
     result = _train_stage(policy, env, ppo, seed, eval_env, run_dir, run_config or {}, resume, progress, tensorboard,
                           description or f"ppo {kind}")
     return policy, result
+
+
+def fit_stack(
+    market: MarketData,
+    sim: SimConfig,
+    ppo: PPOConfig,
+    *,
+    train_range: tuple[int, int],
+    seed: int,
+    num_envs: int,
+    eval_range: tuple[int, int] | None = None,
+    policy_config: dict[str, Any] | None = None,
+    init: StackPolicy | None = None,
+    progress: bool | None = None,
+    description: str = "stack",
+) -> tuple[StackPolicy, dict[str, TrainResult]]:
+    """The stacked policy, trained in order on the same simulator, costs, positioning and risk: the L2 direction
+    policy (discrete MLP) on its own objective, then the L3 bounded-delta sizer with the L2 frozen choosing the
+    direction. ``sim`` is the L3's (delta) simulator; the L2 trains on the same with discrete actions.
+    ``init``: a previous stack to fine-tune both layers from."""
+    cfg = policy_config or {}
+    d_sim = sim.replace(action_kind="discrete")
+    evaluation = (lambda s: None) if eval_range is None else (
+        lambda s: SimVecEnv.for_evaluation(market, s, eval_range[0], eval_range[1], num_envs=1))
+    direction, d_result = fit_ppo(
+        "mlp", market, d_sim, ppo, train_range=train_range, seed=seed, num_envs=num_envs,
+        eval_env=evaluation(d_sim), policy_config=cfg.get("direction"), progress=progress,
+        init=None if init is None else init.direction, description=f"{description}: L2 direction",
+    )
+    sizer, s_result = fit_ppo(
+        "sizer", market, sim, ppo, train_range=train_range, seed=seed, num_envs=num_envs,
+        eval_env=evaluation(sim), policy_config=cfg.get("sizer"), progress=progress, direction_policy=direction,
+        init=None if init is None else init.sizer, description=f"{description}: L3 sizer",
+    )
+    return StackPolicy(direction, sizer), {"direction": d_result, "sizer": s_result}
 
 
 def train_ppo(

@@ -17,6 +17,7 @@ from himari.data.bars import Bars
 from himari.env.market import MarketData
 from himari.env.sim import SimConfig, SimVecEnv
 from himari.risk.config import RiskConfig
+from himari.sizing.positioning import discrete_directions
 from himari.sizing.sizer import SizingConfig
 from himari.tactical.pipeline import TacticalPipeline
 from himari.trading.bundle import Bundle
@@ -30,8 +31,9 @@ class ScriptedPolicy:
 
     kind = "scripted"
 
-    def __init__(self, actions: np.ndarray, action_kind: str, window: int) -> None:
+    def __init__(self, actions: np.ndarray, action_kind: str, window: int, directions: np.ndarray | None = None) -> None:
         self.actions = actions
+        self.directions = directions
         self.action_kind = action_kind
         self.window = window
         self.n_assets = actions.shape[1]
@@ -43,7 +45,9 @@ class ScriptedPolicy:
         return state
 
     def act(self, obs: Any, state: Any, deterministic: bool = True) -> tuple[PolicyOutput, Any]:
-        return PolicyOutput(self.actions[min(state, len(self.actions) - 1)][None, :]), state + 1
+        k = min(state, len(self.actions) - 1)
+        direction = None if self.directions is None else self.directions[k][None, :]
+        return PolicyOutput(self.actions[k][None, :], direction_action=direction), state + 1
 
     def save(self, directory: Any) -> None:  # pragma: no cover - not saved in this test
         raise NotImplementedError
@@ -74,24 +78,31 @@ RISK = {
 
 
 @pytest.mark.parametrize("risk", sorted(RISK))
-@pytest.mark.parametrize("kind", ["discrete", "continuous", "delta"])
+@pytest.mark.parametrize("kind", ["discrete", "continuous", "delta", "stack"])
 def test_simulator_fills_what_trading_fills(market: MarketData, kind: str, risk: str) -> None:
+    """``stack``: delta actions whose base direction comes from a discrete L2 (the stacked policy)."""
+    action_kind = "delta" if kind == "stack" else kind
     sim = SimConfig(
-        action_kind=kind, window=4, episode_length=STEPS,
+        action_kind=action_kind, window=4, episode_length=STEPS,
         sizing=SizingConfig(kelly_min_outcomes=30), risk=RiskConfig.parse(RISK[risk]),
     )
-    actions = _actions(kind, np.random.default_rng(7))
+    actions = _actions(action_kind, np.random.default_rng(7))
+    codes = _actions("discrete", np.random.default_rng(8)) if kind == "stack" else None
     start = market.index_of("2022-09-05")
     env = SimVecEnv(market, sim, num_envs=1, starts=[start], lengths=[STEPS])
     env.reset()
     sim_pos, sim_eq = [], []
     for k in range(STEPS):
-        out = env.step(actions[k][None, :])
+        direction = None
+        if codes is not None:
+            direction = discrete_directions(codes[k][None, :], env.state.position, sim.hold_mode, sim.allow_short)
+        out = env.step(actions[k][None, :], direction=direction)
         sim_pos.append(out.info["position"][0].copy())
         sim_eq.append(float(out.info["equity"][0]))
 
     bundle = Bundle(symbols=market.symbols, timeframe=str(market.timeframe), tactical={},
-                    policy=ScriptedPolicy(actions, kind, 4), sim_config=sim.to_dict(), meta={"model_id": "scripted"})
+                    policy=ScriptedPolicy(actions, action_kind, 4, codes), sim_config=sim.to_dict(),
+                    meta={"model_id": "scripted"})
     session = TradingSession(bundle)
     trade_pos, trade_eq, bound = [], [], set()
     for k in range(STEPS + 1):
@@ -104,6 +115,8 @@ def test_simulator_fills_what_trading_fills(market: MarketData, kind: str, risk:
     np.testing.assert_allclose(trade_eq, sim_eq, rtol=1e-9)
     moved = np.abs(np.diff(np.array(sim_pos)[:, 0])) > 1e-9
     assert moved.sum() > 10  # the episode traded (resizes and flips), so the comparison means something
+    if kind == "stack":  # the L2 put the base on both sides
+        assert (np.array(sim_pos)[:, 0] < -1e-6).any() and (np.array(sim_pos)[:, 0] > 1e-6).any()
     if risk == "tight gates":  # the stateful gates acted too
         assert {"evt", "kelly_cap"} <= bound and bound & {"risk_budget", "drawdown_brake"}
 

@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 from click.testing import CliRunner
 
+from himari.backtest.backtester import run_backtest
 from himari.backtest.wfo import WFOConfig, run_window
 from himari.cli.main import cli
 from himari.data.bars import Bars
@@ -201,3 +202,28 @@ def test_walk_forward_honours_ppo_policy_and_stack_settings(btc_bars):
     sim = bundle.sim_config
     assert sim["sizing"]["target_vol_annual"] == 0.3 and sim["sizing"]["rebalance_band"] == 0.1
     assert sim["risk"]["vol_cap_annual"] == 0.5
+
+
+def test_stack_walks_forward_saves_and_trades(btc_bars, tmp_path):
+    """--policy stack: L2 direction then L3 sizer (L2 frozen) per window; the bundle reloads and decides the same."""
+    from himari.agents.stack import StackPolicy
+    from himari.backtest.wfo import run_wfo, write_final_bundle
+    from himari.trading.bundle import load_bundle
+
+    bars = {"BTCUSDT": btc_bars.between("2022-06-01", "2023-03-01")}
+    cfg = WFOConfig.parse({**TINY, "policy": "stack", "n_candidates": 1, "steps_first_window": 256,
+                           "steps_per_window": 128, "test_end": "2023-03-01"})
+    result = run_wfo(cfg, bars, progress=False)
+    assert len(result.windows) == 2
+    policy = result.final_bundle.policy
+    assert isinstance(policy, StackPolicy) and policy.direction.kind == "mlp" and policy.sizer.kind == "sizer"
+    moved = np.abs(np.diff(result.windows[-1].test.strategy.positions[:, 0])) > 0
+    assert moved.any()  # the stack traded
+    write_final_bundle(result, tmp_path)
+    loaded = load_bundle(tmp_path)
+    assert isinstance(loaded.policy, StackPolicy)
+    again = run_backtest(loaded, bars, cfg.windows()[-1].test.start, cfg.windows()[-1].test.end, show_progress=False,
+                         with_baselines=False)
+    first = run_backtest(result.final_bundle, bars, cfg.windows()[-1].test.start, cfg.windows()[-1].test.end,
+                         show_progress=False, with_baselines=False)
+    np.testing.assert_array_equal(again.strategy.net_returns, first.strategy.net_returns)
