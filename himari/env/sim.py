@@ -62,7 +62,7 @@ from himari.sizing.kelly import (
     remember_direction,
 )
 from himari.sizing.positioning import (
-    apply_rebalance_band,
+    apply_cost_controls,
     discrete_directions,
     propose_positions,
     vol_target_position,
@@ -399,7 +399,8 @@ def positioned_orders(
             es_long=None if es_long is None else es_long[t], es_short=None if es_short is None else es_short[t],
             kelly=kelly, budget=budget, position=state.position,
         ).target
-    order = apply_rebalance_band(target, pre_fill_positions(state, market, config), sizing.rebalance_band)
+    order = apply_cost_controls(target, pre_fill_positions(state, market, config), state.time_in_position,
+                                market.timestamps_ns[t], tf.nanoseconds, sizing)
     return np.ascontiguousarray(order), stack._replace(
         regime_multiplier=prop.held, brake_peak=brake_peak, outcomes=outcomes, budget=budget
     )

@@ -39,6 +39,14 @@ class SizingConfig(FrozenConfig):
     delta_mode: Literal["additive", "multiplicative"] = Field(
         "additive", description="additive: target = base + delta_max tanh(x); multiplicative: base (1 + delta)"
     )
+    decision_every_bars: int = Field(
+        1, ge=1, description="positions change only on decision bars, every k-th bar of the timeframe counted from the "
+        "Unix epoch (e.g. 4 on 1h bars: every 4 h); in between the position is kept unless the target is flat",
+    )
+    min_hold_bars: int = Field(
+        0, ge=0, description="a position is not flipped to the other side before it was held this many bars "
+        "(closing it is always allowed)",
+    )
     rebalance_band: float = Field(
         0.05,
         ge=0.0,

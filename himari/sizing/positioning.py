@@ -205,6 +205,29 @@ def propose_positions(
     return Proposal(proposal, sign, base, mult, new_held, conf)
 
 
+def apply_cost_controls(
+    target: np.ndarray,
+    pre_fill: np.ndarray,
+    time_in_position: np.ndarray,
+    decision_timestamp_ns: np.ndarray,
+    bar_ns: int,
+    config: SizingConfig,
+) -> np.ndarray:
+    """The order actually sent for targets (N, A) decided at ``decision_timestamp_ns`` (N,): positions change only on
+    decision bars (``decision_every_bars``; a flat target always goes through), are not flipped before
+    ``min_hold_bars`` (``time_in_position`` (N, A)), and small resizes are skipped (:func:`apply_rebalance_band`).
+    "Keep" means the target becomes the drifted position just before the fill (``pre_fill``), so nothing trades."""
+    keep = np.zeros(np.shape(target), dtype=bool)
+    if config.decision_every_bars > 1:
+        bars = np.asarray(decision_timestamp_ns, dtype=np.int64) // int(bar_ns)
+        off = (bars % config.decision_every_bars) != 0
+        keep |= off[:, None] & (target != 0)
+    if config.min_hold_bars > 0:
+        flip = np.sign(target) * np.sign(pre_fill) < 0
+        keep |= flip & (np.asarray(time_in_position) < config.min_hold_bars)
+    return apply_rebalance_band(np.where(keep, pre_fill, target), pre_fill, config.rebalance_band)
+
+
 def apply_rebalance_band(target: np.ndarray, pre_fill: np.ndarray, band: float) -> np.ndarray:
     """Skip small resizes: where ``|target - position| < band``, the sign is unchanged and the target is not flat,
     the order becomes "keep" (target = the drifted position before the fill, so nothing trades)."""

@@ -27,7 +27,7 @@ from himari.env.market import MarketData
 from himari.env.sim import pre_fill_positions, step
 from himari.errors import DataError
 from himari.risk.budget import STRATEGY_RETURN_MEMORY
-from himari.sizing.positioning import apply_rebalance_band
+from himari.sizing.positioning import apply_cost_controls
 from himari.trading.bundle import Bundle
 from himari.trading.engine import (
     AccountSnapshot,
@@ -152,7 +152,10 @@ class TradingSession:
                 )
             state = sim_state_from_account(self.account, p, self.engine.exec_config)
             pre = pre_fill_positions(state, market, self.engine.exec_config)
-            order = apply_rebalance_band(self.pending_target[None, :], pre, self.engine.sizing_config.rebalance_band)
+            order = apply_cost_controls(
+                self.pending_target[None, :], pre, self.account.time_in_position[None, :],
+                np.array([self.pending_timestamp_ns]), market.timeframe.nanoseconds, self.engine.sizing_config,
+            )
             new_state, _, info = step(state, order, market, self.engine.exec_config)
             scale = self.config.initial_equity  # info's money amounts are in units of the initial equity
             traded = info["traded"][0]

@@ -77,6 +77,10 @@ RISK = {
 }
 
 
+# the tight variant also decides every 4th bar only and holds a side at least 6 bars
+COST_CONTROLS = {"all gates": {}, "tight gates": {"decision_every_bars": 4, "min_hold_bars": 6}}
+
+
 @pytest.mark.parametrize("risk", sorted(RISK))
 @pytest.mark.parametrize("kind", ["discrete", "continuous", "delta", "stack"])
 def test_simulator_fills_what_trading_fills(market: MarketData, kind: str, risk: str) -> None:
@@ -84,7 +88,7 @@ def test_simulator_fills_what_trading_fills(market: MarketData, kind: str, risk:
     action_kind = "delta" if kind == "stack" else kind
     sim = SimConfig(
         action_kind=action_kind, window=4, episode_length=STEPS,
-        sizing=SizingConfig(kelly_min_outcomes=30), risk=RiskConfig.parse(RISK[risk]),
+        sizing=SizingConfig(kelly_min_outcomes=30, **COST_CONTROLS[risk]), risk=RiskConfig.parse(RISK[risk]),
     )
     actions = _actions(action_kind, np.random.default_rng(7))
     codes = _actions("discrete", np.random.default_rng(8)) if kind == "stack" else None

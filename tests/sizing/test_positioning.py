@@ -9,6 +9,7 @@ from himari.data.timeframe import Timeframe
 from himari.errors import ConfigError
 from himari.sizing.positioning import (
     apply_delta,
+    apply_cost_controls,
     apply_rebalance_band,
     bounded_delta,
     deadband_update,
@@ -164,3 +165,20 @@ def test_rebalance_band_skips_small_resizes_only() -> None:
     out = apply_rebalance_band(tgt, pre, 0.05)
     # small resize kept at the drifted position; big resize, close, flips and opening go through
     np.testing.assert_array_equal(out, [[0.50, 0.60, 0.00, 0.01, -0.01, 0.02]])
+
+
+def test_cost_controls_keep_off_cadence_and_young_flips() -> None:
+    bar = 3_600_000_000_000
+    pre = np.array([[0.5], [0.5], [-0.4], [0.3]])
+    target = np.array([[-0.5], [0.0], [0.6], [0.9]])
+    tip = np.array([[3], [3], [10], [1]])
+    on = np.array([8, 8, 8, 8]) * bar  # bar 8: a decision bar of every 4th
+    off = on + bar
+    cfg = SizingConfig(decision_every_bars=4, min_hold_bars=5, rebalance_band=0.0)
+    # on cadence: the young long is not flipped, closing is allowed, the old short may flip, resizes pass
+    np.testing.assert_array_equal(apply_cost_controls(target, pre, tip, on, bar, cfg), [[0.5], [0.0], [0.6], [0.9]])
+    # off cadence: everything is kept except moves to flat
+    np.testing.assert_array_equal(apply_cost_controls(target, pre, tip, off, bar, cfg), [[0.5], [0.0], [-0.4], [0.3]])
+    # defaults change nothing but the band
+    np.testing.assert_array_equal(apply_cost_controls(target, pre, tip, off, bar, SizingConfig(rebalance_band=0.0)),
+                                  target)
