@@ -8,7 +8,8 @@ the training window — fitted by the caller, never on later data):
 * ``ma_crossover``: LONG when ``mean(x over the last fast bars) > mean(x over the last slow bars)``, else SHORT
   (HOLD instead of SHORT when ``long_only``) — the crossover of a fast and a slow moving average of the signal;
 * ``momentum``: LONG when ``mean(x over lookback) - c > band``, SHORT when ``< -band``, HOLD otherwise;
-* ``random``: actions drawn from ``probs`` with a generator seeded from the config (reproducible).
+* ``random``: actions drawn from ``probs`` with a generator seeded from the config (reproducible);
+* ``long``: always LONG (the positioning layer alone sizes it: the ablation's base rows).
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ from himari.errors import ConfigError, RunDirError
 from himari.utils.io import atomic_write_bytes, atomic_write_json, read_json
 from himari.utils.seeding import make_rng
 
-RULES: tuple[str, ...] = ("ma_crossover", "momentum", "random")
+RULES: tuple[str, ...] = ("ma_crossover", "momentum", "random", "long")
 
 
 class RuleConfig(FrozenConfig):
-    rule: Literal["ma_crossover", "momentum", "random"] = "ma_crossover"
+    rule: Literal["ma_crossover", "momentum", "random", "long"] = "ma_crossover"
     signal_index: int = Field(0, ge=0)
     signal_name: str = ""
     fast: int = Field(4, ge=1)
@@ -66,7 +67,7 @@ class RulePolicy:
     def __init__(self, config: RuleConfig, n_assets: int = 1) -> None:
         self.config = config
         self.n_assets = n_assets
-        self.window = {"ma_crossover": config.slow, "momentum": config.lookback, "random": 1}[config.rule]
+        self.window = {"ma_crossover": config.slow, "momentum": config.lookback, "random": 1, "long": 1}[config.rule]
         self.name = f"rule:{config.rule}"
         self.meta: dict[str, Any] = {}
         self._rng = make_rng(config.seed)
@@ -80,6 +81,9 @@ class RulePolicy:
     def act(self, obs: Observation, state: Any, deterministic: bool = True) -> tuple[PolicyOutput, Any]:
         cfg = self.config
         n, w, a, f = obs.features.shape
+        if cfg.rule == "long":  # always long: the positioning layer alone decides the size
+            action = np.full((n, a), LONG, dtype=np.int64)
+            return PolicyOutput(action=action, action_probs=np.eye(3, dtype=np.float32)[action]), None
         if cfg.rule == "random":
             action = self._rng.choice(3, size=(n, a), p=np.asarray(cfg.probs)).astype(np.int64)
             probs = np.broadcast_to(np.asarray(cfg.probs, np.float32), (n, a, 3)).copy()

@@ -32,8 +32,8 @@ def _check_pair(direction: Any, sizer: Any) -> None:
         raise ConfigError(f"stack: the L2 policy must be discrete, {direction.kind} acts {direction.action_kind!r}")
     if sizer.action_kind != "delta":
         raise ConfigError(f"stack: the L3 sizer must act a delta, {sizer.kind} acts {sizer.action_kind!r}")
-    if direction.window != sizer.window or direction.n_assets != sizer.n_assets:
-        raise ConfigError("stack: L2 and L3 must see the same observation window and assets")
+    if direction.window > sizer.window or direction.n_assets != sizer.n_assets:
+        raise ConfigError("stack: the L2 must see no more bars than the L3's window, and the same assets")
 
 
 class StackPolicy:

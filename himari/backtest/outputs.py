@@ -154,3 +154,14 @@ def print_summary(metrics: dict[str, Any], title: str = "out-of-sample results (
             + (f", PBO {num(stats.get('pbo'))}" if stats.get("pbo") is not None else "")
         )
     console.print(f"[bold]Verdict:[/bold] {metrics.get('verdict', '')}")
+    ablation = metrics.get("ablation")
+    if ablation:
+        layers = Table(title="what each layer adds (same windows, costs and account chain)", pad_edge=False)
+        for col in ("layer", "return", "Sharpe", "95% CI", "maxDD", "turnover/yr", "fees", "expo"):
+            layers.add_column(col, justify="left" if col == "layer" else "right", no_wrap=True)
+        for row in ablation:
+            layers.add_row(row["layer"], pct(row.get("total_return")), num(row.get("sharpe")),
+                           f"[{num(row.get('sharpe_ci_low'))}, {num(row.get('sharpe_ci_high'))}]",
+                           pct(row.get("max_drawdown")), num(row.get("turnover")), pct(row.get("fees_paid")),
+                           pct(row.get("exposure")))
+        console.print(layers)

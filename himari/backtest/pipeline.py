@@ -70,6 +70,32 @@ def ledger_path(name: str) -> Path:
     return LEDGERS / f"{name}.json"
 
 
+ABLATION_KEYS = ("total_return", "sharpe", "max_drawdown", "turnover", "fees_paid", "exposure")
+
+
+def ablation_rows(paths: dict[str, Any], metrics: dict[str, Any], timeframe: str, seed: int,
+                  policy: str) -> list[dict[str, Any]]:
+    """``metrics.json`` → ``ablation``: one row per layer (stitched test periods) and the full strategy last, each
+    with the Sharpe ratio's bootstrap 95% CI."""
+    from himari.data.timeframe import Timeframe
+    from himari.evaluation.metrics import compute_metrics
+    from himari.evaluation.statistics import strategy_statistics
+    from himari.utils.seeding import make_rng
+
+    ppy = Timeframe.parse(timeframe).periods_per_year
+    rows = []
+    for name, p in paths.items():
+        m = compute_metrics(p.net_returns, p.positions, p.turnover, p.fees, timeframe)
+        s = strategy_statistics(p.net_returns, ppy, make_rng(seed))
+        rows.append({"layer": name, **{k: m.get(k) for k in ABLATION_KEYS},
+                     "sharpe_ci_low": s["sharpe_ci_low"], "sharpe_ci_high": s["sharpe_ci_high"]})
+    s = metrics.get("statistics", {})
+    full = "+ L2 direction (full stack)" if policy == "stack" else f"+ L2 direction ({policy}, the strategy)"
+    rows.append({"layer": full, **{k: metrics.get(k) for k in ABLATION_KEYS},
+                 "sharpe_ci_low": s.get("sharpe_ci_low"), "sharpe_ci_high": s.get("sharpe_ci_high")})
+    return rows
+
+
 def wfo_summary(result: WFOResult, periods_per_year: float) -> tuple[np.ndarray, np.ndarray]:
     """Candidate return matrix (T, K) and each candidate's annualized Sharpe over the stitched test periods."""
     matrix = result.candidate_matrix()
@@ -122,6 +148,9 @@ def run_wfo_to_dir(
         trial_sharpes_annual=sharpes if config.n_candidates > 1 else None,
         returns_matrix=matrix if config.n_candidates > 1 else None,
     )
+    paths = result.ablation_paths()
+    if paths:
+        metrics["ablation"] = ablation_rows(paths, metrics, stitched.timeframe, config.seed, config.policy)
     span = f"{', '.join(stitched.symbols)} {config.test_start} .. {config.test_end}"
     this_run = trial_from_metrics(f"{command}", "this run's configuration", span,
                                   {"wfo": config.to_dict()}, metrics, command, kept=True)

@@ -29,6 +29,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from himari.agents.registry import OFFLINE_KINDS, POLICY_KINDS, WALK_FORWARD_KINDS
+from himari.backtest.ablation import ablation_bundles
 from himari.backtest.backtester import BacktestResult, run_backtest
 from himari.config import FrozenConfig
 from himari.data.bars import Bars
@@ -69,6 +70,7 @@ class WFOConfig(FrozenConfig):
     sizing: dict[str, Any] = Field(default_factory=dict)
     risk: dict[str, Any] = Field(default_factory=dict)
     warmup_bars: int = Field(2500, ge=0, description="history before each training start used as feature warm-up")
+    ablation: bool = Field(True, description="trade the layer ablation (himari.backtest.ablation) beside the strategy")
     trials_ledger: str | None = Field(
         None, description="JSON ledger of configurations already evaluated on these data (a path, or the name of "
         "one shipped in himari/backtest/ledgers): the DSR counts them as trials; RUN/trials.json adds this run",
@@ -140,6 +142,7 @@ class WindowResult:
     bundle: Bundle
     wall_s: float
     policy_state: dict[str, Any] = field(default_factory=dict)
+    ablation: dict[str, Any] = field(default_factory=dict)  # layer -> PathResult over the test period
 
     def row(self, buy_and_hold_return: float = math.nan) -> dict[str, Any]:
         s = self.test.strategy.net_returns
@@ -305,23 +308,33 @@ def trade_window(
     candidates: list[CandidateResult],
     bundles: list[Bundle],
     carry: dict[str, Any] | None = None,
-    candidate_carries: list[dict[str, Any] | None] | None = None,
-) -> tuple[BacktestResult, list[dict[str, Any] | None]]:
+    candidate_carries: dict[str, Any] | None = None,
+) -> tuple[BacktestResult, dict[str, Any], dict[str, Any]]:
     """Trade the test period with the selected bundle (continuing ``carry``: the account of the previous window),
-    and each candidate on its own account chain for PBO only. Uses bars < test end."""
+    each candidate on its own account chain for PBO only, and the layer ablation (:mod:`himari.backtest.ablation`)
+    on its own chains. Uses bars < test end. Returns (test result, the chains' carries, ablation paths)."""
     from himari.trading.engine import DecisionEngine
 
     test_bars = {s: _history(b, window.train.start, window.test.end, config.warmup_bars) for s, b in bars_by_symbol.items()}
     test_market = DecisionEngine(bundle).build_market(test_bars)
     test = run_backtest(bundle, test_bars, window.test.start, window.test.end, seed=config.seed, show_progress=False,
                         market=test_market, carry=carry, with_baselines=carry is None)
-    carries = list(candidate_carries or [None] * len(bundles))
+    chains = dict(candidate_carries or {})
+    carries = list(chains.get("candidates") or [None] * len(bundles))
     for c, (cand, b) in enumerate(zip(candidates, bundles, strict=True)):
         other = run_backtest(b, test_bars, window.test.start, window.test.end, seed=config.seed, keep_log=False,
                              show_progress=False, market=test_market, carry=carries[c], with_baselines=False)
         cand.test_returns = other.strategy.net_returns  # for PBO only; never used to select
         carries[c] = other.carry
-    return test, carries
+    ablation_carries = dict(chains.get("ablation") or {})
+    ablation: dict[str, Any] = {}
+    for name, variant in ablation_bundles(bundle) if config.ablation else []:
+        row = run_backtest(variant, test_bars, window.test.start, window.test.end, seed=config.seed, keep_log=False,
+                           show_progress=False, market=test_market, carry=ablation_carries.get(name),
+                           with_baselines=False)
+        ablation[name] = row.strategy
+        ablation_carries[name] = row.carry
+    return test, {"candidates": carries, "ablation": ablation_carries}, ablation
 
 
 def run_window(
@@ -332,18 +345,20 @@ def run_window(
     pretrained: Any = None,
     progress: bool = False,
     carry: dict[str, Any] | None = None,
-    candidate_carries: list[dict[str, Any] | None] | None = None,
-) -> tuple[WindowResult, list[dict[str, Any] | None]]:
+    candidate_carries: dict[str, Any] | None = None,
+) -> tuple[WindowResult, dict[str, Any]]:
     """Fit/select one window (bars < validation end), then trade its test period (bars < test end)."""
     from himari.utils.threads import configure_torch_threads
 
     configure_torch_threads()
     started = time.perf_counter()
     bundle, candidates, selected, bundles = fit_window(config, window, bars_by_symbol, init_policy_state, pretrained, progress)
-    test, carries = trade_window(config, window, bars_by_symbol, bundle, candidates, bundles, carry, candidate_carries)
+    test, carries, ablation = trade_window(config, window, bars_by_symbol, bundle, candidates, bundles, carry,
+                                           candidate_carries)
     module = getattr(bundle.policy, "module", None)
     state = {} if module is None or config.is_offline else {k: v.detach().clone() for k, v in module.state_dict().items()}
-    return WindowResult(window, selected, candidates, test, bundle, time.perf_counter() - started, state), carries
+    wall = time.perf_counter() - started
+    return WindowResult(window, selected, candidates, test, bundle, wall, state, ablation), carries
 
 
 def _fit_only(config: WFOConfig, window: WalkForwardWindow, bars_by_symbol: Mapping[str, Bars], pretrained: Any) -> Any:
@@ -392,6 +407,17 @@ class WFOResult:
             cols.append(np.concatenate([w.candidates[c].test_returns for w in self.windows]))  # type: ignore[misc]
         return np.stack(cols, axis=1)
 
+    def ablation_paths(self) -> dict[str, Any]:
+        """Layer -> the stitched test-period path of that ablation row (empty when the run has none)."""
+        names = list(self.windows[0].ablation)
+        out: dict[str, Any] = {}
+        for name in names:
+            path = self.windows[0].ablation[name]
+            for w in self.windows[1:]:
+                path = path.concat(w.ablation[name])
+            out[name] = path
+        return out
+
     @property
     def final_bundle(self) -> Bundle:
         return self.windows[-1].bundle
@@ -418,13 +444,13 @@ def run_wfo(
     windows = config.windows()
     results: list[WindowResult] = []
     carry: dict[str, Any] | None = None
-    carries: list[dict[str, Any] | None] | None = None
+    carries: dict[str, Any] | None = None
     if backend == "ray":
         fits = _run_ray(config, windows, bars_by_symbol, pretrained, ray_address)
         for w, ((bundle, cands, sel, bundles), wall) in zip(windows, fits, strict=True):
-            test, carries = trade_window(config, w, bars_by_symbol, bundle, cands, bundles, carry, carries)
+            test, carries, ablation = trade_window(config, w, bars_by_symbol, bundle, cands, bundles, carry, carries)
             carry = test.carry
-            r = WindowResult(w, sel, cands, test, bundle, wall)
+            r = WindowResult(w, sel, cands, test, bundle, wall, ablation=ablation)
             results.append(r)
             if on_window is not None:
                 on_window(r)

@@ -40,10 +40,8 @@ def render_results(metrics: dict[str, Any], strategy_label: str = "strategy") ->
     rows = [(f"**{strategy_label}**", metrics)] + [
         (NAMES.get(name, name), m) for name, m in metrics.get("baselines", {}).items()
     ]
-    years = metrics.get("years") or float("nan")
     for label, m in rows:
-        turnover = m.get("turnover")
-        per_year = turnover / years if isinstance(turnover, int | float) and years and math.isfinite(years) else None
+        per_year = m.get("turnover")  # annualized in metrics.json
         lines.append(
             f"| {label} | {_pct(m.get('total_return'))} | {_pct(m.get('annual_return'))} | "
             f"{_pct(m.get('annual_volatility'))} | {_num(m.get('sharpe'))} | {_pct(m.get('max_drawdown'))} | "
@@ -56,7 +54,19 @@ def render_results(metrics: dict[str, Any], strategy_label: str = "strategy") ->
         + (f", PBO {_num(s.get('pbo'))}" if s.get("pbo") is not None else "")
         + "."
     )
-    return "\n".join([*lines, "", stats, f"**Verdict: {metrics.get('verdict', '')}**"])
+    out = [*lines, "", stats, f"**Verdict: {metrics.get('verdict', '')}**"]
+    ablation = metrics.get("ablation")
+    if ablation:
+        out += ["", "What each layer adds (same windows, costs and account chain):", "",
+                "| layer | total return | Sharpe [95% CI] | max DD | turnover/yr | fees+slippage | exposure |",
+                "|---|---|---|---|---|---|---|"]
+        for row in ablation:
+            out.append(
+                f"| {row['layer']} | {_pct(row.get('total_return'))} | {_num(row.get('sharpe'))} "
+                f"[{_num(row.get('sharpe_ci_low'))}, {_num(row.get('sharpe_ci_high'))}] | {_pct(row.get('max_drawdown'))} | "
+                f"{_num(row.get('turnover'), 1)}× | {_pct(row.get('fees_paid'))} | {_pct(row.get('exposure'))} |"
+            )
+    return "\n".join(out)
 
 
 def update_block(text: str, block: str, source: str = "README") -> str:

@@ -91,6 +91,11 @@ def test_pipeline_cli_is_reproducible_and_writes_a_run_directory(tmp_path):
     assert metrics["statistics"]["n_trials"] == len(prior) + 2 == metrics["trials"]["n_trials"]
     ledger = load_ledger(a / "trials.json")
     assert ledger[: len(prior)] == prior and ledger[-1].kept and len(ledger) == len(prior) + 1
+    # the layer ablation: base, + regimes, + risk, then the strategy itself (same numbers as the top level)
+    layers = metrics["ablation"]
+    assert [r["layer"] for r in layers[:3]] == ["vol-targeted base", "+ regime multipliers", "+ risk gates"]
+    assert layers[-1]["sharpe"] == metrics["sharpe"] and layers[-1]["total_return"] == metrics["total_return"]
+    assert layers[0]["exposure"] > 0.5  # always long at the vol-targeted base
     html = (a / "report.html").read_text()
     assert "<html" in html.lower() and "walk-forward" in html.lower()
     run = json.loads((a / "run.json").read_text())
@@ -219,6 +224,7 @@ def test_stack_walks_forward_saves_and_trades(btc_bars, tmp_path):
     assert isinstance(policy, StackPolicy) and policy.direction.kind == "mlp" and policy.sizer.kind == "sizer"
     moved = np.abs(np.diff(result.windows[-1].test.strategy.positions[:, 0])) > 0
     assert moved.any()  # the stack traded
+    assert list(result.ablation_paths()) == ["vol-targeted base", "+ regime multipliers", "+ risk gates", "+ L3 delta"]
     write_final_bundle(result, tmp_path)
     loaded = load_bundle(tmp_path)
     assert isinstance(loaded.policy, StackPolicy)
