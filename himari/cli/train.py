@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from himari.agents.registry import OFFLINE_KINDS, PPO_KINDS
+from himari.agents.registry import OFFLINE_KINDS, PPO_KINDS, STACK_KINDS
 from himari.errors import ConfigError, RunDirError
 
 SECTION_FILE_KEYS = {"ppo", "policy", "sim", "tactical", "offline", "sizing", "risk"}
@@ -52,7 +52,7 @@ def _echo_offline_summary(run: Path) -> None:
 
 
 @click.command("train")
-@click.option("--policy", "policy_kind", default=None, type=click.Choice(PPO_KINDS + OFFLINE_KINDS),
+@click.option("--policy", "policy_kind", default=None, type=click.Choice(PPO_KINDS + STACK_KINDS + OFFLINE_KINDS),
               help="Policy kind to train (required unless --config holds one).")
 @click.option("--data", "data_specs", multiple=True, default=("BTCUSDT",), show_default=True,
               help="Bundled symbol (BTCUSDT, ETHUSDT, SOLUSDT) or OHLCV file; repeat for several assets.")
@@ -130,7 +130,7 @@ def train_cmd(
         return
     from himari.agents.training import prepare_training_data
     from himari.config import config_hash
-    from himari.training.ppo import train_ppo
+    from himari.training.ppo import train_ppo, train_stack
     from himari.utils.io import atomic_write_json
     from himari.utils.rundir import create_run_dir, load_run_meta
     from himari.utils.threads import configure_torch_threads
@@ -151,6 +151,14 @@ def train_cmd(
     create_run_dir(out_dir, "train", resolved, cfg.seed, data_files={s: p for s, p in data.data_files.items()},
                    extra={"data_summary": data.describe()})
     atomic_write_json(out_dir / "config.json", resolved)  # himari train --config RUN/config.json reruns it
+    if cfg.policy in STACK_KINDS:
+        stacked = train_stack(data, out_dir, steps=cfg.steps, seed=cfg.seed, num_envs=cfg.num_envs,
+                              ppo_overrides=cfg.ppo, policy_config=cfg.policy_config, sim_overrides=cfg.sim_overrides())
+        sm = stacked.metrics
+        click.echo(f"trained stack: L2 {sm['direction_global_step']} steps, L3 {sm['sizer_global_step']} steps; "
+                   f"best validation mean reward L2 {sm['direction_best_metric']}, L3 {sm['sizer_best_metric']}")
+        click.echo(f"bundle: {stacked.bundle_dir}")
+        return
     result = train_ppo(
         cfg.policy, data, out_dir, steps=cfg.steps, seed=cfg.seed, resume=resume, num_envs=cfg.num_envs,
         ppo_overrides=cfg.ppo, policy_config=cfg.policy_config, sim_overrides=cfg.sim_overrides(),

@@ -19,7 +19,7 @@ from himari.agents.ppo.config import PPOConfig
 from himari.agents.ppo.networks import ObsSpec
 from himari.agents.ppo.policies import PPOPolicy, make_policy
 from himari.agents.ppo.trainer import PPOTrainer, TrainResult, evaluate_policy, transfer_weights
-from himari.agents.registry import POLICY_KINDS, PPO_KINDS
+from himari.agents.registry import POLICY_KINDS, PPO_KINDS, STACK_KINDS
 from himari.agents.stack import StackEnv, StackPolicy
 from himari.agents.training import TrainingData, synthetic_market
 from himari.env.market import MarketData
@@ -31,8 +31,8 @@ from himari.utils.io import atomic_write_json
 
 def default_sim_config(kind: str, train_bars: int, overrides: dict[str, Any] | None = None) -> SimConfig:
     """The simulator settings a PPO run of ``kind`` trains with (costs and reward at the simulator's defaults)."""
-    if kind not in PPO_KINDS:
-        raise ConfigError(f"unknown PPO policy kind {kind!r}; known: {', '.join(PPO_KINDS)}")
+    if kind not in PPO_KINDS + STACK_KINDS:
+        raise ConfigError(f"unknown PPO policy kind {kind!r}; known: {', '.join(PPO_KINDS + STACK_KINDS)}")
     spec = POLICY_KINDS[kind]
     window = int((overrides or {}).get("window", spec.window))
     length = max(8, min(512, (train_bars - window) // 2))
@@ -154,6 +154,47 @@ def fit_stack(
         init=None if init is None else init.sizer, description=f"{description}: L3 sizer",
     )
     return StackPolicy(direction, sizer), {"direction": d_result, "sizer": s_result}
+
+
+def train_stack(
+    data: TrainingData,
+    out: str | Path,
+    *,
+    steps: int,
+    seed: int = 0,
+    num_envs: int = 32,
+    ppo_overrides: dict[str, Any] | None = None,
+    policy_config: dict[str, Any] | None = None,
+    sim_overrides: dict[str, Any] | None = None,
+    progress: bool | None = None,
+) -> PPORunResult:
+    """``himari train --policy stack``: the L2 direction policy, then the L3 sizer with the L2 frozen, on the training
+    window, each selected on the validation window; writes ``metrics.json`` and ``RUN/bundle``."""
+    out_dir = Path(out)
+    lo, hi = data.train_range
+    sim = default_sim_config("stack", hi - lo, sim_overrides)
+    ppo = PPOConfig.parse({"total_steps": steps, **(ppo_overrides or {})})
+    has_validation = data.val_range[1] - data.val_range[0] > sim.window + 2
+    policy, stages = fit_stack(
+        data.market, sim, ppo, train_range=(lo, hi), seed=seed, num_envs=num_envs,
+        eval_range=data.val_range if has_validation else None, policy_config=policy_config, progress=progress,
+    )
+    metrics: dict[str, Any] = {
+        "policy": "stack",
+        "data": data.describe(),
+        **{f"{name}_{k}": getattr(r, k) for name, r in stages.items()
+           for k in ("global_step", "best_metric", "best_update", "steps_per_s")},
+    }
+    bundle = Bundle(
+        symbols=data.symbols, timeframe=data.timeframe, tactical=data.pipelines, policy=policy,
+        sim_config=sim.to_dict(),
+        meta={"model_id": f"stack-seed{seed}", "trainer": "ppo-stack",
+              "train_window": [str(data.train_start), str(data.train_end)],
+              "validation_window": [str(data.train_end), None if data.val_end is None else str(data.val_end)]},
+    )
+    bundle_dir = save_bundle(out_dir / "bundle", bundle)
+    atomic_write_json(out_dir / "metrics.json", metrics)
+    return PPORunResult(policy, sim, stages["sizer"], metrics, bundle_dir)  # type: ignore[arg-type]
 
 
 def train_ppo(

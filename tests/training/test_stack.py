@@ -1,0 +1,32 @@
+"""``himari train --policy stack`` end to end: L2 then L3, a bundle that backtests and decides through the API."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from himari.agents.stack import StackPolicy
+from himari.cli.main import cli
+from himari.trading.bundle import load_bundle
+
+
+def test_train_stack_backtest_and_decide(tmp_path, btc_bars) -> None:
+    runner = CliRunner()
+    run = tmp_path / "stack"
+    res = runner.invoke(cli, ["train", "--policy", "stack", "--out", str(run), "--train-start", "2022-01-01",
+                              "--train-end", "2022-03-01", "--val-end", "2022-03-15", "--steps", "256",
+                              "--num-envs", "8", "--n-steps", "16", "--episode-length", "32", "--no-tensorboard"])
+    assert res.exit_code == 0, res.output
+    bundle = load_bundle(run)
+    assert isinstance(bundle.policy, StackPolicy)
+    sim = bundle.sim_config
+    assert sim["action_kind"] == "delta" and sim["sizing"] is not None and sim["risk"] is not None
+    assert json.loads((run / "config.json").read_text())["policy"] == "stack"
+    res = runner.invoke(cli, ["backtest", "--run", str(run), "--start", "2022-04-01", "--end", "2022-04-08",
+                              "--out", str(tmp_path / "bt")])
+    assert res.exit_code == 0, res.output
+    from himari.api import load_run
+
+    decision = load_run(run).decide(btc_bars.between("2021-12-01", "2022-04-08").frame)
+    assert decision.actions == ("DELTA",) and abs(decision.target_position[0]) <= 3.0
