@@ -173,6 +173,22 @@ def _sharpe(returns: np.ndarray, periods_per_year: float) -> float:
     return float(np.mean(returns) / np.std(returns, ddof=1) * math.sqrt(periods_per_year))
 
 
+def window_lineage(config: WFOConfig, window: WalkForwardWindow, fit_bars: Mapping[str, Bars],
+                   init_policy_state: dict[str, Any] | None, pretrained: Any) -> list[dict[str, str]]:
+    """Every period whose data reaches this window's model: the lineage carried from the window it fine-tunes from
+    (transfer), the pre-trained model's, and this window's own data from the first feature warm-up bar to the
+    validation end (normalizers and regime model are fitted on the training part of it)."""
+    prior = list((init_policy_state or {}).get("lineage") or [])
+    if init_policy_state is None and pretrained is not None:
+        prior = list(getattr(pretrained, "lineage", None) or [])
+    first = min(int(b.timestamps_ns[0]) for b in fit_bars.values() if len(b))
+    import pandas as pd
+
+    own = {"start": pd.Timestamp(first, tz="UTC").isoformat(), "end": window.validation.end.isoformat(),
+           "what": f"window {window.index}: feature warm-up, training (normalizers, regime model) and validation"}
+    return [*prior, own]
+
+
 def fit_window(
     config: WFOConfig,
     window: WalkForwardWindow,
@@ -190,6 +206,7 @@ def fit_window(
 
     symbols = tuple(bars_by_symbol)
     fit_bars = {s: _history(b, window.train.start, window.validation.end, config.warmup_bars) for s, b in bars_by_symbol.items()}
+    lineage = window_lineage(config, window, fit_bars, init_policy_state, pretrained)
     if config.is_offline:
         return _fit_offline_window(config, window, fit_bars, init_policy_state is None and pretrained is None)
     tactical = {}
@@ -231,6 +248,7 @@ def fit_window(
             meta={
                 "model_id": f"{config.policy}-w{window.index:02d}-s{seed}",
                 "fit_windows": window.as_dict(),
+                "lineage": lineage,
                 "train_steps": result.global_step,
             },
         )
@@ -285,7 +303,8 @@ def _fit_offline_window(
         fit = fit_offline(config.policy, list(fit_bars.values()), window.train.start, window.train.end,
                           window.validation.end, steps, seed, dict(config.offline), dict(config.sizing), dict(config.risk))
         bundle = fit.bundle
-        bundle.meta.update({"model_id": f"{config.policy}-w{window.index:02d}-s{seed}", "fit_windows": window.as_dict()})
+        bundle.meta.update({"model_id": f"{config.policy}-w{window.index:02d}-s{seed}", "fit_windows": window.as_dict(),
+                            "lineage": window_lineage(config, window, fit_bars, None, None)})
         if market is None:  # the candidates' tactical pipelines are fitted identically (same data and config)
             market = DecisionEngine(bundle).build_market(fit_bars)
         val = run_backtest(bundle, fit_bars, window.validation.start, window.validation.end, seed=seed,
@@ -356,7 +375,13 @@ def run_window(
     test, carries, ablation = trade_window(config, window, bars_by_symbol, bundle, candidates, bundles, carry,
                                            candidate_carries)
     module = getattr(bundle.policy, "module", None)
-    state = {} if module is None or config.is_offline else {k: v.detach().clone() for k, v in module.state_dict().items()}
+    state: dict[str, Any]
+    if config.policy == "stack":  # the next window fine-tunes both layers of the selected stack
+        state = {"stack": bundle.policy}
+    else:
+        state = {} if module is None or config.is_offline else {k: v.detach().clone() for k, v in module.state_dict().items()}
+    if state:  # the next window's model inherits this one's data lineage
+        state["lineage"] = list(bundle.meta.get("lineage") or [])
     wall = time.perf_counter() - started
     return WindowResult(window, selected, candidates, test, bundle, wall, state, ablation), carries
 

@@ -48,19 +48,23 @@ def backtest_cmd(run_dir: str, data_specs: tuple[str, ...], start: str | None, e
     result = run_backtest(bundle, bars, start, end, seed=seed, session_config=SessionConfig(initial_equity=initial_equity))
     metrics = evaluate(result, seed=seed)
     notes = []
-    from himari.trading.bundle import fit_period
+    from himari.trading.bundle import fit_periods
 
-    period = fit_period(bundle.meta)
-    if period is not None:
+    periods = fit_periods(bundle.meta)
+    if periods:
         import pandas as pd
 
         first, last = pd.Timestamp(int(result.timestamps_ns[0]), tz="UTC"), pd.Timestamp(int(result.timestamps_ns[-1]), tz="UTC")
-        fit_start, fit_end = (p.tz_localize("UTC") if p.tzinfo is None else p for p in period)
+        utc = [tuple(p.tz_localize("UTC") if p.tzinfo is None else p for p in period) for period in periods]
+        fit_start, fit_end = min(s for s, _ in utc), max(e for _, e in utc)
         metrics["model_fit_period"] = {"start": fit_start.isoformat(), "end": fit_end.isoformat()}
-        metrics["in_sample"] = bool(first < fit_end and last >= fit_start)
+        metrics["model_fit_periods"] = [{"start": s.isoformat(), "end": e.isoformat()} for s, e in utc]
+        overlap = [(s, e) for s, e in utc if first < e and last >= s]
+        metrics["in_sample"] = bool(overlap)
         if metrics["in_sample"]:
-            text = (f"WARNING: this backtest overlaps the period the model was fitted and selected on "
-                    f"({fit_start:%Y-%m-%d} .. {fit_end:%Y-%m-%d}); its results are in-sample, not evidence of an edge.")
+            s, e = overlap[0]
+            text = (f"WARNING: this backtest overlaps data that reached the model's weights, normalizers or regime "
+                    f"fit ({s:%Y-%m-%d} .. {e:%Y-%m-%d}); its results are in-sample, not evidence of an edge.")
             notes.append(text)
             click.echo(text, err=True)
     run_info = {"run": str(run_dir), "model_id": bundle.model_id, "seed": seed, "data": data_record(paths), "versions": versions(),

@@ -63,6 +63,21 @@ def fit_period(meta: dict[str, Any]) -> tuple[Any, Any] | None:
         return None
 
 
+def fit_periods(meta: dict[str, Any]) -> list[tuple[Any, Any]]:
+    """Every (start, end) period whose data reached the model: ``meta["lineage"]`` (walk-forward: each window of
+    the transfer chain from its feature warm-up to its validation end), else the single :func:`fit_period`."""
+    import pandas as pd
+
+    lineage = meta.get("lineage")
+    if isinstance(lineage, list) and lineage:
+        try:
+            return [(pd.Timestamp(p["start"]), pd.Timestamp(p["end"])) for p in lineage]
+        except (KeyError, TypeError, ValueError):
+            pass
+    period = fit_period(meta)
+    return [] if period is None else [period]
+
+
 def save_bundle(directory: str | Path, bundle: Bundle) -> Path:
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)

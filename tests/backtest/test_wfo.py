@@ -224,6 +224,12 @@ def test_stack_walks_forward_saves_and_trades(btc_bars, tmp_path):
     assert isinstance(policy, StackPolicy) and policy.direction.kind == "mlp" and policy.sizer.kind == "sizer"
     moved = np.abs(np.diff(result.windows[-1].test.strategy.positions[:, 0])) > 0
     assert moved.any()  # the stack traded
+    # the second window fine-tuned from the first: both windows' data reached the final weights
+    from himari.trading.bundle import fit_periods
+
+    periods = fit_periods(result.final_bundle.meta)
+    assert len(periods) == 2 and periods[0][1] < periods[1][1]
+    assert periods[0][0] <= pd.Timestamp(cfg.windows()[0].train.start)
     assert list(result.ablation_paths()) == ["vol-targeted base", "+ regime multipliers", "+ risk gates", "+ L3 delta"]
     write_final_bundle(result, tmp_path)
     loaded = load_bundle(tmp_path)
