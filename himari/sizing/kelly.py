@@ -219,6 +219,10 @@ class SignalOutcomeTracker:
             "outcomes": [[None if not np.isfinite(v) else float(v) for v in row] for row in self.outcomes()],
             "prev_direction": self.prev_direction.tolist(),
             "last_timestamp_ns": self.last_timestamp_ns,
+            # the ring position and running sums, so a resumed tracker continues on the same floating-point path
+            # (recounting from the outcomes sums in another order: last-bit differences in the Kelly cap)
+            "cursor": self.cursor,
+            "running": [self.wins.tolist(), self.losses.tolist(), self.sum_gain.tolist(), self.sum_loss.tolist()],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -227,11 +231,17 @@ class SignalOutcomeTracker:
                 f"kelly tracker state has window={state['window']}, n_assets={state['n_assets']}; "
                 f"expected window={self.window}, n_assets={self.n_assets}"
             )
-        self.buffer = np.array(
+        outcomes = np.array(
             [[np.nan if v is None else v for v in row] for row in state["outcomes"]], dtype=np.float64
         )
-        self.cursor = 0
+        self.cursor = int(state.get("cursor", 0)) % self.window
+        self.buffer = np.roll(outcomes, self.cursor, axis=0)  # outcomes are saved oldest first
         self.prev_direction = np.asarray(state["prev_direction"], dtype=np.float64)
         ts = state["last_timestamp_ns"]
         self.last_timestamp_ns = None if ts is None else int(ts)
-        self._recount()
+        if state.get("running") is not None:
+            self.wins, self.losses, self.sum_gain, self.sum_loss = (
+                np.asarray(v, dtype=np.float64).reshape(self.n_assets) for v in state["running"]
+            )
+        else:
+            self._recount()
