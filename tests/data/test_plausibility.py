@@ -51,7 +51,7 @@ def test_files_with_implausible_prices_are_refused_naming_the_row(tmp_path: Path
     report, frame = validate_file(path)
     assert frame is None and not report.ok
     assert message in report.format()
-    with pytest.raises(DataError, match="plausib|max_bar_move"):
+    with pytest.raises(DataError, match=r"plausib|max_bar_move"):
         load_bars(path)
     # configurable: a bound wide enough accepts the spike
     if closes[0] == 100.0:
