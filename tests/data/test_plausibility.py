@@ -58,6 +58,8 @@ def test_files_with_implausible_prices_are_refused_naming_the_row(tmp_path: Path
         assert len(load_bars(path, plausibility=PlausibilityConfig(max_bar_move=2000.0))) == 10
     result = CliRunner().invoke(cli, ["data", "validate", str(path)])
     assert result.exit_code == 2 and message in result.output
+    wide = ["--max-bar-move", "1e5", "--min-price", "1e-310", "--max-price", "1e15"]
+    assert CliRunner().invoke(cli, ["data", "validate", str(path), *wide]).exit_code == (2 if closes[0] == 1e300 else 0)
 
 
 def test_excel_serial_and_day_month_dates_say_what_the_column_looks_like(tmp_path: Path) -> None:
