@@ -36,7 +36,8 @@ def _rows(bars) -> list[dict]:
 
 
 def _strip(d: dict) -> dict:
-    return {k: v for k, v in d.items() if k not in ("latency_ms", "cache")}
+    # model_version: the API answers with the bundle's version (as /health does); the engine with himari's
+    return {k: v for k, v in d.items() if k not in ("latency_ms", "cache", "model_version")}
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +58,7 @@ def test_served_decisions_equal_the_engine(mlp_run: Path, recent) -> None:
         9_000.0, 10_000.0, np.array([0.5]), np.array([float(recent.close[-10])]), np.array([9])))
     body = served.json()
     assert _strip(body) == _strip(expected.to_dict())
+    assert body["model_version"] == client.get("/health").json()["model_version"] == "seed0"
     assert body["cache"] == "none" and len(body["gates"]) >= 8
     assert all({"name", "scale", "reason"} <= set(g) for g in body["gates"])
     # the same bars kept by the server: the market is memoized, the decision path is the same
