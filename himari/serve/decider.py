@@ -127,3 +127,35 @@ class Decider:
                 if len(self._decisions) > self.decision_cache_size:
                     self._decisions.popitem(last=False)
         return decision, source, dict(payload)
+
+
+def self_check(engine: Any, symbols: tuple[str, ...], timeframe: Any, n_bars: int, seed: int = 0) -> None:
+    """Decide once on a seeded random walk of ``n_bars`` bars per symbol; ConfigError unless the engine answers
+    with finite targets. ``himari serve`` runs it before listening: a bundle that cannot decide is not served."""
+    import math
+
+    from himari.data.timeframe import Timeframe
+    from himari.errors import ConfigError, HimariError
+    from himari.utils.seeding import make_rng
+
+    tf = Timeframe.parse(timeframe)
+    rng = make_rng(seed)
+    start_ns = 1_704_067_200_000_000_000  # 2024-01-01T00:00Z
+    ts = start_ns + np.arange(n_bars, dtype=np.int64) * tf.nanoseconds
+    bars = {}
+    for symbol in symbols:
+        close = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.01, n_bars)))
+        open_ = np.concatenate([[100.0], close[:-1]])
+        high = np.maximum(open_, close) * (1.0 + rng.uniform(0.0, 0.005, n_bars))
+        low = np.minimum(open_, close) * (1.0 - rng.uniform(0.0, 0.005, n_bars))
+        volume = rng.uniform(1.0, 10.0, n_bars)
+        bars[symbol] = Bars.from_arrays(ts, open_, high, low, close, volume, symbol=symbol, timeframe=tf,
+                                        source="self-check")
+    try:
+        payload = engine.decide(bars, None).to_dict()
+    except HimariError as exc:
+        raise ConfigError(f"the bundle cannot decide on a synthetic market: {exc}") from None
+    targets = payload.get("target_position", [])
+    values = list(targets.values()) if isinstance(targets, dict) else list(np.ravel(targets))
+    if not values or not all(math.isfinite(float(v)) for v in values):
+        raise ConfigError(f"the bundle cannot decide: non-finite target positions {values[:4]}")
