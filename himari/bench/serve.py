@@ -164,7 +164,7 @@ def run_serve_bench(
 
     meta = read_json(find_bundle_dir(run) / "bundle.json")
     symbols = list(meta["symbols"])
-    if tool == "wrk" and shutil.which("wrk") is None:
+    if tool == "wrk" and not scenario.startswith("soak") and shutil.which("wrk") is None:
         raise ConfigError("wrk is not installed (apt-get install -y wrk), or use --tool python")
     key = secrets.token_hex(16)
     port = _free_port()
