@@ -17,7 +17,8 @@ decision: answered from the decision memo after the first request); ``decide`` d
 (``--decision-cache 0``), so every request runs observation -> policy forward -> sizing -> all risk gates on the
 memoized market data; ``soak-new`` and ``soak-same`` run :func:`himari.serve.soak.soak`: ``--connections``
 closed-loop clients each POST the last ``--history-bars`` bars in the body, new data on every request (the last
-bar's volume changes: no memo answers it) or one identical body, while a probe times ``GET /health`` every 20 ms;
+bar's volume changes: no memo answers it) or one identical body, while a probe (a process of its own) times
+``GET /health`` every 20 ms;
 503 answers are honoured (the client waits ``Retry-After``, at most 2 s). It reports answers by status, dropped
 connections, decision p50/p99 and /health p50/p99/max during the load.
 """
@@ -348,7 +349,7 @@ def _run_soak(run: str, cmd: list[str], key: str, port: int, symbols: list[str],
         if warm.status_code != 200:
             raise ConfigError(f"warm-up decision failed: {warm.text[:300]}")
         result = asyncio.run(soak("127.0.0.1", port, "/v1/decide", body, key, clients=connections,
-                                  max_requests=1_000_000, duration_s=duration_s))
+                                  max_requests=1_000_000, duration_s=duration_s, probe_process=True))
         metrics = httpx.get(f"{base}/metrics", headers={"X-API-Key": key}).text
     finally:
         server.terminate()

@@ -117,10 +117,11 @@ def default_account_factory(account: AccountIn, symbols: tuple[str, ...]) -> Any
 class _AuthAndSizeMiddleware:
     """Pure ASGI middleware: API-key check (constant time, key never logged), body-size limit, request metrics."""
 
-    def __init__(self, app: Any, keys: ApiKeys, metrics: Metrics) -> None:
+    def __init__(self, app: Any, keys: ApiKeys, metrics: Metrics, pool: WorkerPool | None = None) -> None:
         self.app = app
         self.keys = keys
         self.metrics = metrics
+        self.pool = pool
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -157,6 +158,15 @@ class _AuthAndSizeMiddleware:
                 await _send_json(send_wrapper, 401, {"error": f"missing or invalid {API_KEY_HEADER} header"})
                 self._observe(path, status_holder["status"], started)
                 return
+        if self.pool is not None and path in POOLED_ROUTES and self.pool.full():
+            # refused before the body is read: a full pool costs the event loop nothing per extra request
+            self.metrics.rejected.labels(reason="queue_full").inc()
+            await _send_json(
+                send_wrapper, 503, {"error": f"server busy: {self.pool.pending} requests in progress; retry later"},
+                extra_headers=[(b"retry-after", str(self.pool.retry_after_s()).encode())],
+            )
+            self._observe(path, status_holder["status"], started)
+            return
         length = headers.get("content-length")
         if length is not None:
             try:
@@ -201,13 +211,19 @@ _KNOWN_ROUTES = frozenset(
 )
 
 
-async def _send_json(send: Any, status: int, payload: dict[str, Any]) -> None:
+POOLED_ROUTES = frozenset({"/v1/decide", "/v1/bars"})
+
+
+async def _send_json(
+    send: Any, status: int, payload: dict[str, Any], extra_headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
     body = JSONResponse(payload).body
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                        *(extra_headers or [])],
         }
     )
     await send({"type": "http.response.body", "body": body})
@@ -557,7 +573,7 @@ def create_app(
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    app.add_middleware(_AuthAndSizeMiddleware, keys=keys, metrics=metrics)
+    app.add_middleware(_AuthAndSizeMiddleware, keys=keys, metrics=metrics, pool=pool)
     return app
 
 

@@ -52,6 +52,10 @@ class WorkerPool:
         self.pending = 0
         self._mean_job_s = 0.05  # EWMA of job durations, for Retry-After
 
+    def full(self) -> bool:
+        """No room for one more request now (the middleware refuses before reading the body)."""
+        return self.pending >= self.max_pending
+
     def retry_after_s(self) -> int:
         """Seconds until the admitted work is likely done: pending jobs x mean job time / workers (1..60)."""
         return int(min(60, max(1, math.ceil(self.pending * self._mean_job_s / self.workers))))

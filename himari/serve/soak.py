@@ -5,7 +5,8 @@ back to back (closed loop) until ``max_requests`` requests were sent in all or `
 stops by itself. Request ``i`` carries body ``bodies(i)`` (e.g. the same bar history with a different last volume:
 new data, so neither the decision nor the market memo answers it). A client answered 503 waits the server's
 ``Retry-After`` (capped at ``max_retry_wait_s``) before its next request, as a well-behaved client does. A separate
-connection polls ``GET /health`` every ``health_interval_s`` and records its latency.
+connection polls ``GET /health`` every ``health_interval_s`` and records its latency; with ``probe_process`` it
+runs in a process of its own (blocking socket), so the load generator's own event loop does not inflate the figure.
 
 The result counts what the clients saw: statuses, 503s without ``Retry-After``, dropped connections (reset, closed
 or timed out before an answer; the client reconnects), and latency percentiles. Used by ``tests/serve/test_soak.py``
@@ -19,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -88,6 +90,47 @@ def _request(method: str, path: str, host: str, port: int, key: str | None, body
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
+def _probe_process(host: str, port: int, interval_s: float, stop: Any, out: Any) -> None:
+    """Blocking /health poller for a separate process: puts (latencies_s, failures) on ``out`` when ``stop`` is set."""
+    import socket
+
+    request = _request("GET", "/health", host, port, None)
+    latencies: list[float] = []
+    failures = 0
+    sock = None
+    while not stop.is_set():
+        try:
+            if sock is None:
+                sock = socket.create_connection((host, port), timeout=60)
+            began = time.perf_counter()
+            sock.sendall(request)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise OSError("closed")
+                data += chunk
+            head, _, rest = data.partition(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            while len(rest) < length:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise OSError("closed")
+                rest += chunk
+            latencies.append(time.perf_counter() - began)
+            if head.split(b" ", 2)[1] != b"200":
+                failures += 1
+        except OSError:
+            failures += 1
+            sock = None
+        time.sleep(interval_s)
+    out.put((latencies, failures))
+
+
 async def soak(
     host: str,
     port: int,
@@ -100,6 +143,7 @@ async def soak(
     answer_timeout_s: float = 60.0,
     health_interval_s: float = 0.02,
     max_retry_wait_s: float = 2.0,
+    probe_process: bool = False,
 ) -> SoakResult:
     """Run the load (see the module docstring); loopback hosts only."""
     if not is_loopback(host):
@@ -166,9 +210,21 @@ async def soak(
         if writer is not None:
             writer.close()
 
-    probe = asyncio.create_task(health())
-    await asyncio.gather(*(client() for _ in range(clients)))
-    load_done.set()
-    await probe
+    if probe_process:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        stop, out = ctx.Event(), ctx.Queue()
+        proc = ctx.Process(target=_probe_process, args=(host, port, health_interval_s, stop, out), daemon=True)
+        proc.start()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        stop.set()
+        result.health_latencies_s, result.health_failures = await asyncio.to_thread(out.get, True, 120)
+        proc.join(timeout=30)
+    else:
+        probe = asyncio.create_task(health())
+        await asyncio.gather(*(client() for _ in range(clients)))
+        load_done.set()
+        await probe
     result.elapsed_s = clock() - start
     return result
