@@ -403,7 +403,7 @@ def serve_bench(
             f"serve {scenario}: {connections} clients, {duration:g} s, {f['body_bytes'] / 1e3:.0f} kB bodies "
             f"({history_bars} bars): {f['requests']:.0f} requests: {f['ok_200']:.0f} x 200, {f['busy_503']:.0f} x 503 "
             f"(Retry-After missing {f['missing_retry_after']:.0f}), other 5xx {f['server_5xx_other']:.0f}, "
-            f"dropped {f['dropped']:.0f}; decide p50 {f['p50_ms']:.0f} ms, p99 {f['p99_ms']:.0f} ms, "
+            f"dropped {f['dropped']:.0f}; 200s p50 {f['p50_ms']:.0f} ms, p99 {f['p99_ms']:.0f} ms, "
             f"{f['requests_per_s']:.1f} decisions/s; /health during load p50 {f['health_p50_ms']:.1f} ms, "
             f"p99 {f['health_p99_ms']:.1f} ms, max {f['health_max_ms']:.1f} ms ({f['health_failures']:.0f} failed)"
         )

@@ -33,7 +33,7 @@ class SoakResult:
     statuses: Counter[int] = field(default_factory=Counter)
     dropped: int = 0
     missing_retry_after: int = 0
-    latencies_s: list[float] = field(default_factory=list)  # per answered request
+    latencies_s: list[float] = field(default_factory=list)  # per request answered 200 (a decision)
     health_latencies_s: list[float] = field(default_factory=list)
     health_failures: int = 0
     elapsed_s: float = 0.0
@@ -176,7 +176,8 @@ async def soak(
                     reader = writer = None
                     continue
                 result.statuses[status] += 1
-                result.latencies_s.append(clock() - began)
+                if status == 200:
+                    result.latencies_s.append(clock() - began)
                 if status == 503:
                     retry = headers.get(b"retry-after")
                     if retry is None:
