@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
@@ -45,7 +47,7 @@ from himari.data.timeframe import Timeframe
 from himari.data.validate import DEFAULT_PLAUSIBILITY, PlausibilityConfig
 from himari.errors import ConfigError, DataError, HimariError
 from himari.serve.auth import API_KEY_HEADER, ApiKeys
-from himari.serve.decider import Decider
+from himari.serve.decider import Decider, symbol_digest
 from himari.serve.history import BarHistory, bars_from_rows
 from himari.serve.metrics import Metrics
 from himari.serve.pool import Overloaded, WorkerPool
@@ -70,6 +72,7 @@ log = logging.getLogger("himari.serve")
 PUBLIC_PATHS = frozenset({"/health", "/"})
 MAX_BODY_BYTES = 8 * 1024 * 1024
 MAX_ERROR_CHARS = 500  # an error message never grows with the request
+PARSED_BODY_CACHE = 32  # validated bar histories kept per body digest (the same body again skips parsing)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -473,7 +476,21 @@ def create_app(
     async def post_bars(request: Request) -> dict[str, Any]:
         return await pool.run(post_bars_work, await read_body(request))
 
+    parsed_bodies: OrderedDict[bytes, tuple[DecideRequest, dict[str, Any], dict[str, bytes], dict[str, int]]] = (
+        OrderedDict()
+    )
+    parsed_lock = threading.Lock()
+
     def decide_work(body: bytes) -> tuple[dict[str, Any], str, float, dict[str, int], AccountIn | None]:
+        # the same body again (many clients polling with one bar history): reuse its validated bars, skip parsing
+        body_key = hashlib.blake2b(body, digest_size=20).digest()  # hashlib releases the GIL on large inputs
+        with parsed_lock:
+            seen = parsed_bodies.get(body_key)
+            if seen is not None:
+                parsed_bodies.move_to_end(body_key)
+        if seen is not None:
+            request, bars_by_symbol, digests, last_ts_ns = seen
+            return finish(request, bars_by_symbol, digests, last_ts_ns)
         request: DecideRequest = _validate(DecideRequest, body)
         if request.bars is not None:
             unknown = [s for s in request.bars if s not in histories]
@@ -491,8 +508,13 @@ def create_app(
                 )
                 for s in config.symbols
             }
-            digests = None
+            digests = {s: symbol_digest(b) for s, b in bars_by_symbol.items()}
             last_ts_ns = {s: int(b.index[-1].value) for s, b in bars_by_symbol.items()}
+            if config.decision_cache > 0:
+                with parsed_lock:
+                    parsed_bodies[body_key] = (request, bars_by_symbol, digests, last_ts_ns)
+                    if len(parsed_bodies) > PARSED_BODY_CACHE:
+                        parsed_bodies.popitem(last=False)
         else:
             assert request.symbols is not None
             for s in request.symbols:
@@ -507,6 +529,11 @@ def create_app(
                 bars_by_symbol = {s: histories[s].bars() for s in config.symbols}
                 digests = {s: histories[s].digest() for s in config.symbols}
                 last_ts_ns = {s: int(histories[s].last_timestamp_ns or 0) for s in config.symbols}
+        return finish(request, bars_by_symbol, digests, last_ts_ns)
+
+    def finish(
+        request: DecideRequest, bars_by_symbol: dict[str, Any], digests: dict[str, bytes], last_ts_ns: dict[str, int]
+    ) -> tuple[dict[str, Any], str, float, dict[str, int], AccountIn | None]:
         account = make_account(request.account, config.symbols) if request.account is not None else None
         started = time.perf_counter()
         _, cache, payload = decider.decide(bars_by_symbol, account, digests)

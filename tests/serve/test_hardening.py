@@ -195,3 +195,21 @@ def test_random_bytes_and_structures_never_give_5xx() -> None:
         assert len(resp.content) < 4000
 
     check()
+
+
+def test_the_same_body_again_is_answered_without_parsing_it_again(monkeypatch) -> None:
+    import himari.serve.app as app_module
+
+    calls = []
+    real = app_module._validate
+    monkeypatch.setattr(app_module, "_validate", lambda model, body: calls.append(len(body)) or real(model, body))
+    engine = FakeEngine(("BTCUSDT",))
+    client = TestClient(_app(engine))
+    body = json.dumps({"bars": {"BTCUSDT": make_rows()}})
+    first = _post(client, "/v1/decide", body)
+    again = _post(client, "/v1/decide", body)
+    assert first.status_code == again.status_code == 200 and len(calls) == 1
+    other = _post(client, "/v1/decide", body.replace('"volume": 10.0', '"volume": 10.5'))  # new data: parsed
+    assert other.status_code == 200 and len(calls) == 2
+    assert {k: v for k, v in again.json().items() if k not in ("latency_ms", "cache")} == {
+        k: v for k, v in first.json().items() if k not in ("latency_ms", "cache")}
