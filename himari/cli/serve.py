@@ -27,7 +27,7 @@ import click
 @click.option("--workers", default=0, show_default=True, type=int,
               help="Worker threads for parsing and decisions (0 = the number of cores).")
 @click.option("--max-pending", default=0, show_default=True, type=int,
-              help="Requests admitted (running + waiting) before answering 503 + Retry-After (0 = 8 per worker).")
+              help="Requests admitted (running + waiting) before answering 503 + Retry-After (0 = 4 per worker).")
 @click.option("--request-timeout", default=10.0, show_default=True, type=float,
               help="Seconds before an unanswered request gets 503 + Retry-After.")
 @click.option("--log-level", default="warning", show_default=True,

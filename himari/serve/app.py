@@ -91,7 +91,7 @@ class ServeConfig:
     )
     decision_cache: int = 1024  # (bars, account) pairs whose decision is memoized
     workers: int = 0  # worker threads for parsing and decisions (0 = the number of cores)
-    max_pending: int = 0  # requests admitted to the pool, running or waiting (0 = 8 per worker); more -> 503
+    max_pending: int = 0  # requests admitted to the pool, running or waiting (0 = 4 per worker); more -> 503
     request_timeout_s: float = 10.0  # a request not answered by then -> 503 + Retry-After
     body_timeout_s: float = 10.0  # a body not received by then -> 408
     plausibility: PlausibilityConfig = DEFAULT_PLAUSIBILITY  # price range and one-bar move bounds for bars

@@ -45,7 +45,7 @@ class WorkerPool:
 
     def __init__(self, workers: int = 0, max_pending: int = 0, timeout_s: float = 10.0) -> None:
         self.workers = int(workers) if workers > 0 else default_workers()
-        self.max_pending = int(max_pending) if max_pending > 0 else 8 * self.workers
+        self.max_pending = int(max_pending) if max_pending > 0 else 4 * self.workers
         self.timeout_s = float(timeout_s)
         self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="himari-worker")
         self._lock = threading.Lock()
