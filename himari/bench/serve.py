@@ -155,6 +155,7 @@ def run_serve_bench(
     rate: float,
     history_bars: int,
     wrk_threads: int = 2,
+    workers: int = 0,
 ) -> dict[str, Any]:
     """Start the server, seed bars, run the load, stop the server; return the figures."""
     import httpx
@@ -184,6 +185,8 @@ def run_serve_bench(
         "--log-level",
         "warning",
         "--no-access-log",
+        "--workers",
+        str(workers),
     ]
     if scenario == "decide":
         cmd += ["--decision-cache", "0"]
@@ -380,6 +383,7 @@ def _run_soak(run: str, cmd: list[str], key: str, port: int, symbols: list[str],
     "--rate", default=200.0, show_default=True, type=float, help="python tool: total requests/s (open loop)."
 )
 @click.option("--history-bars", default=1000, show_default=True, type=int)
+@click.option("--workers", default=0, show_default=True, type=int, help="Server worker threads (0 = cores).")
 @click.option("--json", "as_json", is_flag=True)
 def serve_bench(
     run: str,
@@ -389,10 +393,11 @@ def serve_bench(
     duration: float,
     rate: float,
     history_bars: int,
+    workers: int,
     as_json: bool,
 ) -> None:
     """Latency of POST /v1/decide at N concurrent clients on loopback (see himari/bench/serve.py)."""
-    figures = run_serve_bench(run, scenario, tool, connections, duration, rate, history_bars)
+    figures = run_serve_bench(run, scenario, tool, connections, duration, rate, history_bars, workers=workers)
     raw = figures.pop("raw", None)
     if as_json:
         click.echo(json.dumps(figures, sort_keys=True))
