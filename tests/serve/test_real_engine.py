@@ -130,3 +130,29 @@ def test_himari_serve_command(tmp_path: Path, mlp_run: Path, recent) -> None:
         out, _ = proc.communicate(timeout=30)
     assert "POST /v1/decide" in out  # access log on
     assert KEY not in out  # the key is never logged
+
+
+def test_self_check_decides_on_a_synthetic_market(mlp_run) -> None:
+    from himari.errors import ConfigError, DataError
+    from himari.serve.decider import self_check
+
+    engine = DecisionEngine(load_bundle(mlp_run), history_bars=600)
+    self_check(engine, ("BTCUSDT",), "1h", 600)  # a sound bundle passes
+
+    class Broken:
+        def decide(self, bars, account):
+            raise DataError("features are NaN")
+
+    with pytest.raises(ConfigError, match="cannot decide on a synthetic market: features are NaN"):
+        self_check(Broken(), ("BTCUSDT",), "1h", 50)
+
+    class NonFinite:
+        def decide(self, bars, account):
+            class D:
+                def to_dict(self):
+                    return {"target_position": [float("nan")]}
+
+            return D()
+
+    with pytest.raises(ConfigError, match="non-finite target"):
+        self_check(NonFinite(), ("BTCUSDT",), "1h", 50)
