@@ -14,6 +14,7 @@ at t0 .. t1-2 (the last decision has no next bar to fill in the range).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -208,10 +209,11 @@ def run_backtest(
             out = session.process(market, t)
             if t >= first:
                 i = t - first
-                rets[i] = out.equity / prev_equity - 1.0
+                base = prev_equity if prev_equity > 0 else math.nan  # ruined account: no return, not ZeroDivisionError
+                rets[i] = out.equity / base - 1.0
                 pos[i] = out.positions
                 turn[i] = out.turnover
-                fees[i] = (out.fee + out.slippage) / prev_equity
+                fees[i] = (out.fee + out.slippage) / base
                 if acts is not None and prev_action is not None:
                     acts[i] = prev_action
                 regimes[i] = -1 if prev_regime is None else prev_regime

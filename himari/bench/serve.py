@@ -15,7 +15,12 @@ generators:
 Scenarios (``--scenario``): ``hot`` asks about the kept bars with no account (every client polling the current
 decision: answered from the decision memo after the first request); ``decide`` disables the decision memo
 (``--decision-cache 0``), so every request runs observation -> policy forward -> sizing -> all risk gates on the
-memoized market data.
+memoized market data; ``soak-new`` and ``soak-same`` run :func:`himari.serve.soak.soak`: ``--connections``
+closed-loop clients each POST the last ``--history-bars`` bars in the body, new data on every request (the last
+bar's volume changes: no memo answers it) or one identical body, while a probe (a process of its own) times
+``GET /health`` every 20 ms;
+503 answers are honoured (the client waits ``Retry-After``, at most 2 s). It reports answers by status, dropped
+connections, decision p50/p99 and /health p50/p99/max during the load.
 """
 
 from __future__ import annotations
@@ -150,6 +155,7 @@ def run_serve_bench(
     rate: float,
     history_bars: int,
     wrk_threads: int = 2,
+    workers: int = 0,
 ) -> dict[str, Any]:
     """Start the server, seed bars, run the load, stop the server; return the figures."""
     import httpx
@@ -160,7 +166,7 @@ def run_serve_bench(
 
     meta = read_json(find_bundle_dir(run) / "bundle.json")
     symbols = list(meta["symbols"])
-    if tool == "wrk" and shutil.which("wrk") is None:
+    if tool == "wrk" and not scenario.startswith("soak") and shutil.which("wrk") is None:
         raise ConfigError("wrk is not installed (apt-get install -y wrk), or use --tool python")
     key = secrets.token_hex(16)
     port = _free_port()
@@ -179,9 +185,13 @@ def run_serve_bench(
         "--log-level",
         "warning",
         "--no-access-log",
+        "--workers",
+        str(workers),
     ]
     if scenario == "decide":
         cmd += ["--decision-cache", "0"]
+    if scenario.startswith("soak"):
+        return _run_soak(run, cmd, key, port, symbols, scenario, connections, duration_s, history_bars)
     server = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -289,11 +299,83 @@ def run_serve_bench(
     return figures
 
 
+def _start(cmd: list[str], env: dict[str, str], base: str) -> subprocess.Popen[str]:
+    import httpx
+
+    server = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 180
+    while True:
+        if server.poll() is not None:
+            raise ConfigError(f"himari serve exited: {server.stdout.read() if server.stdout else ''}")
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            server.kill()
+            raise ConfigError("himari serve did not become healthy within 180 s")
+        time.sleep(0.25)
+
+
+def _run_soak(run: str, cmd: list[str], key: str, port: int, symbols: list[str], scenario: str, connections: int,
+              duration_s: float, history_bars: int) -> dict[str, Any]:
+    """``soak-new`` / ``soak-same``: many clients posting bar histories (see the module docstring)."""
+    import httpx
+
+    from himari.data.loaders import load_bars
+    from himari.serve.soak import soak
+
+    base = f"http://127.0.0.1:{port}"
+    parts = []
+    lasts = []
+    for symbol in symbols:
+        bars = load_bars(symbol)
+        bars = bars.with_frame(bars.frame.iloc[-history_bars:])
+        ms = (bars.timestamps_ns // 1_000_000).tolist()
+        rows = [{"timestamp": int(t), "open": o, "high": h, "low": lo, "close": c, "volume": v}
+                for t, o, h, lo, c, v in zip(ms, bars.open, bars.high, bars.low, bars.close, bars.volume, strict=True)]
+        parts.append(json.dumps(symbol) + ": " + json.dumps(rows[:-1])[:-1])
+        lasts.append(rows[-1])
+
+    def body(i: int) -> bytes:
+        chunks = []
+        for part, last in zip(parts, lasts, strict=True):
+            row = dict(last, volume=last["volume"] + (i * 1e-3 if scenario == "soak-new" else 0.0))
+            chunks.append(part + ", " + json.dumps(row) + "]")
+        return ("{\"bars\": {" + ", ".join(chunks) + "}}").encode()
+
+    server = _start(cmd, {**os.environ, "HIMARI_API_KEY": key}, base)
+    try:
+        warm = httpx.post(f"{base}/v1/decide", content=body(10**6), timeout=120,
+                          headers={"X-API-Key": key, "Content-Type": "application/json"})
+        if warm.status_code != 200:
+            raise ConfigError(f"warm-up decision failed: {warm.text[:300]}")
+        result = asyncio.run(soak("127.0.0.1", port, "/v1/decide", body, key, clients=connections,
+                                  max_requests=1_000_000, duration_s=duration_s, probe_process=True))
+        metrics = httpx.get(f"{base}/metrics", headers={"X-API-Key": key}).text
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    figures: dict[str, Any] = dict(result.figures())
+    figures["requests_per_s"] = figures["ok_200"] / max(result.elapsed_s, 1e-9)
+    figures["server_counted"] = [line for line in metrics.splitlines()
+                                 if line.startswith('himari_http_requests_total{route="/v1/decide"')]
+    figures.update({"scenario": scenario, "tool": "python", "connections": connections, "duration_s": duration_s,
+                    "history_bars": history_bars, "symbols": symbols, "cpu_count": os.cpu_count(),
+                    "body_bytes": len(body(0))})
+    return figures
+
+
 @click.command("serve")
 @click.option(
     "--run", "run", required=True, help="Run directory with a bundle (e.g. a quick pipeline or train run)."
 )
-@click.option("--scenario", type=click.Choice(["hot", "decide"]), default="hot", show_default=True)
+@click.option("--scenario", type=click.Choice(["hot", "decide", "soak-new", "soak-same"]), default="hot",
+              show_default=True)
 @click.option("--tool", type=click.Choice(["wrk", "python"]), default="wrk", show_default=True)
 @click.option("--connections", default=50, show_default=True, type=int)
 @click.option("--duration", default=10.0, show_default=True, type=float, help="Seconds of load.")
@@ -301,6 +383,7 @@ def run_serve_bench(
     "--rate", default=200.0, show_default=True, type=float, help="python tool: total requests/s (open loop)."
 )
 @click.option("--history-bars", default=1000, show_default=True, type=int)
+@click.option("--workers", default=0, show_default=True, type=int, help="Server worker threads (0 = cores).")
 @click.option("--json", "as_json", is_flag=True)
 def serve_bench(
     run: str,
@@ -310,13 +393,25 @@ def serve_bench(
     duration: float,
     rate: float,
     history_bars: int,
+    workers: int,
     as_json: bool,
 ) -> None:
     """Latency of POST /v1/decide at N concurrent clients on loopback (see himari/bench/serve.py)."""
-    figures = run_serve_bench(run, scenario, tool, connections, duration, rate, history_bars)
+    figures = run_serve_bench(run, scenario, tool, connections, duration, rate, history_bars, workers=workers)
     raw = figures.pop("raw", None)
     if as_json:
         click.echo(json.dumps(figures, sort_keys=True))
+        return
+    if scenario.startswith("soak"):
+        f = figures
+        click.echo(
+            f"serve {scenario}: {connections} clients, {duration:g} s, {f['body_bytes'] / 1e3:.0f} kB bodies "
+            f"({history_bars} bars): {f['requests']:.0f} requests: {f['ok_200']:.0f} x 200, {f['busy_503']:.0f} x 503 "
+            f"(Retry-After missing {f['missing_retry_after']:.0f}), other 5xx {f['server_5xx_other']:.0f}, "
+            f"dropped {f['dropped']:.0f}; 200s p50 {f['p50_ms']:.0f} ms, p99 {f['p99_ms']:.0f} ms, "
+            f"{f['requests_per_s']:.1f} decisions/s; /health during load p50 {f['health_p50_ms']:.1f} ms, "
+            f"p99 {f['health_p99_ms']:.1f} ms, max {f['health_max_ms']:.1f} ms ({f['health_failures']:.0f} failed)"
+        )
         return
     if raw:
         click.echo(raw.rstrip())

@@ -27,14 +27,22 @@ def data_group() -> None:
 @click.option("--timeframe", default=None, help="Expected bar timeframe (e.g. 1h); inferred when omitted.")
 @click.option("--max-rows", default=10, show_default=True, help="Rows listed per problem kind.")
 @click.option("--quiet", is_flag=True, help="Only the status line per file.")
-def validate_cmd(paths: tuple[str, ...], timeframe: str | None, max_rows: int, quiet: bool) -> None:
+@click.option("--max-bar-move", default=None, type=float,
+              help="Largest plausible one-bar price ratio (close to close, high to low) [default: 10].")
+@click.option("--min-price", default=None, type=float, help="Smallest plausible price [default: 1e-8].")
+@click.option("--max-price", default=None, type=float, help="Largest plausible price [default: 1e9].")
+def validate_cmd(paths: tuple[str, ...], timeframe: str | None, max_rows: int, quiet: bool,
+                 max_bar_move: float | None, min_price: float | None, max_price: float | None) -> None:
     """Check OHLCV files; list every problem with file and row. Exit 0 when usable (gaps are reported, not fatal)."""
     from himari.data.loaders import validate_file
+    from himari.data.validate import PlausibilityConfig
 
+    bounds = {"max_bar_move": max_bar_move, "min_price": min_price, "max_price": max_price}
+    plausibility = PlausibilityConfig.parse({k: v for k, v in bounds.items() if v is not None})
     failed = 0
     for spec in paths:
         path = resolve_data_path(spec)
-        report, _ = validate_file(path, timeframe)
+        report, _ = validate_file(path, timeframe, plausibility=plausibility)
         text = report.format(max_per_kind=max_rows)
         click.echo(text.splitlines()[0] if quiet else text)
         failed += 0 if report.ok else 1

@@ -24,6 +24,12 @@ import click
     type=int,
     help="Memoized decisions per (bars, account); 0 = decide on every request.",
 )
+@click.option("--workers", default=0, show_default=True, type=int,
+              help="Worker threads for parsing and decisions (0 = the number of cores).")
+@click.option("--max-pending", default=0, show_default=True, type=int,
+              help="Requests admitted (running + waiting) before answering 503 + Retry-After (0 = 4 per worker).")
+@click.option("--request-timeout", default=10.0, show_default=True, type=float,
+              help="Seconds before an unanswered request gets 503 + Retry-After.")
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
@@ -37,6 +43,9 @@ def serve_cmd(
     allow_gaps: bool,
     paper_db: str | None,
     decision_cache: int,
+    workers: int,
+    max_pending: int,
+    request_timeout: float,
     log_level: str,
     access_log: bool,
 ) -> None:
@@ -48,12 +57,16 @@ def serve_cmd(
     """
     import uvicorn
 
+    from himari.errors import ConfigError
     from himari.serve.app import create_app, serve_config_from_bundle
     from himari.serve.auth import check_startup_auth, load_api_keys
+    from himari.serve.decider import self_check
     from himari.trading.bundle import load_bundle
     from himari.trading.engine import DecisionEngine
     from himari.utils.threads import configure_torch_threads
 
+    if request_timeout <= 0 or workers < 0 or max_pending < 0:
+        raise ConfigError("--request-timeout must be > 0; --workers and --max-pending must be >= 0")
     keys = load_api_keys(api_key_file)
     check_startup_auth(keys, host, allow_open_loopback)
     configure_torch_threads()
@@ -62,8 +75,10 @@ def serve_cmd(
         DecisionEngine(bundle) if history_bars is None else DecisionEngine(bundle, history_bars=history_bars)
     )
     bars = int(engine.history_bars)
+    self_check(engine, tuple(bundle.symbols), bundle.timeframe, bars)  # refuse a bundle that cannot decide
     config = dataclasses.replace(
-        serve_config_from_bundle(bundle, bars, allow_gaps, paper_db), decision_cache=max(0, decision_cache)
+        serve_config_from_bundle(bundle, bars, allow_gaps, paper_db), decision_cache=max(0, decision_cache),
+        workers=workers, max_pending=max_pending, request_timeout_s=request_timeout,
     )
     app = create_app(engine, config, keys)
     auth = "API key required" if keys.enabled else "OPEN (no API key, loopback only)"
@@ -82,10 +97,15 @@ def serve_cmd(
     except ImportError:
         pass
     import gc
+    import sys
 
+    # worker threads hand the GIL back to the event loop after 1 ms instead of 5 ms: /health and accept() stay
+    # prompt while decisions run (measured with himari bench serve --scenario soak-new)
+    sys.setswitchinterval(0.001)
     gc.collect()
     gc.freeze()  # the loaded model and pipelines move to the permanent generation: shorter GC pauses per request
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log, **extra)
+    # backlog: connections waiting for accept() under a burst of clients (the kernel caps it at somaxconn)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log, backlog=4096, **extra)
 
 
 def register(cli: click.Group) -> None:

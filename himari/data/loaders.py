@@ -22,7 +22,13 @@ import pandas as pd
 
 from himari.data.bars import OHLCV_COLUMNS, Bars
 from himari.data.timeframe import Timeframe
-from himari.data.validate import ValidationReport, check_timestamps, check_values
+from himari.data.validate import (
+    DEFAULT_PLAUSIBILITY,
+    PlausibilityConfig,
+    ValidationReport,
+    check_timestamps,
+    check_values,
+)
 from himari.errors import DataError
 
 COLUMN_ALIASES: dict[str, str] = {
@@ -184,6 +190,8 @@ def read_raw(path: str | Path) -> RawTable:
 
 _OFFSET_RE = re.compile(r"(Z|[+-]\d{2}:?\d{2})$", re.IGNORECASE)
 _UTC_OFFSETS = {"z", "+00:00", "+0000", "-00:00", "-0000"}
+_DAY_MONTH_RE = re.compile(r"^\d{1,2}[/.]\d{1,2}[/.]\d{2,4}\b")
+EXCEL_SERIAL_RANGE = (20_000.0, 80_000.0)  # Excel serial days 1954..2119 (1970-01-01 + under a day as epoch seconds)
 
 
 def _parse_timestamps(col: pd.Series, report: ValidationReport) -> np.ndarray:
@@ -204,8 +212,30 @@ def _parse_timestamps(col: pd.Series, report: ValidationReport) -> np.ndarray:
     if numeric.notna().all():
         values = numeric.to_numpy(dtype=np.float64)
         magnitude = np.nanmedian(np.abs(values)) if len(values) else 0
+        if EXCEL_SERIAL_RANGE[0] <= magnitude <= EXCEL_SERIAL_RANGE[1]:
+            report.add(
+                "error",
+                "excel_serial_dates",
+                f"the timestamp column holds numbers like {as_text.iloc[0]} (Excel serial dates: days since "
+                "1899-12-30); expected ISO 8601 text (2024-01-31T00:00:00Z) or epoch seconds/milliseconds",
+                1,
+                "timestamp",
+            )
+            return np.full(n, nat, dtype=np.int64)
         scale = 1 if magnitude > 1e17 else 1_000 if magnitude > 1e14 else 1_000_000 if magnitude > 1e11 else 1_000_000_000
         return (values.astype(np.int64) * scale).astype(np.int64)
+    slashed = as_text.str.match(_DAY_MONTH_RE)
+    if slashed.mean() > 0.5:
+        first = int(np.flatnonzero(slashed.to_numpy())[0])
+        report.add(
+            "error",
+            "ambiguous_dates",
+            f"the timestamp column holds dates like {as_text.iloc[first]!r} (dd/mm/yyyy or mm/dd/yyyy: ambiguous); "
+            "expected ISO 8601 text (2024-01-31T00:00:00Z) or epoch seconds/milliseconds",
+            first + 1,
+            "timestamp",
+        )
+        return np.full(n, nat, dtype=np.int64)
     offsets = as_text.str.extract(_OFFSET_RE, expand=False)
     has_offset = offsets.notna().to_numpy()
     non_utc = has_offset & ~offsets.fillna("").str.lower().isin(_UTC_OFFSETS).to_numpy()
@@ -229,7 +259,10 @@ def _parse_timestamps(col: pd.Series, report: ValidationReport) -> np.ndarray:
 
 
 def validate_raw(
-    raw: RawTable, timeframe: str | Timeframe | None = None, repair: Repair | None = None
+    raw: RawTable,
+    timeframe: str | Timeframe | None = None,
+    repair: Repair | None = None,
+    plausibility: PlausibilityConfig = DEFAULT_PLAUSIBILITY,
 ) -> tuple[ValidationReport, pd.DataFrame | None]:
     """Check a raw table; return the report and, when usable, the canonical frame (UTC index, float64 OHLCV)."""
     report = ValidationReport(path=raw.path, row_offset=raw.row_offset)
@@ -257,7 +290,7 @@ def validate_raw(
         empty = text.isin(["", "nan", "NaN", "NAN", "null", "None"]).to_numpy()
         bad_numbers[col] = np.isnan(parsed) & ~empty & ~text.str.lower().isin(["nan"]).to_numpy()
         values[col] = parsed
-    check_values(values, report, bad_numbers)
+    check_values(values, report, bad_numbers, plausibility)
     valid_ts = ts != np.iinfo(np.int64).min
     canonical = pd.DataFrame(values)
     canonical.index = pd.DatetimeIndex(pd.to_datetime(np.where(valid_ts, ts, 0), utc=True), name="timestamp").as_unit("ns")
@@ -301,7 +334,10 @@ def infer_timeframe_from_name(path: str | Path) -> Timeframe | None:
 
 
 def validate_file(
-    path: str | Path, timeframe: str | Timeframe | None = None, repair: Repair | None = None
+    path: str | Path,
+    timeframe: str | Timeframe | None = None,
+    repair: Repair | None = None,
+    plausibility: PlausibilityConfig = DEFAULT_PLAUSIBILITY,
 ) -> tuple[ValidationReport, pd.DataFrame | None]:
     """Read and check a file. Read failures (corrupt gzip, empty file) come back as a one-error report."""
     try:
@@ -314,7 +350,7 @@ def validate_file(
         return report, None
     if timeframe is None:
         timeframe = infer_timeframe_from_name(path)
-    return validate_raw(raw, timeframe, repair)
+    return validate_raw(raw, timeframe, repair, plausibility)
 
 
 def load_bars(
@@ -322,6 +358,7 @@ def load_bars(
     symbol: str | None = None,
     timeframe: str | Timeframe | None = None,
     repair: Repair | None = None,
+    plausibility: PlausibilityConfig = DEFAULT_PLAUSIBILITY,
 ) -> Bars:
     """Load and validate an OHLCV file (or a bundled dataset name such as ``BTCUSDT``).
 
@@ -331,7 +368,7 @@ def load_bars(
     from himari.data.bundled import resolve_data_path
 
     resolved = resolve_data_path(path)
-    report, frame = validate_file(resolved, timeframe, repair)
+    report, frame = validate_file(resolved, timeframe, repair, plausibility)
     if frame is None or not report.ok:
         raise DataError(report.first_error_line().split(": ", 1)[1] if ": " in report.first_error_line() else "invalid", str(resolved))
     assert report.timeframe is not None

@@ -2,7 +2,9 @@
 
 Checks: missing/extra columns, empty file, unparsable or non-UTC timestamps, timestamps off the timeframe grid,
 unsorted or duplicate timestamps, non-numeric / NaN / inf values, non-positive prices, high < max(open, close),
-low > min(open, close), high < low, negative volume, and gaps (reported, not fatal).
+low > min(open, close), high < low, negative volume, and gaps (reported, not fatal). Plausibility
+(:class:`PlausibilityConfig`, errors naming the row): prices outside ``[min_price, max_price]`` and one-bar moves larger
+than ``max_bar_move`` (close to close, and high to low within a bar: a 1000x spike is a data error, not a market move).
 
 Row numbers are 1-based data rows; for CSV files with a header, ``line`` is the line in the file (row + 1).
 """
@@ -15,11 +17,70 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import Field, model_validator
 
+from himari.config import FrozenConfig
 from himari.data.bars import OHLCV_COLUMNS, PRICE_COLUMNS
 from himari.data.timeframe import Timeframe
 
 Severity = Literal["error", "warning", "info"]
+
+
+class PlausibilityConfig(FrozenConfig):
+    """Bounds beyond which a bar is taken as a data error (used by every loader, command and the API).
+
+    ``max_bar_move``: the largest ratio between consecutive closes (either way: ``1/m <= c_t / c_{t-1} <= m``) and
+    between a bar's high and low. The default 10 is far above any real hourly or daily move of a listed crypto pair
+    and catches unit mistakes and 1000x spikes. ``min_price``/``max_price`` bound every price (quote currency).
+    """
+
+    max_bar_move: float = Field(default=10.0, gt=1.0, le=1e6)
+    min_price: float = Field(default=1e-8, gt=0.0)
+    max_price: float = Field(default=1e9, gt=0.0, le=1e15)
+
+    @model_validator(mode="after")
+    def _check_range(self) -> PlausibilityConfig:
+        if self.min_price >= self.max_price:
+            raise ValueError(f"min_price {self.min_price:g} must be below max_price {self.max_price:g}")
+        return self
+
+
+DEFAULT_PLAUSIBILITY = PlausibilityConfig()
+
+
+def implausible_rows(
+    ohlcv: np.ndarray, config: PlausibilityConfig = DEFAULT_PLAUSIBILITY, previous_close: float | None = None
+) -> list[tuple[int, str, str]]:
+    """``(row index (0-based), column, message)`` for every implausible bar of a finite, positive ``(n, 5)`` array.
+
+    ``previous_close`` is the close before row 0 (a held history), if any. Kernel: arrays in, no I/O.
+    """
+    x = np.asarray(ohlcv, dtype=np.float64).reshape(-1, 5)
+    out: list[tuple[int, str, str]] = []
+    if len(x) == 0:
+        return out
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        prices = x[:, :4]
+        low_bad = prices < config.min_price
+        high_bad = prices > config.max_price
+        for i, j in zip(*np.nonzero(low_bad | high_bad), strict=True):
+            col = PRICE_COLUMNS[j]
+            side = "below the plausible minimum" if low_bad[i, j] else "above the plausible maximum"
+            bound = config.min_price if low_bad[i, j] else config.max_price
+            out.append((int(i), col, f"{col} = {prices[i, j]:g} is {side} {bound:g} (PlausibilityConfig)"))
+        m = config.max_bar_move
+        spread = x[:, 1] / x[:, 2]
+        for i in np.flatnonzero(spread > m):
+            out.append((int(i), "high", f"high {x[i, 1]:g} is {spread[i]:.4g}x low {x[i, 2]:g} within one bar "
+                                        f"(max_bar_move {m:g})"))
+        close = x[:, 3]
+        before = np.concatenate([[np.nan if previous_close is None else previous_close], close[:-1]])
+        ratio = close / before
+        for i in np.flatnonzero((ratio > m) | (ratio < 1.0 / m)):
+            out.append((int(i), "close", f"close {close[i]:g} is {ratio[i]:.4g}x the previous close {before[i]:g} "
+                                         f"(one-bar move beyond max_bar_move {m:g})"))
+    out.sort(key=lambda item: item[0])
+    return out
 
 
 @dataclass(frozen=True)
@@ -183,7 +244,12 @@ def check_timestamps(ts_ns: np.ndarray, report: ValidationReport, timeframe: Tim
     return timeframe
 
 
-def check_values(values: dict[str, np.ndarray], report: ValidationReport, bad_numbers: dict[str, np.ndarray]) -> None:
+def check_values(
+    values: dict[str, np.ndarray],
+    report: ValidationReport,
+    bad_numbers: dict[str, np.ndarray],
+    plausibility: PlausibilityConfig = DEFAULT_PLAUSIBILITY,
+) -> None:
     """Per-row value checks on float64 columns. ``bad_numbers[col]`` marks cells that failed to parse as numbers."""
     rows = np.arange(1, len(next(iter(values.values()))) + 1) if values else np.array([], dtype=int)
     for col in OHLCV_COLUMNS:
@@ -213,6 +279,15 @@ def check_values(values: dict[str, np.ndarray], report: ValidationReport, bad_nu
         for i in np.flatnonzero(vol < 0)[:1000]:
             report.add("error", "negative_volume", f"volume {vol[i]:g} is negative", int(rows[i]), "volume")
         report.zero_volume_rows = int(np.sum(vol == 0))
+    usable = np.ones(len(rows), dtype=bool)
+    for col in PRICE_COLUMNS:
+        usable &= np.isfinite(finite[col]) & (finite[col] > 0)
+    if usable.any():
+        # plausibility on the rows whose prices are usable (bad cells are already reported above)
+        idx = np.flatnonzero(usable)
+        stacked = np.stack([finite[c][idx] for c in OHLCV_COLUMNS], axis=1)
+        for i, col, message in implausible_rows(stacked, plausibility)[:1000]:
+            report.add("error", "implausible", message, int(rows[idx[i]]), col)
 
 
 def validate_frame(frame: pd.DataFrame, timeframe: Timeframe, path: str) -> ValidationReport:

@@ -130,7 +130,9 @@ def cagr(total_return: float, n_bars: int, periods_per_year: float) -> float:
         return math.nan
     if total_return <= -1.0:
         return -1.0
-    return float((1.0 + total_return) ** (periods_per_year / n_bars) - 1.0)
+    # in log space: (1 + R) ** k overflows a float for absurd inputs (e.g. prices of 1e300); the answer is then inf
+    exponent = math.log1p(total_return) * (periods_per_year / n_bars)
+    return math.inf if exponent > 709.0 else float(math.expm1(exponent))
 
 
 def _gross_exposure(positions: np.ndarray) -> np.ndarray:

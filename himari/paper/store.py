@@ -59,9 +59,15 @@ CREATE TABLE IF NOT EXISTS state (
 """
 
 
-def _exclusive_lock(db: Path) -> Any:
-    """An exclusive, non-blocking ``flock`` on ``DB.lock``: one writer per database. The OS drops it when the
-    process dies (kill -9 included), so a restart is never blocked by a stale lock."""
+def _exclusive_lock(db: Path) -> tuple[Any, int]:
+    """Exclusive, non-blocking ``flock``s that make one writer per database, however it is named.
+
+    ``db`` is the resolved real path (symlinks followed). Two locks: ``REAL.lock`` beside the real file, and the
+    database file itself (its inode: a hard link or a symlink to the same database is the same file). SQLite uses
+    POSIX ``fcntl`` locks, which are independent of ``flock`` on Linux; the descriptor stays open for the store's
+    lifetime (closing another descriptor of the file would drop SQLite's own POSIX locks). The OS drops both when
+    the process dies (kill -9 included), so a restart is never blocked by a stale lock.
+    """
     import fcntl
 
     handle = open(db.with_name(db.name + ".lock"), "a+")  # held for the store's lifetime
@@ -70,7 +76,20 @@ def _exclusive_lock(db: Path) -> Any:
     except BlockingIOError:
         handle.close()
         raise RunDirError(f"{db}: another himari paper process is writing this database") from None
-    return handle
+    try:
+        fd = os.open(db, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        handle.close()
+        raise RunDirError(f"{db}: cannot open the database ({exc.strerror})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        handle.close()
+        raise RunDirError(
+            f"{db}: another himari paper process is writing this database (under another name)"
+        ) from None
+    return handle, fd
 
 
 @dataclass(frozen=True)
@@ -101,8 +120,11 @@ class PaperStore:
             self.conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._lock = _exclusive_lock(self.path)
-            self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            real = self.path.resolve()  # symlinks followed: the lock and SQLite see the one real file
+            if real.exists() and not real.is_file():
+                raise RunDirError(f"{self.path}: not a regular file")
+            self._lock, self._db_fd = _exclusive_lock(real)
+            self.conn = sqlite3.connect(real, isolation_level=None, check_same_thread=False)
             mode = self.conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise RunDirError(f"{self.path}: cannot switch SQLite to WAL mode (got {mode})")
@@ -118,6 +140,10 @@ class PaperStore:
 
     def close(self) -> None:
         self.conn.close()
+        fd = getattr(self, "_db_fd", None)
+        if fd is not None:
+            os.close(fd)  # after SQLite closed its own descriptors; releases the flock on the database file
+            self._db_fd = None
         lock = getattr(self, "_lock", None)
         if lock is not None:
             lock.close()  # releases the flock

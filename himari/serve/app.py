@@ -10,17 +10,25 @@ Routes::
     GET  /metrics         Prometheus text
     GET  /openapi.json    the OpenAPI schema
 
-Every route except ``/health`` and the page shell needs ``X-API-Key`` (when keys are configured). Schema errors are
-422 (FastAPI), data problems (:class:`~himari.errors.DataError`: unsorted, duplicate, gap, wrong symbol, stale) are
-422 naming the row, configuration errors 400; the engine runs inline on the event loop (one decision at a time, no
-thread hop), so per-request work is the model forward pass plus features on a bounded history.
+Every route except ``/health`` and the page shell needs exactly one ``X-API-Key`` header (when keys are configured).
+Bodies are parsed with bounded numbers (:func:`~himari.serve.schemas.parse_json_body`) and strict models; schema
+errors are 422, data problems (:class:`~himari.errors.DataError`: unsorted, duplicate, gap, implausible price or
+one-bar move, wrong symbol) are 422 naming the row, configuration errors 400. Error bodies quote input only
+shortened. Parsing, validation and decisions run in a bounded worker pool (:mod:`himari.serve.pool`), never on the
+event loop: when the pool is full, or a request does not finish within ``request_timeout_s``, the answer is 503 with
+``Retry-After``; ``/health`` and ``/metrics`` are answered on the loop and stay fast under load. Request metrics count
+the status each client was sent (``client_closed`` when the client left before the answer).
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import hashlib
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
@@ -29,23 +37,34 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from himari import __version__
 from himari.data.timeframe import Timeframe
+from himari.data.validate import DEFAULT_PLAUSIBILITY, PlausibilityConfig
 from himari.errors import ConfigError, DataError, HimariError
 from himari.serve.auth import API_KEY_HEADER, ApiKeys
-from himari.serve.decider import Decider
+from himari.serve.decider import Decider, symbol_digest
 from himari.serve.history import BarHistory, bars_from_rows
 from himari.serve.metrics import Metrics
+from himari.serve.pool import Overloaded, WorkerPool
 from himari.serve.schemas import (
+    MAX_BARS_PER_REQUEST,
+    MAX_SYMBOLS,
     AccountIn,
+    BarIn,
     BarsRequest,
     BarsResponse,
+    BodyError,
     DecideRequest,
     DecideResponse,
     ErrorResponse,
     HealthResponse,
+    parse_json_body,
+    short,
 )
 
 log = logging.getLogger("himari.serve")
@@ -57,6 +76,8 @@ from himari.serve.dashboard import DOCS_PATH, PLOTLY_PATH, dashboard_router, ins
 PUBLIC_PATHS = PUBLIC_PATHS | {DOCS_PATH, PLOTLY_PATH}
 # -- end issue 20 ---------------------------------------------------------------------------------------------------
 MAX_BODY_BYTES = 8 * 1024 * 1024
+MAX_ERROR_CHARS = 500  # an error message never grows with the request
+PARSED_BODY_CACHE = 32  # validated bar histories kept per body digest (the same body again skips parsing)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +95,11 @@ class ServeConfig:
         8  # bar histories whose built market data is memoized (0 = off: engine.decide each time)
     )
     decision_cache: int = 1024  # (bars, account) pairs whose decision is memoized
+    workers: int = 0  # worker threads for parsing and decisions (0 = the number of cores)
+    max_pending: int = 0  # requests admitted to the pool, running or waiting (0 = 4 per worker); more -> 503
+    request_timeout_s: float = 10.0  # a request not answered by then -> 503 + Retry-After
+    body_timeout_s: float = 10.0  # a body not received by then -> 408
+    plausibility: PlausibilityConfig = DEFAULT_PLAUSIBILITY  # price range and one-bar move bounds for bars
 
 
 def default_account_factory(account: AccountIn, symbols: tuple[str, ...]) -> Any:
@@ -99,10 +125,11 @@ def default_account_factory(account: AccountIn, symbols: tuple[str, ...]) -> Any
 class _AuthAndSizeMiddleware:
     """Pure ASGI middleware: API-key check (constant time, key never logged), body-size limit, request metrics."""
 
-    def __init__(self, app: Any, keys: ApiKeys, metrics: Metrics) -> None:
+    def __init__(self, app: Any, keys: ApiKeys, metrics: Metrics, pool: WorkerPool | None = None) -> None:
         self.app = app
         self.keys = keys
         self.metrics = metrics
+        self.pool = pool
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -110,15 +137,28 @@ class _AuthAndSizeMiddleware:
             return
         started = time.perf_counter()
         path = scope.get("path", "")
-        status_holder = {"status": 500}
+        status_holder: dict[str, int | str] = {"status": CLIENT_CLOSED}  # until a response starts
 
         async def send_wrapper(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 status_holder["status"] = int(message["status"])
-            await send(message)
+            try:
+                await send(message)
+            except OSError:
+                status_holder["status"] = CLIENT_CLOSED  # the client left: count what it saw (nothing)
+                raise
 
-        headers = {k.decode("latin-1").lower(): v for k, v in scope.get("headers", [])}
+        headers: dict[str, bytes] = {}
+        key_headers = 0
+        for raw_name, value in scope.get("headers", []):
+            name = raw_name.decode("latin-1").lower()
+            headers[name] = value
+            key_headers += name == API_KEY_HEADER.lower()
         if path not in PUBLIC_PATHS and self.keys.enabled:
+            if key_headers > 1:
+                await _send_json(send_wrapper, 400, {"error": f"send exactly one {API_KEY_HEADER} header"})
+                self._observe(path, status_holder["status"], started)
+                return
             presented = headers.get(API_KEY_HEADER.lower())
             if not self.keys.check(
                 presented.decode("utf-8", errors="replace") if presented is not None else None
@@ -126,6 +166,15 @@ class _AuthAndSizeMiddleware:
                 await _send_json(send_wrapper, 401, {"error": f"missing or invalid {API_KEY_HEADER} header"})
                 self._observe(path, status_holder["status"], started)
                 return
+        if self.pool is not None and path in POOLED_ROUTES and self.pool.full():
+            # refused before the body is read: a full pool costs the event loop nothing per extra request
+            self.metrics.rejected.labels(reason="queue_full").inc()
+            await _send_json(
+                send_wrapper, 503, {"error": f"server busy: {self.pool.pending} requests in progress; retry later"},
+                extra_headers=[(b"retry-after", str(self.pool.retry_after_s()).encode())],
+            )
+            self._observe(path, status_holder["status"], started)
+            return
         length = headers.get("content-length")
         if length is not None:
             try:
@@ -150,14 +199,19 @@ class _AuthAndSizeMiddleware:
                     raise StarletteHTTPException(413, f"request body larger than {MAX_BODY_BYTES} bytes")
             return message
 
-        await self.app(scope, limited_receive, send_wrapper)
-        self._observe(path, status_holder["status"], started)
+        try:
+            await self.app(scope, limited_receive, send_wrapper)
+        finally:
+            self._observe(path, status_holder["status"], started)
 
-    def _observe(self, path: str, status: int, started: float) -> None:
+    def _observe(self, path: str, status: int | str, started: float) -> None:
         route = path if path in _KNOWN_ROUTES else "other"
         elapsed = time.perf_counter() - started
         self.metrics.request_latency.labels(route=route, status=str(status)).observe(elapsed)
         self.metrics.requests.labels(route=route, status=str(status)).inc()
+
+
+CLIENT_CLOSED = "client_closed"
 
 
 _KNOWN_ROUTES = frozenset(
@@ -165,38 +219,111 @@ _KNOWN_ROUTES = frozenset(
 )
 
 
-async def _send_json(send: Any, status: int, payload: dict[str, Any]) -> None:
+POOLED_ROUTES = frozenset({"/v1/decide", "/v1/bars"})
+
+
+async def _send_json(
+    send: Any, status: int, payload: dict[str, Any], extra_headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
     body = JSONResponse(payload).body
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                        *(extra_headers or [])],
         }
     )
     await send({"type": "http.response.body", "body": body})
 
 
-def _first_validation_message(errors: list[dict[str, Any]]) -> str:
+def _cap(message: str, limit: int = MAX_ERROR_CHARS) -> str:
+    return message if len(message) <= limit else message[:limit] + "..."
+
+
+def _first_validation_message(errors: list[dict[str, Any]], total: int | None = None) -> str:
     if not errors:
         return "invalid request"
     first = errors[0]
     loc = ".".join(str(p) for p in first.get("loc", ()))
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{loc}: {first.get('msg', 'invalid')}{more}"
+    total = len(errors) if total is None else total
+    more = f" (and {total - 1} more)" if total > 1 else ""
+    return _cap(f"{loc}: {first.get('msg', 'invalid')}{more}")
+
+
+MAX_ERROR_DETAILS = 10
 
 
 def _jsonable_errors(errors: Any) -> list[dict[str, Any]]:
+    """Location, message and type of the first errors (never the input; long keys and messages shortened)."""
     out = []
-    for err in errors:
+    for err in list(errors)[:MAX_ERROR_DETAILS]:
         out.append(
             {
-                "loc": [str(p) for p in err.get("loc", ())],
-                "msg": str(err.get("msg", "")),
+                "loc": [p if isinstance(p, int) else _cap(str(p), 40) for p in err.get("loc", ())],
+                "msg": _cap(str(err.get("msg", "")), 200),
                 "type": str(err.get("type", "")),
             }
         )
     return out
+
+
+_BAR_ROWS = TypeAdapter(list[BarIn])
+VALIDATION_CHUNK_ROWS = 256  # rows validated per call: the GIL returns to the event loop between chunks
+
+
+def _validate_rows(rows: list[Any], loc: tuple[Any, ...]) -> list[Any]:
+    """Bar rows validated in chunks of ``VALIDATION_CHUNK_ROWS`` (pydantic holds the GIL for a whole call; 3000
+    rows at once would hold it ~15 ms); locations keep the row index within the whole list."""
+    out: list[Any] = []
+    for lo in range(0, len(rows), VALIDATION_CHUNK_ROWS):
+        try:
+            out.extend(_BAR_ROWS.validate_python(rows[lo : lo + VALIDATION_CHUNK_ROWS]))
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False, include_input=False, include_context=False)
+            raise _ShiftedErrors([{**e, "loc": (*loc, lo + e["loc"][0], *e["loc"][1:])} for e in errors]) from None
+    return out
+
+
+class _ShiftedErrors(Exception):
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__("validation errors")
+        self.errors = errors
+
+
+def _prevalidated(obj: Any) -> Any:
+    """Bar lists of a decide or bars request replaced by validated rows (models accept them without revalidating);
+    anything unexpected is left for the model to report."""
+    if not isinstance(obj, dict):
+        return obj
+    bars = obj.get("bars")
+    if isinstance(bars, list) and len(bars) <= MAX_BARS_PER_REQUEST:
+        return {**obj, "bars": _validate_rows(bars, ("bars",))}
+    if isinstance(bars, dict) and len(bars) <= MAX_SYMBOLS:
+        rows = {
+            k: _validate_rows(v, ("bars", k)) if isinstance(v, list) and len(v) <= MAX_BARS_PER_REQUEST else v
+            for k, v in bars.items()
+        }
+        return {**obj, "bars": rows}
+    return obj
+
+
+def _validate(model: Any, body: bytes) -> Any:
+    """Bounded JSON parse + strict model validation; problems as FastAPI's RequestValidationError (422)."""
+    try:
+        return model.model_validate(_prevalidated(parse_json_body(body)))
+    except BodyError as exc:
+        raise RequestValidationError([{"loc": ("body",), "msg": str(exc), "type": "json_invalid"}]) from None
+    except (ValidationError, _ShiftedErrors) as exc:
+        if isinstance(exc, _ShiftedErrors):
+            errors = exc.errors
+        else:
+            errors = exc.errors(include_url=False, include_input=False, include_context=False)
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e.get("loc", ()))} for e in errors[:MAX_ERROR_DETAILS]]
+            + ([{"loc": ("body",), "msg": f"{len(errors) - MAX_ERROR_DETAILS} more errors", "type": "more"}]
+               if len(errors) > MAX_ERROR_DETAILS else [])
+        ) from None
 
 
 def create_app(
@@ -210,15 +337,24 @@ def create_app(
     metrics = Metrics()
     metrics.set_model(config.model_id, config.model_version)
     timeframe = Timeframe.parse(config.timeframe)
-    histories = {
-        s: BarHistory(s, timeframe, config.history_bars, allow_gaps=config.allow_gaps) for s in config.symbols
-    }
+
+    def new_history(symbol: str) -> BarHistory:
+        return BarHistory(
+            symbol, timeframe, config.history_bars, allow_gaps=config.allow_gaps, plausibility=config.plausibility
+        )
+
+    histories = {s: new_history(s) for s in config.symbols}
+    histories_lock = threading.Lock()  # /v1/bars writes and kept-bar reads come from worker threads
     last_decisions: dict[str, Any] = {}
     started_at = time.monotonic()
     make_account = account_factory or default_account_factory
     decider = Decider(
         engine, config.symbols, cache_size=config.market_cache, decision_cache_size=config.decision_cache
     )
+    pool = WorkerPool(config.workers, config.max_pending, config.request_timeout_s)
+    metrics.pool_workers.set(pool.workers)
+    metrics.pool_capacity.set(pool.max_pending)
+    metrics.pool_pending.set_function(lambda: pool.pending)
     paper_store = None
     if config.paper_db is not None:
         from himari.paper.store import PaperStore
@@ -235,36 +371,52 @@ def create_app(
     )
     app.state.metrics = metrics
     app.state.histories = histories
+    app.state.pool = pool
 
     def known_symbol(symbol: str, where: str) -> str:
         if symbol not in histories:
             raise DataError(
-                f"unknown symbol {symbol!r}; this model trades {', '.join(config.symbols)}", where
+                f"unknown symbol {short(symbol)}; this model trades {', '.join(config.symbols)}", where
             )
         return symbol
+
+    async def read_body(request: Request) -> bytes:
+        try:
+            return await asyncio.wait_for(request.body(), config.body_timeout_s)
+        except TimeoutError:
+            raise StarletteHTTPException(408, f"request body not received within {config.body_timeout_s:g} s") from None
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = _jsonable_errors(exc.errors())
         metrics.errors.labels(kind="validation").inc()
         return JSONResponse(
-            status_code=422, content={"error": _first_validation_message(errors), "detail": errors}
+            status_code=422, content={"error": _first_validation_message(errors, len(exc.errors())), "detail": errors}
         )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(status_code=exc.status_code, content={"error": str(exc.detail)}, headers=exc.headers)
+        return JSONResponse(
+            status_code=exc.status_code, content={"error": _cap(str(exc.detail))}, headers=exc.headers
+        )
+
+    @app.exception_handler(Overloaded)
+    async def _overloaded(_: Request, exc: Overloaded) -> JSONResponse:
+        metrics.rejected.labels(reason=exc.reason).inc()
+        return JSONResponse(
+            status_code=503, content={"error": str(exc)}, headers={"Retry-After": str(exc.retry_after_s)}
+        )
 
     @app.exception_handler(DataError)
     async def _data_error(_: Request, exc: DataError) -> JSONResponse:
         metrics.errors.labels(kind="data").inc()
-        return JSONResponse(status_code=422, content={"error": str(exc)})
+        return JSONResponse(status_code=422, content={"error": _cap(str(exc))})
 
     @app.exception_handler(HimariError)
     async def _himari_error(_: Request, exc: HimariError) -> JSONResponse:
         metrics.errors.labels(kind=type(exc).__name__).inc()
         status = 400 if isinstance(exc, ConfigError) else 422
-        return JSONResponse(status_code=status, content={"error": str(exc)})
+        return JSONResponse(status_code=status, content={"error": _cap(str(exc))})
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:  # pragma: no cover - defence in depth
@@ -296,32 +448,107 @@ def create_app(
         body, content_type = metrics.render()
         return Response(content=body, media_type=content_type)
 
-    @app.post(
-        "/v1/bars",
-        response_model=BarsResponse,
-        responses={401: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
-    )
-    async def post_bars(request: BarsRequest) -> dict[str, Any]:
+    def post_bars_work(body: bytes) -> dict[str, Any]:
+        request: BarsRequest = _validate(BarsRequest, body)
         symbol = known_symbol(request.symbol, "request.symbol")
-        history = histories[symbol]
         ts = np.fromiter((r.timestamp_ns for r in request.bars), dtype=np.int64, count=len(request.bars))
         ohlcv = np.array([(r.open, r.high, r.low, r.close, r.volume) for r in request.bars], dtype=np.float64)
-        if request.reset:
-            fresh = BarHistory(symbol, timeframe, config.history_bars, allow_gaps=config.allow_gaps)
-            appended, skipped = fresh.extend(ts, ohlcv)
-            histories[symbol] = fresh
-            history = fresh
-        else:
-            appended, skipped = history.extend(ts, ohlcv, skip_known=True)
-        first, last = history.first_timestamp_ns, history.last_timestamp_ns
+        with histories_lock:
+            history = histories[symbol]
+            if request.reset:
+                fresh = new_history(symbol)
+                appended, skipped = fresh.extend(ts, ohlcv)
+                histories[symbol] = fresh
+                history = fresh
+            else:
+                appended, skipped = history.extend(ts, ohlcv, skip_known=True)
+            first, last, n_bars = history.first_timestamp_ns, history.last_timestamp_ns, len(history)
         return {
             "symbol": symbol,
-            "n_bars": len(history),
+            "n_bars": n_bars,
             "first": None if first is None else _iso(first),
             "last": None if last is None else _iso(last),
             "appended": appended,
             "skipped_known": skipped,
         }
+
+    @app.post(
+        "/v1/bars",
+        response_model=BarsResponse,
+        responses={401: {"model": ErrorResponse}, 422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+        openapi_extra=_request_body("BarsRequest"),
+    )
+    async def post_bars(request: Request) -> dict[str, Any]:
+        return await pool.run(post_bars_work, await read_body(request))
+
+    # body digest -> (account, bars, digests, last timestamps): array-backed, not the 3000 parsed rows (fewer objects
+    # for the garbage collector to traverse)
+    parsed_bodies: OrderedDict[bytes, tuple[AccountIn | None, dict[str, Any], dict[str, bytes], dict[str, int]]] = (
+        OrderedDict()
+    )
+    parsed_lock = threading.Lock()
+
+    def decide_work(body: bytes) -> tuple[dict[str, Any], str, float, dict[str, int], AccountIn | None]:
+        # the same body again (many clients polling with one bar history): reuse its validated bars, skip parsing
+        body_key = hashlib.blake2b(body, digest_size=20).digest()  # hashlib releases the GIL on large inputs
+        with parsed_lock:
+            seen = parsed_bodies.get(body_key)
+            if seen is not None:
+                parsed_bodies.move_to_end(body_key)
+        if seen is not None:
+            return finish(*seen)
+        request: DecideRequest = _validate(DecideRequest, body)
+        if request.bars is not None:
+            unknown = [s for s in request.bars if s not in histories]
+            if unknown:
+                known_symbol(unknown[0], "request.bars")
+            missing = [s for s in config.symbols if s not in request.bars]
+            if missing:
+                raise DataError(
+                    f"bars for {', '.join(missing)} are missing; this model needs {', '.join(config.symbols)}",
+                    "request.bars",
+                )
+            bars_by_symbol = {
+                s: bars_from_rows(
+                    s, timeframe, request.bars[s], allow_gaps=config.allow_gaps, plausibility=config.plausibility
+                )
+                for s in config.symbols
+            }
+            digests = {s: symbol_digest(b) for s, b in bars_by_symbol.items()}
+            last_ts_ns = {s: int(b.index[-1].value) for s, b in bars_by_symbol.items()}
+            if config.decision_cache > 0:
+                with parsed_lock:
+                    parsed_bodies[body_key] = (request.account, bars_by_symbol, digests, last_ts_ns)
+                    if len(parsed_bodies) > PARSED_BODY_CACHE:
+                        parsed_bodies.popitem(last=False)
+        else:
+            assert request.symbols is not None
+            for s in request.symbols:
+                known_symbol(s, "request.symbols")
+            missing = [s for s in config.symbols if s not in request.symbols]
+            if missing:
+                raise DataError(
+                    f"symbols {', '.join(missing)} are missing; this model needs {', '.join(config.symbols)}",
+                    "request.symbols",
+                )
+            with histories_lock:
+                bars_by_symbol = {s: histories[s].bars() for s in config.symbols}
+                digests = {s: histories[s].digest() for s in config.symbols}
+                last_ts_ns = {s: int(histories[s].last_timestamp_ns or 0) for s in config.symbols}
+        return finish(request.account, bars_by_symbol, digests, last_ts_ns)
+
+    def finish(
+        account_in: AccountIn | None,
+        bars_by_symbol: dict[str, Any],
+        digests: dict[str, bytes],
+        last_ts_ns: dict[str, int],
+    ) -> tuple[dict[str, Any], str, float, dict[str, int], AccountIn | None]:
+        account = make_account(account_in, config.symbols) if account_in is not None else None
+        started = time.perf_counter()
+        _, cache, payload = decider.decide(bars_by_symbol, account, digests)
+        latency_s = time.perf_counter() - started
+        payload["model_version"] = config.model_version  # one identity: /health, /metrics and every decision
+        return payload, cache, latency_s, last_ts_ns, account_in
 
     @app.post(
         "/v1/decide",
@@ -330,47 +557,21 @@ def create_app(
             200: {"model": DecideResponse},
             401: {"model": ErrorResponse},
             422: {"model": ErrorResponse},
+            503: {"model": ErrorResponse},
         },
+        openapi_extra=_request_body("DecideRequest"),
     )
-    async def decide(request: DecideRequest) -> JSONResponse:
-        if request.bars is not None:
-            unknown = [s for s in request.bars if s not in histories]
-            if unknown:
-                known_symbol(unknown[0], f"request.bars[{unknown[0]}]")
-            missing = [s for s in config.symbols if s not in request.bars]
-            if missing:
-                raise DataError(
-                    f"bars for {', '.join(missing)} are missing; this model needs {', '.join(config.symbols)}",
-                    "request.bars",
-                )
-            bars_by_symbol = {
-                s: bars_from_rows(s, timeframe, request.bars[s], allow_gaps=config.allow_gaps) for s in config.symbols
-            }
-            digests = None
-            last_ts_ns = {s: int(b.index[-1].value) for s, b in bars_by_symbol.items()}
-        else:
-            assert request.symbols is not None
-            for s in request.symbols:
-                known_symbol(s, "request.symbols")
-            missing = [s for s in config.symbols if s not in request.symbols]
-            if missing:
-                raise DataError(f"symbols {', '.join(missing)} are missing; this model needs {', '.join(config.symbols)}", "request.symbols")
-            bars_by_symbol = {s: histories[s].bars() for s in config.symbols}
-            digests = {s: histories[s].digest() for s in config.symbols}
-            last_ts_ns = {s: int(histories[s].last_timestamp_ns or 0) for s in config.symbols}
-        account = make_account(request.account, config.symbols) if request.account is not None else None
-        started = time.perf_counter()
-        _, cache, payload = decider.decide(bars_by_symbol, account, digests)
-        latency_s = time.perf_counter() - started
+    async def decide(request: Request) -> JSONResponse:
+        payload, cache, latency_s, last_ts_ns, account = await pool.run(decide_work, await read_body(request))
         payload["latency_ms"] = latency_s * 1e3
         payload["cache"] = cache
         metrics.cache.labels(result=cache).inc()
         step_s = timeframe.seconds
         last_close_s = {s: ts / 1e9 + step_s for s, ts in last_ts_ns.items()}
         metrics.observe_decision(payload, latency_s, last_close_s, now_s=clock(), repeated=cache == "decision")
-        if request.account is not None:
-            peak = request.account.peak_equity or request.account.equity
-            metrics.observe_account("api", request.account.equity, 1.0 - request.account.equity / peak)
+        if account is not None:
+            peak = account.peak_equity or account.equity
+            metrics.observe_account("api", account.equity, 1.0 - account.equity / peak)
         for s in config.symbols:
             last_decisions[s] = payload
         return JSONResponse(payload)
@@ -396,12 +597,34 @@ def create_app(
             out["paper"] = _paper_summary(paper_store)
         return out
 
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in (DecideRequest, BarsRequest):
+                model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(model_schema.pop("$defs", {}))
+                components[model.__name__] = model_schema
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     # -- issue 20: dashboard data (/v1/dashboard), docs page (/docs), plotly.js; X-API-Key scheme in openapi.json --
     app.include_router(dashboard_router(config, histories, paper_store))
     install_openapi(app, PUBLIC_PATHS)
     # -- end issue 20 ---------------------------------------------------------------------------------------------
-    app.add_middleware(_AuthAndSizeMiddleware, keys=keys, metrics=metrics)
+    app.add_middleware(_AuthAndSizeMiddleware, keys=keys, metrics=metrics, pool=pool)
     return app
+
+
+def _request_body(model_name: str) -> dict[str, Any]:
+    """OpenAPI request body of a route that reads its body itself (bounded parse in the worker pool)."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model_name}"}}},
+        }
+    }
 
 
 def _iso(ts_ns: int) -> str:
@@ -422,7 +645,7 @@ def _paper_summary(store: Any, points: int = 500) -> dict[str, Any]:
             "positions": store.last_positions(stream),
             "last_decision": last_decisions[-1] if last_decisions else None,
         }
-    return {"db": str(store.path), "streams": streams}
+    return {"db": store.path.name, "streams": streams}  # the file name only: no server paths in answers
 
 
 def serve_config_from_bundle(
@@ -433,7 +656,8 @@ def serve_config_from_bundle(
         symbols=tuple(bundle.symbols),
         timeframe=str(bundle.timeframe),
         model_id=str(bundle.model_id),
-        model_version=str(meta.get("model_version", meta.get("version", "unversioned"))),
+        # the bundle's own version, else the himari version that decisions carry: /health equals every decision
+        model_version=str(meta.get("model_version", meta.get("version", __version__))),
         history_bars=history_bars,
         allow_gaps=allow_gaps,
         paper_db=None if paper_db is None else str(paper_db),

@@ -200,12 +200,11 @@ def dashboard_router(config: Any, histories: dict[str, Any], paper_store: Any | 
 def install_openapi(app: FastAPI, public_paths: frozenset[str]) -> None:
     """Declare the ``X-API-Key`` security scheme in the app's OpenAPI schema: required by default, removed from the
     operations under ``public_paths``."""
-    from fastapi.openapi.utils import get_openapi
+    base = app.openapi  # the app's own schema (with its request models), extended here
 
     def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, description=app.description,
-                                 routes=app.routes)
+        schema = base()
+        if SECURITY_SCHEME not in schema.get("components", {}).get("securitySchemes", {}):
             schema.setdefault("components", {})["securitySchemes"] = {
                 SECURITY_SCHEME: {"type": "apiKey", "in": "header", "name": API_KEY_HEADER,
                                   "description": "An API key from the server's key file or HIMARI_API_KEYS."},

@@ -16,6 +16,7 @@ import pandas as pd
 
 from himari.data.bars import Bars
 from himari.data.timeframe import Timeframe
+from himari.data.validate import DEFAULT_PLAUSIBILITY, PlausibilityConfig, implausible_rows
 from himari.errors import DataError
 
 
@@ -61,13 +62,33 @@ def check_bar_sequence(
             )
 
 
+def check_plausible(
+    ohlcv: np.ndarray, symbol: str, plausibility: PlausibilityConfig, previous_close: float | None = None
+) -> None:
+    """Raise :class:`DataError` naming the first implausible row (price range, one-bar move; see
+    :class:`~himari.data.validate.PlausibilityConfig`). ``previous_close``: the last held bar's close."""
+    found = implausible_rows(ohlcv, plausibility, previous_close)
+    if found:
+        row, column, message = found[0]
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        raise DataError(f"{column}: {message}{more}", f"bars[{symbol}]", row)
+
+
 class BarHistory:
     """The last ``capacity`` closed bars of one symbol, as preallocated arrays (oldest first)."""
 
-    def __init__(self, symbol: str, timeframe: Timeframe | str, capacity: int, allow_gaps: bool = False) -> None:
+    def __init__(
+        self,
+        symbol: str,
+        timeframe: Timeframe | str,
+        capacity: int,
+        allow_gaps: bool = False,
+        plausibility: PlausibilityConfig = DEFAULT_PLAUSIBILITY,
+    ) -> None:
         if capacity < 1:
             raise ValueError("capacity must be >= 1")
         self.symbol = symbol
+        self.plausibility = plausibility
         self.timeframe = Timeframe.parse(timeframe)
         self.capacity = int(capacity)
         self.allow_gaps = allow_gaps
@@ -115,6 +136,8 @@ class BarHistory:
             skipped = int(known.sum())
             ts_ns, ohlcv = ts_ns[~known], ohlcv[~known]
         check_bar_sequence(ts_ns, self.timeframe, self.symbol, self.allow_gaps, last)
+        previous_close = float(self._ohlcv[self._stop - 1, 3]) if len(self) else None
+        check_plausible(ohlcv, self.symbol, self.plausibility, previous_close)
         n = len(ts_ns)
         if n == 0:
             return 0, skipped
@@ -166,7 +189,11 @@ class BarHistory:
 
 
 def bars_from_rows(
-    symbol: str, timeframe: Timeframe, rows: Sequence[object], allow_gaps: bool = False
+    symbol: str,
+    timeframe: Timeframe,
+    rows: Sequence[object],
+    allow_gaps: bool = False,
+    plausibility: PlausibilityConfig = DEFAULT_PLAUSIBILITY,
 ) -> Bars:
     """Bars from validated :class:`~himari.serve.schemas.BarIn` rows, after the sequence checks."""
     ts = np.fromiter((r.timestamp_ns for r in rows), dtype=np.int64, count=len(rows))  # type: ignore[attr-defined]
@@ -174,6 +201,7 @@ def bars_from_rows(
         [(r.open, r.high, r.low, r.close, r.volume) for r in rows], dtype=np.float64  # type: ignore[attr-defined]
     ).reshape(len(rows), 5)
     check_bar_sequence(ts, timeframe, symbol, allow_gaps)
+    check_plausible(values, symbol, plausibility)
     return Bars.from_arrays(
         ts, values[:, 0], values[:, 1], values[:, 2], values[:, 3], values[:, 4], symbol=symbol, timeframe=timeframe,
         source=f"request.bars[{symbol}]",

@@ -10,7 +10,11 @@ Names (all prefixed ``himari_``), used by the Grafana dashboard and alert rules 
 - ``risk_gate_activations_total`` (counter, by gate: the gate scaled the position below 1);
 - ``data_staleness_seconds`` (gauge, by symbol: wall time since the last bar closed, at decision time);
 - ``regime_probability`` (gauge, by symbol and regime) and ``model_info`` (model id and version);
-- ``fills_total`` (paper: by stream and side), ``errors_total`` (by kind).
+- ``fills_total`` (paper: by stream and side), ``errors_total`` (by kind);
+- ``http_rejected_total`` (503 + Retry-After, by reason: queue_full, timeout) and ``worker_pool_pending`` /
+  ``worker_pool_capacity`` / ``worker_pool_workers`` (the API's bounded worker pool).
+
+``http_requests_total`` counts the status each client was actually sent (``client_closed`` when it left first).
 """
 
 from __future__ import annotations
@@ -100,6 +104,16 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.rejected = Counter(
+            "himari_http_rejected",
+            "Requests answered 503 + Retry-After (queue_full: pool at capacity; timeout: not done in time)",
+            ["reason"],
+            registry=r,
+        )
+        self.pool_pending = Gauge("himari_worker_pool_pending", "Requests in the worker pool (running + waiting)",
+                                  registry=r)
+        self.pool_capacity = Gauge("himari_worker_pool_capacity", "Requests admitted before 503", registry=r)
+        self.pool_workers = Gauge("himari_worker_pool_workers", "Worker threads", registry=r)
         self.last_decision_time = Gauge(
             "himari_last_decision_timestamp_seconds", "Unix time of the last decision", registry=r
         )

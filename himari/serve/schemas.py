@@ -1,5 +1,11 @@
 """Request and response models of the API (pydantic v2), with the checks that make bad input a clear 4xx.
 
+Bodies are parsed by :func:`parse_json_body`, which bounds every number *before* converting it (at most
+``MAX_INT_DIGITS`` digits for integers, ``MAX_NUMBER_CHARS`` characters for decimals, no NaN/Infinity tokens): a
+300k-digit number is refused in linear time instead of being converted in quadratic time. The models are strict: a
+number must be a JSON number (``"42000"`` and ``true`` are refused), a flag a JSON boolean. Error messages quote
+input only shortened (:func:`short`), so an error body never echoes a large request.
+
 Per-field checks (schema level, answered with 422 by FastAPI): prices finite and > 0, volume finite and >= 0,
 ``high >= max(open, close)``, ``low <= min(open, close)``, timestamps as epoch milliseconds (ccxt's convention) or ISO
 8601 (naive means UTC), bounded list lengths. Sequence checks (sorted, duplicates, off-grid, gaps) need the
@@ -8,6 +14,7 @@ timeframe and are done by :mod:`himari.serve.history`, which raises :class:`~him
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import datetime
 from typing import Any
@@ -19,38 +26,102 @@ MAX_BARS_PER_REQUEST = 5000
 MAX_SYMBOLS = 16
 MIN_EPOCH_MS = 1_230_768_000_000  # 2009-01-01: anything earlier is a unit mistake (seconds sent as ms)
 MAX_EPOCH_MS = 4_102_444_800_000  # 2100-01-01
+MAX_INT_DIGITS = 19  # int64 range: epoch ms, ns and counts all fit
+MAX_NUMBER_CHARS = 40  # a float64 needs at most 17 significant digits plus sign, point and exponent
+MAX_TIMESTAMP_CHARS = 40
+SHORT_CHARS = 40
+
+
+class BodyError(ValueError):
+    """The request body is not acceptable JSON (answered with 422 and this message)."""
+
+
+def short(value: object, limit: int = SHORT_CHARS) -> str:
+    """``repr(value)`` cut to ``limit`` characters (error messages never echo large input)."""
+    if isinstance(value, str) and len(value) > limit:
+        return repr(value[:limit]) + f"... ({len(value)} characters)"
+    text = repr(value) if not isinstance(value, int) or isinstance(value, bool) else _int_text(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _int_text(value: int) -> str:
+    if value.bit_length() > 200:  # str() of a huge int is quadratic (and capped by Python): describe it instead
+        return f"<integer of about {int(value.bit_length() * 0.30103)} digits>"
+    return str(value)
+
+
+def _bounded_int(text: str) -> int:
+    digits = len(text) - (text[0] == "-")
+    if digits > MAX_INT_DIGITS:
+        raise BodyError(f"a number with {digits} digits exceeds the limit of {MAX_INT_DIGITS} digits")
+    return int(text)
+
+
+def _bounded_float(text: str) -> float:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise BodyError(f"a number written with {len(text)} characters exceeds the limit of {MAX_NUMBER_CHARS}")
+    value = float(text)
+    if not math.isfinite(value):
+        raise BodyError(f"number {text} is out of the float64 range")
+    return value
+
+
+def _no_constant(name: str) -> float:
+    raise BodyError(f"{name} is not a JSON number; send finite numbers")
+
+
+def parse_json_body(body: bytes) -> object:
+    """JSON text -> Python objects, numbers bounded before conversion (linear time in the body length)."""
+    if not body.strip():
+        raise BodyError("request body is empty; send a JSON object")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BodyError(f"request body is not UTF-8 text (byte {exc.start})") from None
+    try:
+        return json.loads(text, parse_int=_bounded_int, parse_float=_bounded_float, parse_constant=_no_constant)
+    except BodyError:
+        raise
+    except json.JSONDecodeError as exc:
+        raise BodyError(f"request body is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except RecursionError:
+        raise BodyError("request body nests too deeply") from None
 
 
 def parse_timestamp_ns(value: int | float | str | datetime) -> int:
     """Epoch milliseconds (int) or ISO 8601 text / datetime (naive = UTC) -> int64 nanoseconds since the epoch."""
     if isinstance(value, bool):
         raise ValueError("timestamp must be epoch milliseconds or ISO 8601 text, not a boolean")
-    if isinstance(value, int | float):
-        if not math.isfinite(value) or value != int(value):
-            raise ValueError(f"timestamp {value!r} must be an integer number of epoch milliseconds")
-        ms = int(value)
-        if not MIN_EPOCH_MS <= ms <= MAX_EPOCH_MS:
+    if isinstance(value, int):
+        if not MIN_EPOCH_MS <= value <= MAX_EPOCH_MS:  # integer comparison: no float conversion of huge ints
             raise ValueError(
-                f"timestamp {ms} is outside 2009..2100 as epoch milliseconds (seconds sent instead of milliseconds?)"
+                f"timestamp {short(value)} is outside 2009..2100 as epoch milliseconds "
+                "(seconds sent instead of milliseconds?)"
             )
-        return ms * 1_000_000
+        return value * 1_000_000
+    if isinstance(value, float):
+        if not (math.isfinite(value) and value == int(value) and MIN_EPOCH_MS <= value <= MAX_EPOCH_MS):
+            raise ValueError(f"timestamp {short(value)} must be an integer number of epoch milliseconds in 2009..2100")
+        return int(value) * 1_000_000
+    if isinstance(value, str) and len(value) > MAX_TIMESTAMP_CHARS:
+        raise ValueError(f"timestamp {short(value)} is longer than {MAX_TIMESTAMP_CHARS} characters")
     try:
         ts = pd.Timestamp(value)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"timestamp {value!r} is not ISO 8601 or epoch milliseconds") from exc
+    except (ValueError, TypeError, OverflowError):
+        raise ValueError(f"timestamp {short(value)} is not ISO 8601 or epoch milliseconds") from None
     if ts is pd.NaT or pd.isna(ts):
-        raise ValueError(f"timestamp {value!r} is not a valid time")
+        raise ValueError(f"timestamp {short(value)} is not a valid time")
     ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
     ns = int(ts.value)
     if not MIN_EPOCH_MS * 1_000_000 <= ns <= MAX_EPOCH_MS * 1_000_000:
-        raise ValueError(f"timestamp {value!r} is outside 2009..2100")
+        raise ValueError(f"timestamp {short(value)} is outside 2009..2100")
     return ns
 
 
 class BarIn(BaseModel):
     """One closed OHLCV bar; ``timestamp`` is the bar's open time (UTC)."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True, strict=True)
 
     timestamp: int | str = Field(description="bar open time: epoch milliseconds or ISO 8601 (naive = UTC)")
     open: float = Field(gt=0, lt=1e12)
@@ -81,18 +152,18 @@ class BarIn(BaseModel):
 class AccountIn(BaseModel):
     """The caller's account, used by the risk gates (drawdown brake, leverage, current position)."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True, strict=True)
 
     equity: float = Field(gt=0, lt=1e15, description="current account equity (quote currency)")
     peak_equity: float | None = Field(default=None, gt=0, lt=1e15, description="running peak equity")
     positions: dict[str, float] = Field(
-        default_factory=dict, description="signed position per symbol as a fraction of equity (missing = flat)"
+        default_factory=dict, max_length=MAX_SYMBOLS, description="signed position per symbol as a fraction of equity (missing = flat)"
     )
     entry_prices: dict[str, float] = Field(
-        default_factory=dict, description="entry price of the open position per symbol (missing = unknown/flat)"
+        default_factory=dict, max_length=MAX_SYMBOLS, description="entry price of the open position per symbol (missing = unknown/flat)"
     )
     time_in_position: dict[str, int] = Field(
-        default_factory=dict, description="bars since the position's sign last changed, per symbol"
+        default_factory=dict, max_length=MAX_SYMBOLS, description="bars since the position's sign last changed, per symbol"
     )
 
     @field_validator("positions")
@@ -100,7 +171,9 @@ class AccountIn(BaseModel):
     def _check_positions(cls, value: dict[str, float]) -> dict[str, float]:
         for symbol, position in value.items():
             if not -10.0 <= position <= 10.0:
-                raise ValueError(f"position {position:g} for {symbol} is outside [-10, 10] (fraction of equity)")
+                raise ValueError(
+                    f"position {position:g} for {short(symbol)} is outside [-10, 10] (fraction of equity)"
+                )
         return value
 
     @field_validator("entry_prices")
@@ -108,7 +181,7 @@ class AccountIn(BaseModel):
     def _check_entry_prices(cls, value: dict[str, float]) -> dict[str, float]:
         for symbol, price in value.items():
             if not 0.0 < price < 1e12:
-                raise ValueError(f"entry price {price:g} for {symbol} must be positive")
+                raise ValueError(f"entry price {price:g} for {short(symbol)} must be positive")
         return value
 
     @field_validator("time_in_position")
@@ -116,7 +189,7 @@ class AccountIn(BaseModel):
     def _check_time(cls, value: dict[str, int]) -> dict[str, int]:
         for symbol, bars in value.items():
             if not 0 <= bars <= 10_000_000:
-                raise ValueError(f"time_in_position {bars} for {symbol} must be >= 0 bars")
+                raise ValueError(f"time_in_position {short(bars)} for {short(symbol)} must be >= 0 bars")
         return value
 
     @model_validator(mode="after")
@@ -130,7 +203,7 @@ class DecideRequest(BaseModel):
     """Either ``bars`` (recent closed bars per symbol, oldest first; the last row is the just-closed bar t) or
     ``symbols`` (decide on the bars the server keeps, fed through ``POST /v1/bars``)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     bars: dict[str, list[BarIn]] | None = Field(default=None, max_length=MAX_SYMBOLS)
     symbols: list[str] | None = Field(default=None, min_length=1, max_length=MAX_SYMBOLS)
@@ -143,9 +216,11 @@ class DecideRequest(BaseModel):
             return value
         for symbol, rows in value.items():
             if not rows:
-                raise ValueError(f"{symbol}: no bars")
+                raise ValueError(f"{short(symbol)}: no bars")
             if len(rows) > MAX_BARS_PER_REQUEST:
-                raise ValueError(f"{symbol}: {len(rows)} bars exceed the limit of {MAX_BARS_PER_REQUEST} per request")
+                raise ValueError(
+                    f"{short(symbol)}: {len(rows)} bars exceed the limit of {MAX_BARS_PER_REQUEST} per request"
+                )
         return value
 
     @model_validator(mode="after")
@@ -158,7 +233,7 @@ class DecideRequest(BaseModel):
 class BarsRequest(BaseModel):
     """Append closed bars to the server-kept history of ``symbol`` (``reset`` replaces the history)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     symbol: str = Field(min_length=1, max_length=40)
     bars: list[BarIn] = Field(min_length=1, max_length=MAX_BARS_PER_REQUEST)

@@ -231,6 +231,10 @@ class SignalOutcomeTracker:
             "outcomes": [[None if not np.isfinite(v) else float(v) for v in row] for row in self.outcomes()],
             "prev_direction": self.prev_direction.tolist(),
             "last_timestamp_ns": self.last_timestamp_ns,
+            # the ring position and running sums, so a resumed tracker continues on the same floating-point path
+            # (recounting from the outcomes sums in another order: last-bit differences in the Kelly cap)
+            "cursor": int(self.state.cursor[0]),
+            "running": [self.wins.tolist(), self.losses.tolist(), self.sum_gain.tolist(), self.sum_loss.tolist()],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -239,13 +243,20 @@ class SignalOutcomeTracker:
                 f"kelly tracker state has window={state['window']}, n_assets={state['n_assets']}; "
                 f"expected window={self.window}, n_assets={self.n_assets}"
             )
-        buffer = np.array(
+        outcomes = np.array(
             [[np.nan if v is None else v for v in row] for row in state["outcomes"]], dtype=np.float64
         )
-        wins, losses, gains, loss_sums = _counts(buffer)
+        cursor = int(state.get("cursor", 0)) % self.window
+        buffer = np.roll(outcomes, cursor, axis=0)  # outcomes are saved oldest first
+        if state.get("running") is not None:
+            wins, losses, gains, loss_sums = (
+                np.asarray(v, dtype=np.float64).reshape(self.n_assets) for v in state["running"]
+            )
+        else:
+            wins, losses, gains, loss_sums = _counts(buffer)
         prev = np.asarray(state["prev_direction"], dtype=np.float64)
-        self.state = OutcomeState(buffer[None], np.zeros(1, dtype=np.int64), prev[None], wins[None], losses[None],
-                                  gains[None], loss_sums[None])
+        self.state = OutcomeState(buffer[None], np.array([cursor], dtype=np.int64), prev[None], wins[None],
+                                  losses[None], gains[None], loss_sums[None])
         ts = state["last_timestamp_ns"]
         self.last_timestamp_ns = None if ts is None else int(ts)
 

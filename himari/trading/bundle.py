@@ -8,19 +8,90 @@ Layout of ``RUN/bundle/``::
 
 ``save_bundle`` writes it; ``load_bundle`` reads and checks it against its own config. Backtests, the API server and
 paper trading all decide through a loaded bundle, so what was evaluated is what runs.
+
+Loading treats the directory as untrusted: ``bundle.json`` is validated against :class:`BundleManifest` (one-line
+errors naming the field), every path it implies (``tactical/<symbol>``, ``policy/``, ensemble members) must resolve
+inside the bundle directory, a symlink anywhere in the bundle that points outside it is refused, weights are checked
+from their safetensors header and on PyTorch's meta device before allocation (:func:`himari.agents.registry.
+load_policy`), and a bundle whose policy or tactical pipeline holds NaN parameters is refused: it cannot decide.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from himari import __version__
 from himari.errors import RunDirError
-from himari.utils.io import atomic_write_json, read_json
+from himari.utils.confine import check_name, check_tree, inside, read_json_object
+from himari.utils.io import atomic_write_json
 
 BUNDLE_FORMAT = 1
+
+
+class BundleManifest(BaseModel):
+    """The schema of ``bundle.json`` (what ``save_bundle`` writes); unknown extra fields are kept, not interpreted."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    format: int
+    himari_version: str = ""
+    symbols: list[str] = Field(min_length=1, max_length=64)
+    timeframe: str = Field(min_length=1, max_length=16)
+    policy_kind: str = Field(min_length=1, max_length=64)
+    action_kind: str = ""
+    sim_config: dict[str, Any]
+    sizing_config: dict[str, Any] = Field(default_factory=dict)
+    risk_config: dict[str, Any] = Field(default_factory=dict)
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+def read_manifest(root: Path) -> BundleManifest:
+    """``root/bundle.json`` validated: RunDirError ``PATH: field 'NAME': problem`` on the first problem."""
+    path = root / "bundle.json"
+    payload = read_json_object(path, "bundle.json")
+    if payload.get("format") != BUNDLE_FORMAT:
+        raise RunDirError(
+            f"{path}: field 'format': bundle format {str(payload.get('format'))[:20]} is not supported "
+            f"(expected {BUNDLE_FORMAT})"
+        )
+    try:
+        manifest = BundleManifest.model_validate(payload)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        loc = ".".join(str(p) for p in first.get("loc", ())) or "(root)"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise RunDirError(f"{path}: field {loc!r}: {first.get('msg', 'invalid')}{more}") from None
+    for i, symbol in enumerate(manifest.symbols):
+        check_name(symbol.replace("/", ""), f"symbols[{i}]", path)
+    from himari.data.timeframe import Timeframe
+
+    try:
+        Timeframe.parse(manifest.timeframe)
+    except Exception:
+        raise RunDirError(f"{path}: field 'timeframe': {manifest.timeframe[:16]!r} is not a timeframe") from None
+    return manifest
+
+
+def _first_nan(value: Any, where: str = "") -> str | None:
+    """Path of the first NaN float in a JSON-like value (None when there is none; infinity may be meaningful)."""
+    if isinstance(value, float):
+        return (where or "(value)") if math.isnan(value) else None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            found = _first_nan(v, f"{where}.{k}" if where else str(k))
+            if found:
+                return found
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            found = _first_nan(v, f"{where}[{i}]")
+            if found:
+                return found
+    return None
 
 
 @dataclass
@@ -112,24 +183,35 @@ def find_bundle_dir(run: str | Path) -> Path:
 
 
 def load_bundle(run: str | Path) -> Bundle:
+    """The bundle of ``run`` (a run directory or the bundle directory), checked as the module docstring says."""
     from himari.agents.registry import load_policy
     from himari.tactical.pipeline import TacticalPipeline
 
-    root = find_bundle_dir(run)
-    meta = read_json(root / "bundle.json")
-    if meta.get("format") != BUNDLE_FORMAT:
-        raise RunDirError(f"{root}: bundle format {meta.get('format')} is not supported (expected {BUNDLE_FORMAT})")
-    policy = load_policy(root / "policy")
-    if policy.kind != meta["policy_kind"]:
-        raise RunDirError(f"{root}: policy kind {policy.kind!r} does not match bundle.json ({meta['policy_kind']!r})")
-    tactical = {s: TacticalPipeline.load(root / "tactical" / s.replace("/", "")) for s in meta["symbols"]}
+    root = find_bundle_dir(run).resolve()
+    check_tree(root, "bundle")
+    manifest = read_manifest(root)
+    policy_dir = inside(root, root / "policy", "policy")
+    policy = load_policy(policy_dir)
+    if policy.kind != manifest.policy_kind:
+        raise RunDirError(
+            f"{root}: field 'policy_kind': policy kind {policy.kind!r} does not match bundle.json "
+            f"({manifest.policy_kind!r})"
+        )
+    tactical = {}
+    for i, symbol in enumerate(manifest.symbols):
+        directory = inside(root, root / "tactical" / symbol.replace("/", ""), f"symbols[{i}]")
+        pipeline = TacticalPipeline.load(directory)
+        bad = _first_nan(pipeline.state_dict())
+        if bad is not None:
+            raise RunDirError(f"{directory}: tactical pipeline parameter {bad!r} is NaN; this bundle cannot decide")
+        tactical[symbol] = pipeline
     return Bundle(
-        symbols=tuple(meta["symbols"]),
-        timeframe=meta["timeframe"],
+        symbols=tuple(manifest.symbols),
+        timeframe=manifest.timeframe,
         tactical=tactical,
         policy=policy,
-        sim_config=meta["sim_config"],
-        sizing_config=meta.get("sizing_config", {}),
-        risk_config=meta.get("risk_config", {}),
-        meta=meta.get("meta", {}),
+        sim_config=manifest.sim_config,
+        sizing_config=manifest.sizing_config,
+        risk_config=manifest.risk_config,
+        meta=manifest.meta,
     )

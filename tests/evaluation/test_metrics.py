@@ -184,3 +184,13 @@ def test_rolling_sharpe_is_causal_and_exact() -> None:
     for t in (47, 100, 333, 499):
         assert full[t] == pytest.approx(sharpe_ratio(r[t - 47 : t + 1], 8760.0), rel=1e-9)
         np.testing.assert_allclose(rolling_sharpe(r[: t + 1], 48, 8760.0), full[: t + 1], rtol=1e-12)
+
+
+def test_cagr_cannot_overflow() -> None:
+    import math
+
+    from himari.evaluation.metrics import cagr
+
+    assert cagr(1e300, 10, 8760.0) == math.inf  # (1 + 1e300) ** 876 overflowed with OverflowError
+    assert cagr(0.21, 17520, 8760.0) == pytest.approx(0.1, rel=1e-12)
+    assert cagr(-1.0, 5, 8760.0) == -1.0 and math.isnan(cagr(0.1, 0, 8760.0))

@@ -36,7 +36,8 @@ def _rows(bars) -> list[dict]:
 
 
 def _strip(d: dict) -> dict:
-    return {k: v for k, v in d.items() if k not in ("latency_ms", "cache")}
+    # model_version: the API answers with the bundle's version (as /health does); the engine with himari's
+    return {k: v for k, v in d.items() if k not in ("latency_ms", "cache", "model_version")}
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +58,7 @@ def test_served_decisions_equal_the_engine(mlp_run: Path, recent) -> None:
         9_000.0, 10_000.0, np.array([0.5]), np.array([float(recent.close[-10])]), np.array([9])))
     body = served.json()
     assert _strip(body) == _strip(expected.to_dict())
+    assert body["model_version"] == client.get("/health").json()["model_version"] == "seed0"
     assert body["cache"] == "none" and len(body["gates"]) >= 8
     assert all({"name", "scale", "reason"} <= set(g) for g in body["gates"])
     # the same bars kept by the server: the market is memoized, the decision path is the same
@@ -128,3 +130,29 @@ def test_himari_serve_command(tmp_path: Path, mlp_run: Path, recent) -> None:
         out, _ = proc.communicate(timeout=30)
     assert "POST /v1/decide" in out  # access log on
     assert KEY not in out  # the key is never logged
+
+
+def test_self_check_decides_on_a_synthetic_market(mlp_run) -> None:
+    from himari.errors import ConfigError, DataError
+    from himari.serve.decider import self_check
+
+    engine = DecisionEngine(load_bundle(mlp_run), history_bars=600)
+    self_check(engine, ("BTCUSDT",), "1h", 600)  # a sound bundle passes
+
+    class Broken:
+        def decide(self, bars, account):
+            raise DataError("features are NaN")
+
+    with pytest.raises(ConfigError, match="cannot decide on a synthetic market: features are NaN"):
+        self_check(Broken(), ("BTCUSDT",), "1h", 50)
+
+    class NonFinite:
+        def decide(self, bars, account):
+            class D:
+                def to_dict(self):
+                    return {"target_position": [float("nan")]}
+
+            return D()
+
+    with pytest.raises(ConfigError, match="non-finite target"):
+        self_check(NonFinite(), ("BTCUSDT",), "1h", 50)

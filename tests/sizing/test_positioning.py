@@ -8,8 +8,8 @@ import pytest
 from himari.data.timeframe import Timeframe
 from himari.errors import ConfigError
 from himari.sizing.positioning import (
-    apply_delta,
     apply_cost_controls,
+    apply_delta,
     apply_rebalance_band,
     bounded_delta,
     deadband_update,

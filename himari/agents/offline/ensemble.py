@@ -30,7 +30,7 @@ from himari.agents.offline.common import N_ACTIONS
 from himari.config import FrozenConfig
 from himari.env.protocol import Observation
 from himari.errors import ConfigError, RunDirError
-from himari.utils.io import atomic_write_bytes, atomic_write_json, read_json
+from himari.utils.io import atomic_write_bytes, atomic_write_json
 from himari.utils.seeding import make_rng
 
 PRESETS: dict[str, dict[str, float]] = {
@@ -155,13 +155,25 @@ class EnsemblePolicy:
     @classmethod
     def load(cls, directory: str | Path) -> EnsemblePolicy:
         from himari.agents.registry import load_policy
+        from himari.utils.confine import check_name, inside, read_json_object
 
         root = Path(directory)
         if not (root / "policy.json").exists():
             raise RunDirError(f"{root}: no policy.json")
-        meta = read_json(root / "policy.json")
+        meta = read_json_object(root / "policy.json", "policy.json")
+        if not isinstance(meta.get("config"), dict):
+            raise RunDirError(f"{root / 'policy.json'}: field 'config': missing or not an object")
         config = EnsembleConfig.parse(meta["config"])
-        members = [load_policy(root / "members" / name) for name in config.members]
+        members = []
+        for i, name in enumerate(config.members):
+            # a member is a plain directory name under members/, inside this ensemble (no absolute path, '..',
+            # symlink out) and not itself an ensemble (no recursion)
+            check_name(name, f"config.members[{i}]", root / "policy.json")
+            member_dir = inside(root, root / "members" / name, f"config.members[{i}]")
+            member_kind = read_json_object(member_dir / "policy.json", "policy.json").get("kind")
+            if member_kind == cls.kind:
+                raise RunDirError(f"{member_dir}: field 'kind': an ensemble member cannot be an ensemble")
+            members.append(load_policy(member_dir))
         policy = cls(members, config)
         policy.meta = dict(meta.get("meta", {}))
         return policy
