@@ -20,6 +20,8 @@ def _graphs() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
     module_graph: dict[str, set[str]] = defaultdict(set)
     package_graph: dict[str, set[str]] = defaultdict(set)
     for name, path in modules.items():
+        if name == "himari":  # the package root is a facade: __version__ and the lazily re-exported Python API
+            continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]

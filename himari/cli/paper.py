@@ -48,8 +48,8 @@ def paper_group(
         return
     if run is None or db is None or not feeds:
         raise click.UsageError("--run, --feed and --db are required (or use 'himari paper compare --db ...')")
+    from himari.ops.metrics import Metrics
     from himari.paper.runner import run_paper_command
-    from himari.serve.metrics import Metrics
     from himari.utils.threads import configure_torch_threads
 
     configure_torch_threads()

@@ -24,10 +24,10 @@ import pandas as pd
 
 from himari.data.timeframe import Timeframe
 from himari.errors import RunDirError
+from himari.ops.metrics import Metrics, per_symbol
 from himari.paper.feeds import FeedBar
 from himari.paper.store import BarRecord, PaperStore
-from himari.serve.history import BarHistory
-from himari.serve.metrics import Metrics, per_symbol
+from himari.trading.history import BarHistory
 
 CHAMPION = "champion"
 SHADOW = "shadow"

@@ -17,10 +17,10 @@ from typing import Any
 from himari.data.bars import to_utc_timestamp
 from himari.data.timeframe import Timeframe
 from himari.errors import ConfigError, DataError
+from himari.ops.metrics import Metrics
 from himari.paper.feeds import CcxtFeed, ReplayFeed, make_exchange, normalize_symbol, parse_feed_specs
 from himari.paper.loop import CHAMPION, SHADOW, PaperSummary, run_paper
 from himari.paper.store import PaperStore
-from himari.serve.metrics import Metrics
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ import numpy as np
 from himari.data.timeframe import Timeframe
 from himari.errors import DataError
 from himari.evaluation.statistics import paired_bootstrap_test
+from himari.ops.metrics import per_symbol
 from himari.paper.loop import CHAMPION, SHADOW
 from himari.paper.store import PaperStore, require_stream
-from himari.serve.metrics import per_symbol
 from himari.utils.seeding import make_rng
 
 

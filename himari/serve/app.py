@@ -46,10 +46,9 @@ from himari import __version__
 from himari.data.timeframe import Timeframe
 from himari.data.validate import DEFAULT_PLAUSIBILITY, PlausibilityConfig
 from himari.errors import ConfigError, DataError, HimariError
+from himari.ops.metrics import Metrics
 from himari.serve.auth import API_KEY_HEADER, ApiKeys
 from himari.serve.decider import Decider, symbol_digest
-from himari.serve.history import BarHistory, bars_from_rows
-from himari.serve.metrics import Metrics
 from himari.serve.pool import Overloaded, WorkerPool
 from himari.serve.schemas import (
     MAX_BARS_PER_REQUEST,
@@ -66,6 +65,7 @@ from himari.serve.schemas import (
     parse_json_body,
     short,
 )
+from himari.trading.history import BarHistory, bars_from_rows
 
 log = logging.getLogger("himari.serve")
 

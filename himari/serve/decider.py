@@ -31,15 +31,7 @@ from typing import Any
 import numpy as np
 
 from himari.data.bars import Bars
-
-
-def symbol_digest(bars: Bars) -> bytes:
-    """BLAKE2b digest of one symbol's timestamps and OHLCV values (content-exact)."""
-    h = hashlib.blake2b(digest_size=20)
-    h.update(bars.symbol.encode())
-    h.update(np.ascontiguousarray(bars.timestamps_ns).tobytes())
-    h.update(np.ascontiguousarray(bars.frame.to_numpy(dtype=np.float64)).tobytes())
-    return h.digest()
+from himari.trading.history import symbol_digest
 
 
 def bars_digest(bars_by_symbol: Mapping[str, Bars], symbols: tuple[str, ...],

@@ -9,7 +9,7 @@ input only shortened (:func:`short`), so an error body never echoes a large requ
 Per-field checks (schema level, answered with 422 by FastAPI): prices finite and > 0, volume finite and >= 0,
 ``high >= max(open, close)``, ``low <= min(open, close)``, timestamps as epoch milliseconds (ccxt's convention) or ISO
 8601 (naive means UTC), bounded list lengths. Sequence checks (sorted, duplicates, off-grid, gaps) need the
-timeframe and are done by :mod:`himari.serve.history`, which raises :class:`~himari.errors.DataError` naming the row.
+timeframe and are done by :mod:`himari.trading.history`, which raises :class:`~himari.errors.DataError` naming the row.
 """
 
 from __future__ import annotations

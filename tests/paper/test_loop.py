@@ -15,10 +15,10 @@ import pytest
 
 from himari.data.loaders import load_bars
 from himari.errors import ConfigError, DataError, RunDirError
+from himari.ops.metrics import Metrics
 from himari.paper.loop import CHAMPION, order_records
 from himari.paper.runner import run_paper_command
 from himari.paper.store import PaperStore
-from himari.serve.metrics import Metrics
 from tests.paper.factory import HISTORY_BARS, WARMUP_BARS, fake_session_factory
 from tests.paper.fakes import FakeEngine, FakeSession
 

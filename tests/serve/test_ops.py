@@ -8,7 +8,7 @@ from importlib import resources
 
 import yaml
 
-from himari.serve.metrics import Metrics
+from himari.ops.metrics import Metrics
 
 
 def _exported_sample_names() -> set[str]:

@@ -9,6 +9,7 @@ change and caches it.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -180,10 +181,8 @@ class BarHistory:
 
 
     def digest(self) -> bytes:
-        """Content digest of the held bars (cached until the next change); see :func:`himari.serve.decider.symbol_digest`."""
+        """Content digest of the held bars (cached until the next change); see :func:`symbol_digest`."""
         if self._digest is None:
-            from himari.serve.decider import symbol_digest
-
             self._digest = symbol_digest(self.bars())
         return self._digest
 
@@ -206,3 +205,12 @@ def bars_from_rows(
         ts, values[:, 0], values[:, 1], values[:, 2], values[:, 3], values[:, 4], symbol=symbol, timeframe=timeframe,
         source=f"request.bars[{symbol}]",
     )
+
+
+def symbol_digest(bars: Bars) -> bytes:
+    """BLAKE2b digest of one symbol's timestamps and OHLCV values (content-exact)."""
+    h = hashlib.blake2b(digest_size=20)
+    h.update(bars.symbol.encode())
+    h.update(np.ascontiguousarray(bars.timestamps_ns).tobytes())
+    h.update(np.ascontiguousarray(bars.frame.to_numpy(dtype=np.float64)).tobytes())
+    return h.digest()
