@@ -9,19 +9,35 @@ same number of environments, rollout length, epochs and minibatches.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
 import click
+import numpy as np
 
-BENCH_NAMES = ("mlp", "lstm", "transformer", "sb3_ppo", "sb3_recurrent_ppo")
+BENCH_NAMES = ("mlp", "cleanrl_ppo", "lstm", "transformer", "sb3_ppo", "sb3_recurrent_ppo")
+RATIOS = (
+    ("mlp", "cleanrl_ppo"), ("mlp", "sb3_ppo"), ("lstm", "sb3_recurrent_ppo"), ("transformer", "sb3_recurrent_ppo"),
+)
 
 
+@functools.cache
 def bench_market() -> Any:
     from himari.data.loaders import load_bars
     from himari.env.market import MarketData
 
     return MarketData.from_frames([load_bars("BTCUSDT").between("2020-01-01", "2024-01-01")])
+
+
+def _warm_up(num_envs: int) -> None:
+    """Load the market and compile the simulator's kernels once, so no contender pays for it."""
+    from himari.env.sim import SimVecEnv
+
+    env = SimVecEnv(bench_market(), _sim_config(), num_envs, seed=0)
+    env.reset(seed=0)
+    for _ in range(4):
+        env.step(np.zeros((num_envs, 1), dtype=np.int64))
 
 
 def _sim_config() -> Any:
@@ -44,6 +60,17 @@ def himari_ppo_steps_per_s(kind: str, steps: int, num_envs: int, n_steps: int, s
     config = PPOConfig(total_steps=steps, n_steps=n_steps, checkpoint_every_updates=10_000)
     result = PPOTrainer(policy, env, config, seed=seed, progress=False, tensorboard=False).train()
     return float(result.global_step / result.wall_s)
+
+
+def cleanrl_steps_per_s(steps: int, num_envs: int, n_steps: int, seed: int = 0) -> float:
+    """Env steps/s of the single-file CleanRL-style PPO (:mod:`himari.bench.cleanrl_ppo`) on the same simulator,
+    network, number of environments, rollout length, epochs (4) and minibatches (4)."""
+    from himari.bench.cleanrl_ppo import train_cleanrl_ppo
+    from himari.env.sim import SimVecEnv
+
+    env = SimVecEnv(bench_market(), _sim_config(), num_envs, seed=seed)
+    taken, wall = train_cleanrl_ppo(env, steps, num_steps=n_steps, seed=seed)
+    return float(taken / wall)
 
 
 def sb3_steps_per_s(recurrent: bool, steps: int, num_envs: int, n_steps: int, seed: int = 0) -> float:
@@ -83,11 +110,14 @@ def run_ppo_bench(
 
     configure_torch_threads()
     slow_steps = recurrent_steps or max(num_envs * n_steps, steps // 4)
+    _warm_up(num_envs)
     out: dict[str, float] = {}
     for name in which:
         if name in ("mlp", "lstm", "transformer"):
             budget = steps if name == "mlp" else slow_steps
             out[name] = himari_ppo_steps_per_s(name, budget, num_envs, n_steps, seed)
+        elif name == "cleanrl_ppo":
+            out[name] = cleanrl_steps_per_s(steps, num_envs, n_steps, seed)
         elif name in ("sb3_ppo", "sb3_recurrent_ppo"):
             recurrent = name == "sb3_recurrent_ppo"
             try:
@@ -99,10 +129,9 @@ def run_ppo_bench(
                 click.echo(f"{name}: skipped (pip install 'himari[baselines]')", err=True)
         else:
             raise click.BadParameter(f"unknown contender {name!r}; known: {', '.join(BENCH_NAMES)}")
-    if "mlp" in out and "sb3_ppo" in out:
-        out["mlp_over_sb3_ppo"] = out["mlp"] / out["sb3_ppo"]
-    if "lstm" in out and "sb3_recurrent_ppo" in out:
-        out["lstm_over_sb3_recurrent_ppo"] = out["lstm"] / out["sb3_recurrent_ppo"]
+    for ours, theirs in RATIOS:
+        if ours in out and theirs in out:
+            out[f"{ours}_over_{theirs}"] = out[ours] / out[theirs]
     return out
 
 
@@ -130,4 +159,4 @@ def register_bench(group: click.Group) -> None:
             return
         for name, value in res.items():
             unit = "x" if "_over_" in name else "env steps/s"
-            click.echo(f"{name:<28} {value:>12,.1f} {unit}")
+            click.echo(f"{name:<36} {value:>12,.2f} {unit}")

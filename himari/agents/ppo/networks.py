@@ -125,8 +125,45 @@ def layer_init(layer: nn.Linear, std: float = math.sqrt(2.0), bias: float = 0.0)
     return layer
 
 
+class _NumpyTanh(torch.autograd.Function):
+    """``tanh`` through NumPy's SIMD kernel; backward ``grad · (1 - y²)`` from the saved output (as torch's own)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        y = torch.from_numpy(np.tanh(x.detach().numpy()))
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (y,) = ctx.saved_tensors
+        return torch.ops.aten.tanh_backward(grad, y)
+
+
+def fast_tanh(x: torch.Tensor) -> torch.Tensor:
+    """``tanh(x)``, on CPU float32 through NumPy.
+
+    Why: with one thread, ``torch.tanh`` on CPU costs ~3-4 ns per float32 element (its 1-ULP Sleef path), NumPy's
+    vectorized ``np.tanh`` ~0.4 ns at the same accuracy (both within 1 float32 ULP of the correctly rounded value),
+    and the activations were ~40% of a PPO update of the 64-unit MLP (``himari bench ppo``). Elsewhere (GPU, other
+    dtypes, tensors that are not plain strided CPU tensors) it is ``torch.tanh``.
+    """
+    if x.device.type != "cpu" or x.dtype != torch.float32 or x.layout != torch.strided:
+        return torch.tanh(x)
+    if x.requires_grad and torch.is_grad_enabled():
+        return _NumpyTanh.apply(x)
+    return torch.from_numpy(np.tanh(x.numpy()))
+
+
+class Tanh(nn.Module):
+    """``nn.Tanh`` computed by :func:`fast_tanh` (no parameters: state dicts are unchanged)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fast_tanh(x)
+
+
 def _activation(name: str) -> type[nn.Module]:
-    return nn.Tanh if name == "tanh" else nn.ReLU
+    return Tanh if name == "tanh" else nn.ReLU
 
 
 def mlp(sizes: tuple[int, ...], activation: str = "tanh") -> nn.Sequential:
@@ -298,7 +335,7 @@ class LSTMActorCritic(ActorCritic):
         super().__init__()
         self.hidden_size = hidden_size
         self.num_layers = num_layers
-        self.encoder = nn.Sequential(layer_init(nn.Linear(spec.obs_dim, encoder_size)), nn.Tanh())
+        self.encoder = nn.Sequential(layer_init(nn.Linear(spec.obs_dim, encoder_size)), Tanh())
         self.lstm = nn.LSTM(encoder_size, hidden_size, num_layers=num_layers)
         for name, param in self.lstm.named_parameters():
             if "bias" in name:

@@ -109,3 +109,23 @@ def test_window_correlations_match_numpy() -> None:
     for n in range(4):
         c = np.corrcoef(series[n].T)
         np.testing.assert_allclose(got[n], [c[0, 1], c[0, 2], c[1, 2]], rtol=1e-6)
+
+
+def test_fast_tanh_matches_torch_tanh_and_its_gradient() -> None:
+    from himari.agents.ppo.networks import fast_tanh
+
+    x = torch.linspace(-12.0, 12.0, 4000).reshape(80, 50).requires_grad_(True)
+    y = fast_tanh(x)
+    y.square().sum().backward()
+    assert x.grad is not None
+    grad = x.grad.clone()
+    x.grad = None
+    ref = torch.tanh(x)
+    ref.square().sum().backward()
+    # both within one float32 ULP of the correctly rounded tanh
+    torch.testing.assert_close(y, ref, rtol=0.0, atol=1.2e-7)
+    torch.testing.assert_close(grad, x.grad, rtol=0.0, atol=4e-7)
+    with torch.inference_mode():  # acting path: no autograd node
+        torch.testing.assert_close(fast_tanh(x.detach()[:, ::2]), torch.tanh(x.detach()[:, ::2]), rtol=0.0, atol=1.2e-7)
+    double = x.detach().double()
+    assert torch.equal(fast_tanh(double), torch.tanh(double))  # other dtypes: torch's kernel
