@@ -71,8 +71,11 @@ def train_cleanrl_ppo(
     vf_coef: float = 0.5,
     max_grad_norm: float = 0.5,
     seed: int = 0,
+    device: str = "cpu",
 ) -> tuple[int, float]:
-    """Train for ``total_timesteps`` (whole iterations); returns (env steps taken, wall seconds of training)."""
+    """Train for ``total_timesteps`` (whole iterations); returns (env steps taken, wall seconds of training).
+    ``device``: where the agent and storage live (CleanRL's ``--cuda``); the simulator stays on the host."""
+    dev = torch.device(device)
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     num_envs = envs.num_envs
@@ -80,20 +83,20 @@ def train_cleanrl_ppo(
     minibatch_size = batch_size // num_minibatches
     num_iterations = max(1, total_timesteps // batch_size)
     obs_dim = envs.window * envs.num_assets * (envs.n_features + envs.n_regimes) + envs.num_assets * envs.n_account
-    agent = Agent(obs_dim, 3)
+    agent = Agent(obs_dim, 3).to(dev)
     optimizer = optim.Adam(agent.parameters(), lr=learning_rate, eps=1e-5)
 
-    obs = torch.zeros((num_steps, num_envs, obs_dim))
-    actions = torch.zeros((num_steps, num_envs))
-    logprobs = torch.zeros((num_steps, num_envs))
-    rewards = torch.zeros((num_steps, num_envs))
-    dones = torch.zeros((num_steps, num_envs))
-    values = torch.zeros((num_steps, num_envs))
+    obs = torch.zeros((num_steps, num_envs, obs_dim)).to(dev)
+    actions = torch.zeros((num_steps, num_envs)).to(dev)
+    logprobs = torch.zeros((num_steps, num_envs)).to(dev)
+    rewards = torch.zeros((num_steps, num_envs)).to(dev)
+    dones = torch.zeros((num_steps, num_envs)).to(dev)
+    values = torch.zeros((num_steps, num_envs)).to(dev)
 
     start_time = time.perf_counter()
     global_step = 0
-    next_obs = torch.Tensor(flatten_observation(envs.reset(seed=seed)))
-    next_done = torch.zeros(num_envs)
+    next_obs = torch.Tensor(flatten_observation(envs.reset(seed=seed))).to(dev)
+    next_done = torch.zeros(num_envs).to(dev)
     for iteration in range(1, num_iterations + 1):
         frac = 1.0 - (iteration - 1.0) / num_iterations
         optimizer.param_groups[0]["lr"] = frac * learning_rate
@@ -109,8 +112,9 @@ def train_cleanrl_ppo(
             logprobs[step] = logprob
             result = envs.step(action.cpu().numpy()[:, None])
             next_done_np = np.logical_or(result.terminated, result.truncated)
-            rewards[step] = torch.tensor(result.reward).view(-1)
-            next_obs, next_done = torch.Tensor(flatten_observation(result.obs)), torch.Tensor(next_done_np)
+            rewards[step] = torch.tensor(result.reward).to(dev).view(-1)
+            next_obs = torch.Tensor(flatten_observation(result.obs)).to(dev)
+            next_done = torch.Tensor(next_done_np).to(dev)
 
         with torch.no_grad():
             next_value = agent.get_value(next_obs).reshape(1, -1)

@@ -193,7 +193,7 @@ class DiscreteHead(nn.Module):
     def sample(params: tuple[torch.Tensor, ...], generator: torch.Generator | None) -> torch.Tensor:
         """Gumbel-max sampling with an explicit generator: ``argmax(logits + G)``, ``G = -log(-log U)``."""
         (logits,) = params
-        u = torch.rand(logits.shape, generator=generator).clamp_(1e-12, 1.0 - 1e-7)
+        u = torch.rand(logits.shape, generator=generator, device=logits.device).clamp_(1e-12, 1.0 - 1e-7)
         return torch.argmax(logits - torch.log(-torch.log(u)), dim=-1)
 
     @staticmethod
@@ -242,7 +242,7 @@ class GaussianHead(nn.Module):
     @staticmethod
     def sample(params: tuple[torch.Tensor, ...], generator: torch.Generator | None) -> torch.Tensor:
         mean, log_std = params
-        return mean + log_std.exp() * torch.randn(mean.shape, generator=generator)
+        return mean + log_std.exp() * torch.randn(mean.shape, generator=generator, device=mean.device)
 
     @staticmethod
     def mode(params: tuple[torch.Tensor, ...]) -> torch.Tensor:
@@ -346,7 +346,7 @@ class LSTMActorCritic(ActorCritic):
         self.head = make_head(action, hidden_size, spec.n_assets, init_log_std)
 
     def initial_state(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        zeros = torch.zeros(self.num_layers, n, self.hidden_size)
+        zeros = torch.zeros(self.num_layers, n, self.hidden_size, device=self.critic.weight.device)
         return (zeros, zeros.clone())
 
     def reset_state(self, state: Any, done: torch.Tensor) -> Any:
@@ -449,8 +449,9 @@ class TransformerActorCritic(ActorCritic):
     # state = (raw (n, M, D), raw_valid (n, M), k_cache (L, n, H, C-1, dh), v_cache (L, n, H, C-1, dh))
     def initial_state(self, n: int) -> tuple[torch.Tensor, ...]:
         dh = self.d_model // self.n_heads
-        cache = torch.zeros(self.n_layers, n, self.n_heads, self.context - 1, dh)
-        return (torch.zeros(n, self.memory, self.obs_dim), torch.zeros(n, self.memory, dtype=torch.bool), cache,
+        dev = self.critic.weight.device
+        cache = torch.zeros(self.n_layers, n, self.n_heads, self.context - 1, dh, device=dev)
+        return (torch.zeros(n, self.memory, self.obs_dim, device=dev), torch.zeros(n, self.memory, dtype=torch.bool, device=dev), cache,
                 cache.clone())
 
     def reset_state(self, state: Any, done: torch.Tensor) -> Any:
@@ -464,12 +465,13 @@ class TransformerActorCritic(ActorCritic):
     def _banded(self, tokens: torch.Tensor, valid: torch.Tensor, segment: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         """All steps of ``tokens (B, S, d)`` at once: query q attends key j iff q-C < j <= q, same segment, valid."""
         s = tokens.shape[1]
-        pos = torch.arange(s)
+        dev = tokens.device
+        pos = torch.arange(s, device=dev)
         age = pos.view(-1, 1) - pos.view(1, -1)  # (S, S) query - key
         in_band = (age >= 0) & (age < self.context)
         allowed = in_band & (segment.unsqueeze(2) == segment.unsqueeze(1)) & valid.unsqueeze(1)
-        allowed = allowed | torch.eye(s, dtype=torch.bool)  # never an empty row (invalid rows are unused)
-        base = torch.zeros(allowed.shape, dtype=tokens.dtype).masked_fill_(~allowed, _MASKED).unsqueeze(1)
+        allowed = allowed | torch.eye(s, dtype=torch.bool, device=dev)  # never an empty row (invalid rows are unused)
+        base = torch.zeros(allowed.shape, dtype=tokens.dtype, device=dev).masked_fill_(~allowed, _MASKED).unsqueeze(1)
         age_idx = age.clamp(0, self.context - 1)
         h = tokens
         ks, vs = [], []
@@ -485,7 +487,7 @@ class TransformerActorCritic(ActorCritic):
         """Rebuild the key/value caches from the raw step memory with the current weights."""
         raw, valid, _, _ = state
         c1 = self.context - 1
-        segment = torch.zeros(valid.shape, dtype=torch.int64)
+        segment = torch.zeros(valid.shape, dtype=torch.int64, device=valid.device)
         _, ks, vs = self._banded(self.embed(raw), valid, segment)
         return (raw, valid, torch.stack([k[:, :, -c1:] for k in ks]), torch.stack([v[:, :, -c1:] for v in vs]))
 
@@ -493,8 +495,8 @@ class TransformerActorCritic(ActorCritic):
         raw, valid, k_cache, v_cache = state
         c1 = self.context - 1
         key_valid = torch.cat([valid[:, valid.shape[1] - c1:], torch.ones_like(valid[:, :1])], dim=1)  # (n, C)
-        mask = torch.zeros(key_valid.shape, dtype=x.dtype).masked_fill_(~key_valid, _MASKED).view(-1, 1, 1, self.context)
-        ages = torch.arange(self.context - 1, -1, -1)  # cache slot i holds the step of age C-1-i; self has age 0
+        mask = torch.zeros(key_valid.shape, dtype=x.dtype, device=x.device).masked_fill_(~key_valid, _MASKED).view(-1, 1, 1, self.context)
+        ages = torch.arange(self.context - 1, -1, -1, device=x.device)  # cache slot i holds the step of age C-1-i; self has age 0
         h = self.embed(x).unsqueeze(1)  # (n, 1, d)
         new_k, new_v = [], []
         for layer, block in enumerate(self.blocks):
@@ -521,9 +523,9 @@ class TransformerActorCritic(ActorCritic):
         raw0, valid0, _, _ = state0
         m = self.memory
         tokens = torch.cat([self.embed(raw0), self.embed(x).transpose(0, 1)], dim=1)  # (n, M+T, d)
-        segment = torch.cat([torch.zeros(n, m, dtype=torch.int64),
+        segment = torch.cat([torch.zeros(n, m, dtype=torch.int64, device=x.device),
                              torch.cumsum(episode_starts.to(torch.int64), dim=0).transpose(0, 1)], dim=1)
-        valid = torch.cat([valid0, torch.ones(n, n_steps, dtype=torch.bool)], dim=1)
+        valid = torch.cat([valid0, torch.ones(n, n_steps, dtype=torch.bool, device=x.device)], dim=1)
         z, _, _ = self._banded(tokens, valid, segment)
         z = z[:, m:].transpose(0, 1).reshape(n_steps * n, -1)  # back to (T, n) order
         flat = x.reshape(-1, x.shape[-1])
@@ -536,9 +538,9 @@ def window_correlations(series: torch.Tensor) -> torch.Tensor:
     ρ_ij = Σ_w (a_iw - ā_i)(a_jw - ā_j) / sqrt(Σ_w (a_iw - ā_i)² Σ_w (a_jw - ā_j)²); 0 when W < 2 or a series is flat.
     """
     n, w, a = series.shape
-    iu = torch.triu_indices(a, a, offset=1)
+    iu = torch.triu_indices(a, a, offset=1, device=series.device)
     if w < 2 or a < 2:
-        return torch.zeros(n, iu.shape[1], dtype=series.dtype)
+        return torch.zeros(n, iu.shape[1], dtype=series.dtype, device=series.device)
     centred = series - series.mean(1, keepdim=True)
     cov = torch.einsum("nwi,nwj->nij", centred, centred)
     var = torch.diagonal(cov, dim1=1, dim2=2)
@@ -605,7 +607,7 @@ def regime_scale_fn(spec: ObsSpec, scales: tuple[float, ...]) -> Any:
     def scale(x: torch.Tensor) -> torch.Tensor:
         posterior = spec.last_regime(x)
         total = posterior.sum(-1, keepdim=True).clamp_min(1e-6)
-        return ((posterior / total) * table).sum(-1).clamp_min(1e-3)
+        return ((posterior / total) * table.to(posterior.device)).sum(-1).clamp_min(1e-3)
 
     return scale
 
@@ -613,3 +615,16 @@ def regime_scale_fn(spec: ObsSpec, scales: tuple[float, ...]) -> Any:
 def to_tensor(array: np.ndarray) -> torch.Tensor:
     """Zero-copy view of a float32 NumPy array as a tensor (copies only when dtype or layout demand it)."""
     return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+
+
+def observation_tensor(obs: Any, device: torch.device | None = None) -> torch.Tensor:
+    """Flattened observation ``(N, D)`` float32 on ``device`` (the :func:`~himari.env.protocol.flatten_observation`
+    layout) from NumPy arrays or from tensors (``TorchSimVecEnv``, which stay on their device: no host copy)."""
+    if isinstance(obs.features, torch.Tensor):
+        n = obs.features.shape[0]
+        flat = torch.cat([obs.features.reshape(n, -1), obs.regime.reshape(n, -1), obs.account.reshape(n, -1)], dim=1)
+        return flat.to(device=device, dtype=torch.float32)
+    from himari.env.protocol import flatten_observation
+
+    x = to_tensor(flatten_observation(obs))
+    return x if device is None or device.type == "cpu" else x.to(device, non_blocking=True)
