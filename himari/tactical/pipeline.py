@@ -318,6 +318,14 @@ class TacticalPipeline:
         ok &= np.isfinite(z).all(axis=1)
         return TacticalFrame(bars.timestamps_ns, features, self.feature_names, posterior, ok)
 
+    def stream(self, history: Bars) -> Any:
+        """A :class:`himari.tactical.incremental.TacticalStream` that has seen ``history`` and then takes one new
+        bar at a time (``stream.update(timestamp_ns, open, high, low, close, volume) -> TacticalRow``), giving the
+        rows :meth:`transform` gives for the extended series without recomputing the history."""
+        from himari.tactical.incremental import TacticalStream
+
+        return TacticalStream.from_history(self, history)
+
     def regime_observations(self, bars: Bars) -> tuple[np.ndarray, np.ndarray]:
         """Standardized HMM observations (T, 3) (frozen training scaler) and rule labels (T,) of ``bars``."""
         obs, labels = hmm_observations(bars, self.config.labeller)
