@@ -5,8 +5,8 @@ What each part keeps and how it matches :meth:`TacticalPipeline.transform` (``te
 checks the rows on the bundled BTCUSDT hourly data):
 
 * **44 technical features**: the kernel :func:`~himari.features.technical.segment_features` runs on the last
-  ``TAIL_BARS`` (640) bars of the current segment. Every window is at most 168 bars; the recursions (Wilder
-  RSI/ATR, MACD EMAs) forget their start as ``(1 - alpha)^n`` with ``alpha >= 1/14``, i.e. below ``1e-20`` after 640
+  ``TAIL_BARS`` (512) bars of the current segment. Every window is at most 168 bars; the recursions (Wilder
+  RSI/ATR, MACD EMAs) forget their start as ``(1 - alpha)^n`` with ``alpha >= 1/14``, i.e. below ``1e-16`` after 512
   bars, so the row equals the full-history row up to float64 roundoff of the cumulative sums (~1e-12 relative).
 * **Kalman / EKF filter features**: :func:`~himari.features.kalman.kalman_step` and
   :func:`~himari.features.ekf.ekf_step`, the batch recursions one bar at a time (bit-equal).
@@ -46,7 +46,7 @@ from himari.regime.labeller import regime_inputs
 from himari.tactical.pipeline import TacticalPipeline, hmm_observations
 from himari.utils.io import atomic_write_bytes, atomic_write_json, read_json
 
-TAIL_BARS = 640  # bars of the current segment the technical kernel sees (see module docstring)
+TAIL_BARS = 512  # bars of the current segment the technical kernel sees (see module docstring)
 FILTER_WARMUP = 24  # the pipeline treats a segment's first 24 filter outputs as warm-up
 STREAM_VERSION = 1
 STATE_JSON = "tactical_stream.json"
@@ -118,7 +118,7 @@ class TacticalStream:
         # state
         self.last_ts: int | None = None
         self.segment_position = -1  # index of the last bar within its segment
-        self.tail = np.zeros((0, 5))  # (<= TAIL_BARS, 5) open, high, low, close, volume of the current segment
+        self.tail = np.zeros((5, 0))  # (5, <= TAIL_BARS) open, high, low, close, volume of the current segment
         self.raw = np.full((self.raw_window, self.n_raw), np.nan)  # trailing raw feature rows (oldest first)
         self.log_vol = np.full(self.regime_window, np.nan)  # trailing HMM inputs (oldest first)
         self.crash_ret = np.full(self.regime_window, np.nan)
@@ -147,7 +147,7 @@ class TacticalStream:
         seg_start = int(np.flatnonzero(np.concatenate([[True], gap[1:]]))[-1])
         stream.segment_position = n - 1 - seg_start
         ohlcv = np.column_stack([bars.open, bars.high, bars.low, bars.close, bars.volume])
-        stream.tail = ohlcv[max(seg_start, n - TAIL_BARS):].copy()
+        stream.tail = np.ascontiguousarray(ohlcv[max(seg_start, n - TAIL_BARS):].T)
         raw = table.values
         if cfg.include_filters:
             raw = np.concatenate([raw, pipeline._filter_features(bars, fitted.kalman, fitted.ekf)], axis=1)
@@ -188,14 +188,19 @@ class TacticalStream:
         gap = self.last_ts is None or ts - self.last_ts != self.timeframe_ns
         fitted, cfg = self._fitted, self.config
         bar = np.asarray(values)
+        # buffers are shifted in place (no per-bar allocation: large temporaries cost page faults on every bar)
         if gap:
-            self.tail = bar[None, :].copy()
+            self.tail = bar[:, None].copy()
             self.segment_position = 0
+        elif self.tail.shape[1] < TAIL_BARS:
+            self.tail = np.concatenate([self.tail, bar[:, None]], axis=1)
+            self.segment_position += 1
         else:
-            self.tail = np.concatenate([self.tail[-(TAIL_BARS - 1):], bar[None, :]], axis=0)
+            self.tail[:, :-1] = self.tail[:, 1:]
+            self.tail[:, -1] = bar
             self.segment_position += 1
         pos = self.segment_position
-        o, h, lo, c, v = (np.ascontiguousarray(self.tail[:, j]) for j in range(5))
+        o, h, lo, c, v = self.tail
         tech = segment_features(o, h, lo, c, v, self.periods_per_year)[-1]
         tech_ok = pos >= MAX_WARMUP and bool(np.isfinite(tech).all())
         logp_tail = np.log(c)
@@ -207,7 +212,8 @@ class TacticalStream:
             filt = self._filter_row(logp_tail[-1:], pos)
             parts.append(filt)
         raw_row = np.concatenate(parts)
-        self.raw = np.concatenate([self.raw[1:], raw_row[None, :]], axis=0)
+        self.raw[:-1] = self.raw[1:]
+        self.raw[-1] = raw_row
         if cfg.normalizer == "percentile":
             pct = 2.0 * _percentile_last(self.raw, cfg.percentile_min_obs) - 1.0
             normed = pct.astype(np.float32)
@@ -266,8 +272,10 @@ class TacticalStream:
             trend = float(np.abs(k_ret) / (sd_t * np.sqrt(tw))) if sd_t > 0 else 0.0
         ret = float(logp_tail[-1] - logp_tail[-1 - cw]) if pos >= cw else float("nan")
         log_vol = float(np.log(np.maximum(vol, 1e-12))) if not np.isnan(vol) else float("nan")
-        self.log_vol = np.concatenate([self.log_vol[1:], [log_vol]])
-        self.crash_ret = np.concatenate([self.crash_ret[1:], [ret]])
+        self.log_vol[:-1] = self.log_vol[1:]
+        self.log_vol[-1] = log_vol
+        self.crash_ret[:-1] = self.crash_ret[1:]
+        self.crash_ret[-1] = ret
         mean_lv, _ = _window_moments(self.log_vol, lab.pct_min_periods)
         _, std_ret = _window_moments(self.crash_ret, lab.pct_min_periods)
         if not np.isfinite(std_ret) or np.isnan(ret):
@@ -327,7 +335,7 @@ class TacticalStream:
         for key, shape in expected.items():
             if arrays.get(key) is None or arrays[key].shape != shape:
                 raise RunDirError(f"{npz_path}: array {key!r} missing or not of shape {shape}")
-        stream.tail = arrays["tail"].astype(np.float64).reshape(-1, 5)
+        stream.tail = np.ascontiguousarray(arrays["tail"], dtype=np.float64).reshape(5, -1)
         stream.raw = arrays["raw"].astype(np.float64)
         stream.log_vol = arrays["log_vol"].astype(np.float64)
         stream.crash_ret = arrays["crash_ret"].astype(np.float64)
