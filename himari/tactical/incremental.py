@@ -264,10 +264,11 @@ class TacticalStream:
         r1 = np.zeros(m)
         r1[1:] = np.diff(logp_tail)
         ann = np.sqrt(self.periods_per_year)
-        vol = float(rolling_std(r1, vw, ddof=1)[-1]) * ann if pos >= vw else float("nan")
+        # the last window only (pos >= w: it holds w real returns, never the segment's first bar)
+        vol = float(rolling_std(r1[-vw:], vw, ddof=1)[-1]) * ann if pos >= vw else float("nan")
         trend = float("nan")
         if pos >= tw:
-            sd_t = float(rolling_std(r1, tw, ddof=1)[-1])
+            sd_t = float(rolling_std(r1[-tw:], tw, ddof=1)[-1])
             k_ret = logp_tail[-1] - logp_tail[-1 - tw]
             trend = float(np.abs(k_ret) / (sd_t * np.sqrt(tw))) if sd_t > 0 else 0.0
         ret = float(logp_tail[-1] - logp_tail[-1 - cw]) if pos >= cw else float("nan")
