@@ -108,10 +108,14 @@ def sb3_steps_per_s(
 def run_ppo_bench(
     steps: int = 200_000, sb3_steps: int = 8192, num_envs: int = 512, n_steps: int = 64,
     sb3_envs: int = 8, sb3_n_steps: int = 256, seed: int = 0, which: tuple[str, ...] = BENCH_NAMES,
-    recurrent_steps: int | None = None, device: str = "cpu",
+    recurrent_steps: int | None = None, device: str = "cpu", rounds: int = 1,
 ) -> dict[str, float]:
     """Steps/s per contender. Recurrent and transformer policies get ``recurrent_steps`` (default steps // 4).
-    ``device`` (``cpu``, ``cuda``, ``auto``) applies to every contender (SB3's ``device`` argument too)."""
+    ``device`` (``cpu``, ``cuda``, ``auto``) applies to every contender (SB3's ``device`` argument too).
+
+    With ``rounds > 1`` every contender runs once per round, in the same order, and the figures are medians over
+    rounds; each ratio is the median of the per-round ratios, so contenders are compared under the load of their
+    own round (on a shared machine the load drifts over a run)."""
     from himari.agents.ppo.device import resolve_device
     from himari.utils.threads import configure_torch_threads
 
@@ -119,6 +123,17 @@ def run_ppo_bench(
     device = str(resolve_device(device))
     slow_steps = recurrent_steps or max(num_envs * n_steps, steps // 4)
     _warm_up(num_envs)
+    per_round = [_one_round(which, steps, slow_steps, sb3_steps, num_envs, n_steps, sb3_envs, sb3_n_steps, seed,
+                            device) for _ in range(max(1, rounds))]
+    out = {name: float(np.median([r[name] for r in per_round])) for name in per_round[0]}
+    for ours, theirs in RATIOS:
+        if ours in out and theirs in out:
+            out[f"{ours}_over_{theirs}"] = float(np.median([r[ours] / r[theirs] for r in per_round]))
+    return out
+
+
+def _one_round(which: tuple[str, ...], steps: int, slow_steps: int, sb3_steps: int, num_envs: int, n_steps: int,
+               sb3_envs: int, sb3_n_steps: int, seed: int, device: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for name in which:
         if name in ("mlp", "lstm", "transformer"):
@@ -137,9 +152,6 @@ def run_ppo_bench(
                 click.echo(f"{name}: skipped (pip install 'himari[baselines]')", err=True)
         else:
             raise click.BadParameter(f"unknown contender {name!r}; known: {', '.join(BENCH_NAMES)}")
-    for ours, theirs in RATIOS:
-        if ours in out and theirs in out:
-            out[f"{ours}_over_{theirs}"] = out[ours] / out[theirs]
     return out
 
 
@@ -153,12 +165,14 @@ def register_bench(group: click.Group) -> None:
     @click.option("--sb3-envs", default=8, show_default=True, help="DummyVecEnv size for SB3.")
     @click.option("--only", multiple=True, type=click.Choice(BENCH_NAMES), help="Run only these contenders.")
     @click.option("--seed", default=0, show_default=True)
+    @click.option("--rounds", default=1, show_default=True,
+                  help="Run every contender this many times; report medians (ratios: median of per-round ratios).")
     @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True,
                   help="Where every contender trains; cuda: HIMARI rolls out in the torch simulator on the GPU "
                   "(skipped cleanly when no GPU is present).")
     @click.option("--json", "as_json", is_flag=True, help="Print one JSON object {name: steps/s}.")
     def ppo_bench(steps: int, recurrent_steps: int | None, sb3_steps: int, num_envs: int, n_steps: int,
-                  sb3_envs: int, only: tuple[str, ...], seed: int, device: str, as_json: bool) -> None:
+                  sb3_envs: int, only: tuple[str, ...], seed: int, rounds: int, device: str, as_json: bool) -> None:
         """End-to-end training throughput (env steps/s incl. updates): HIMARI PPO (mlp, lstm, transformer) vs a
         single-file CleanRL-style PPO, Stable-Baselines3 PPO and sb3-contrib RecurrentPPO on the same simulator."""
         import torch
@@ -169,7 +183,7 @@ def register_bench(group: click.Group) -> None:
             click.echo("bench ppo --device cuda: skipped (no CUDA GPU available: torch.cuda.is_available() is False)")
             return
         res = run_ppo_bench(steps, sb3_steps, num_envs, n_steps, sb3_envs, seed=seed, which=only or BENCH_NAMES,
-                            recurrent_steps=recurrent_steps, device=device)
+                            recurrent_steps=recurrent_steps, device=device, rounds=rounds)
         if as_json:
             click.echo(to_json(res, indent=None))
             return

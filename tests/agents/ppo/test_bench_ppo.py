@@ -29,3 +29,15 @@ def test_bench_ppo_cuda_skips_cleanly_without_a_gpu() -> None:
     result = CliRunner().invoke(cli, ["bench", "ppo", "--device", "cuda", "--only", "mlp", "--steps", "512"])
     assert result.exit_code == 0, result.output
     assert "skipped (no CUDA GPU" in result.output
+
+
+def test_bench_ppo_rounds_report_medians(monkeypatch: object) -> None:
+    import himari.bench.ppo as bench
+
+    rounds = iter([{"mlp": 100.0, "cleanrl_ppo": 50.0}, {"mlp": 60.0, "cleanrl_ppo": 60.0},
+                   {"mlp": 90.0, "cleanrl_ppo": 30.0}])
+    monkeypatch.setattr(bench, "_one_round", lambda *args: next(rounds))  # type: ignore[attr-defined]
+    monkeypatch.setattr(bench, "_warm_up", lambda num_envs: None)  # type: ignore[attr-defined]
+    out = bench.run_ppo_bench(which=("mlp", "cleanrl_ppo"), rounds=3)
+    assert out["mlp"] == 90.0 and out["cleanrl_ppo"] == 50.0
+    assert out["mlp_over_cleanrl_ppo"] == 2.0  # median of the per-round ratios 2.0, 1.0, 3.0
