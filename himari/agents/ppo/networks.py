@@ -176,6 +176,16 @@ def mlp(sizes: tuple[int, ...], activation: str = "tanh") -> nn.Sequential:
 # ----------------------------------------------------------------------------------------------- distributions
 
 
+def log_softmax_actions(logits: torch.Tensor) -> torch.Tensor:
+    """``log_softmax(logits, dim=-1)`` over the 3 actions, computed along a leading dimension.
+
+    Why: torch's CPU kernel is slow when the softmax dimension is innermost and tiny (3): ~0.45 ms forward for
+    8,192 x 3 logits against ~0.02 ms along dim 0 of the transposed copy, with the same result (tested); the
+    update takes it (and its backward) for every minibatch.
+    """
+    return torch.log_softmax(logits.movedim(-1, 0).contiguous(), dim=0).movedim(0, -1)
+
+
 class DiscreteHead(nn.Module):
     """Independent categorical over {HOLD, LONG, SHORT} per asset; params = logits ``(n, A, 3)``."""
 
@@ -202,17 +212,23 @@ class DiscreteHead(nn.Module):
 
     @staticmethod
     def log_prob(params: tuple[torch.Tensor, ...], action: torch.Tensor) -> torch.Tensor:
-        logp = torch.log_softmax(params[0], dim=-1)
+        logp = log_softmax_actions(params[0])
         return logp.gather(-1, action.long().unsqueeze(-1)).squeeze(-1).sum(-1)
 
     @staticmethod
     def entropy(params: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        logp = torch.log_softmax(params[0], dim=-1)
+        logp = log_softmax_actions(params[0])
         return -(logp.exp() * logp).sum(-1).sum(-1)
 
     @staticmethod
+    def log_prob_entropy(params: tuple[torch.Tensor, ...], action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log_prob, entropy)`` from one log-softmax (the PPO update needs both)."""
+        logp = log_softmax_actions(params[0])
+        return logp.gather(-1, action.long().unsqueeze(-1)).squeeze(-1).sum(-1), -(logp.exp() * logp).sum(-1).sum(-1)
+
+    @staticmethod
     def probs(params: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        return torch.softmax(params[0], dim=-1)
+        return log_softmax_actions(params[0]).exp()
 
 
 class GaussianHead(nn.Module):
@@ -257,6 +273,10 @@ class GaussianHead(nn.Module):
     @staticmethod
     def entropy(params: tuple[torch.Tensor, ...]) -> torch.Tensor:
         return (params[1] + 0.5 * (1.0 + math.log(2 * math.pi))).sum(-1)
+
+    @classmethod
+    def log_prob_entropy(cls, params: tuple[torch.Tensor, ...], action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return cls.log_prob(params, action), cls.entropy(params)
 
     @staticmethod
     def probs(params: tuple[torch.Tensor, ...]) -> None:

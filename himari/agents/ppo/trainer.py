@@ -327,7 +327,7 @@ class PPOTrainer:
             for mb in batches:
                 params, new_value = net.forward_sequence(mb.obs, mb.state0, mb.episode_starts)
                 actions = mb.actions.reshape(-1, *mb.actions.shape[-1:])
-                new_logp = head.log_prob(params, actions)
+                new_logp, entropy_per_sample = head.log_prob_entropy(params, actions)
                 old_logp = mb.log_probs.reshape(-1)
                 log_ratio = new_logp - old_logp
                 ratio = log_ratio.exp()
@@ -342,7 +342,7 @@ class PPOTrainer:
                     v_loss = 0.5 * torch.max((new_value - returns).square(), (v_clipped - returns).square()).mean()
                 else:
                     v_loss = 0.5 * (new_value - returns).square().mean()
-                entropy = head.entropy(params).mean()
+                entropy = entropy_per_sample.mean()
                 loss = pg_loss - ent_coef * entropy + c.vf_coef * v_loss
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()

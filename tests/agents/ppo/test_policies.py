@@ -129,3 +129,20 @@ def test_fast_tanh_matches_torch_tanh_and_its_gradient() -> None:
         torch.testing.assert_close(fast_tanh(x.detach()[:, ::2]), torch.tanh(x.detach()[:, ::2]), rtol=0.0, atol=1.2e-7)
     double = x.detach().double()
     assert torch.equal(fast_tanh(double), torch.tanh(double))  # other dtypes: torch's kernel
+
+
+def test_log_softmax_over_actions_equals_torch_log_softmax() -> None:
+    from himari.agents.ppo.networks import DiscreteHead, log_softmax_actions
+
+    logits = (torch.randn(257, 2, 3, generator=torch.Generator().manual_seed(0)) * 4).requires_grad_(True)
+    ours = log_softmax_actions(logits)
+    ref = torch.log_softmax(logits, dim=-1)
+    torch.testing.assert_close(ours, ref, rtol=0.0, atol=1e-6)
+    (grad_ours,) = torch.autograd.grad(ours.square().sum(), logits)
+    (grad_ref,) = torch.autograd.grad(ref.square().sum(), logits)
+    torch.testing.assert_close(grad_ours, grad_ref, rtol=1e-5, atol=1e-6)
+    action = torch.randint(0, 3, (257, 2), generator=torch.Generator().manual_seed(1))
+    logp, entropy = DiscreteHead.log_prob_entropy((logits,), action)
+    dist = torch.distributions.Categorical(logits=logits)
+    torch.testing.assert_close(logp, dist.log_prob(action).sum(-1), rtol=0.0, atol=1e-5)
+    torch.testing.assert_close(entropy, dist.entropy().sum(-1), rtol=0.0, atol=1e-5)
