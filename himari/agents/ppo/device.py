@@ -62,16 +62,17 @@ def make_training_env(
     step for step in ``tests/env/test_torch_sim.py``).
     """
     dev = resolve_device(device)
-    use_torch = simulator == "torch" or (simulator == "auto" and dev.type != "cpu")
     if simulator not in ("auto", "numpy", "torch"):
         raise ConfigError(f"simulator must be auto, numpy or torch, got {simulator!r}")
+    use_torch = simulator == "torch" or (simulator == "auto" and dev.type != "cpu")
     if simulator == "numpy" and dev.type != "cpu":
         raise ConfigError(f"the NumPy simulator runs on the host; device {dev} needs simulator 'torch' or 'auto'")
     if use_torch:
         from himari.env.torch_sim import TorchSimVecEnv
 
+        # actions come from the policy head (valid by construction): no per-step validation read-back
         return TorchSimVecEnv(market, sim_config, num_envs, seed=seed, start_index=start_index, end_index=end_index,
-                              device=dev)
+                              device=dev, check_actions=False)
     from himari.env.sim import SimVecEnv
 
     return SimVecEnv(market, sim_config, num_envs, seed=seed, start_index=start_index, end_index=end_index)
