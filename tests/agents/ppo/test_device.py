@@ -104,3 +104,9 @@ def test_device_mismatch_is_a_config_error() -> None:
     else:
         with pytest.raises(ConfigError, match="no CUDA GPU"):
             _trainer(env, "cuda")
+
+
+def test_device_is_not_part_of_the_run_hash() -> None:
+    market = make_market(seed=3, t_len=200, n_assets=1, vol=0.02)
+    env = SimVecEnv(market, SimConfig(window=2, episode_length=20), 4, seed=0)
+    assert _trainer(env, "cpu").config_hash == _trainer(env, "auto").config_hash  # resume across devices
