@@ -29,8 +29,8 @@ class RolloutBatch(NamedTuple):
 class RolloutBuffer:
     """Storage for one rollout of ``n_steps`` steps over ``num_envs`` environments."""
 
-    def __init__(self, n_steps: int, num_envs: int, obs_dim: int, action_shape: tuple[int, ...], action_dtype: torch.dtype,
-                 device: torch.device | str = "cpu") -> None:
+    def __init__(self, n_steps: int, num_envs: int, obs_dim: int, action_shape: tuple[int, ...],
+                 action_dtype: torch.dtype, device: torch.device | str = "cpu") -> None:
         self.n_steps = n_steps
         self.num_envs = num_envs
         self.device = torch.device(device)

@@ -221,7 +221,9 @@ class DiscreteHead(nn.Module):
         return -(logp.exp() * logp).sum(-1).sum(-1)
 
     @staticmethod
-    def log_prob_entropy(params: tuple[torch.Tensor, ...], action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def log_prob_entropy(
+        params: tuple[torch.Tensor, ...], action: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(log_prob, entropy)`` from one log-softmax (the PPO update needs both)."""
         logp = log_softmax_actions(params[0])
         return logp.gather(-1, action.long().unsqueeze(-1)).squeeze(-1).sum(-1), -(logp.exp() * logp).sum(-1).sum(-1)
@@ -275,7 +277,9 @@ class GaussianHead(nn.Module):
         return (params[1] + 0.5 * (1.0 + math.log(2 * math.pi))).sum(-1)
 
     @classmethod
-    def log_prob_entropy(cls, params: tuple[torch.Tensor, ...], action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def log_prob_entropy(
+        cls, params: tuple[torch.Tensor, ...], action: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         return cls.log_prob(params, action), cls.entropy(params)
 
     @staticmethod
@@ -471,7 +475,8 @@ class TransformerActorCritic(ActorCritic):
         dh = self.d_model // self.n_heads
         dev = self.critic.weight.device
         cache = torch.zeros(self.n_layers, n, self.n_heads, self.context - 1, dh, device=dev)
-        return (torch.zeros(n, self.memory, self.obs_dim, device=dev), torch.zeros(n, self.memory, dtype=torch.bool, device=dev), cache,
+        return (torch.zeros(n, self.memory, self.obs_dim, device=dev),
+                torch.zeros(n, self.memory, dtype=torch.bool, device=dev), cache,
                 cache.clone())
 
     def reset_state(self, state: Any, done: torch.Tensor) -> Any:

@@ -179,7 +179,8 @@ class PPOTrainer:
         self.num_updates = config.num_updates(self.num_envs)
         self.batch_size = config.batch_size(self.num_envs)
         self.config_hash = config_hash(
-            {"ppo": {k: v for k, v in config.to_dict().items() if k != "device"}, "policy": policy.metadata()["config"], "kind": policy.kind,
+            {"ppo": {k: v for k, v in config.to_dict().items() if k != "device"},  # same run on any device
+             "policy": policy.metadata()["config"], "kind": policy.kind,
              "obs_spec": policy.spec.to_dict(), "seed": self.seed, "run": run_config or {}}
         )
         self.logger = MetricsLogger(self.run_dir, tensorboard=tensorboard)
