@@ -5,9 +5,10 @@ What each part keeps and how it matches :meth:`TacticalPipeline.transform` (``te
 checks the rows on the bundled BTCUSDT hourly data):
 
 * **44 technical features**: the kernel :func:`~himari.features.technical.segment_features` runs on the last
-  ``TAIL_BARS`` (512) bars of the current segment. Every window is at most 168 bars; the recursions (Wilder
-  RSI/ATR, MACD EMAs) forget their start as ``(1 - alpha)^n`` with ``alpha >= 1/14``, i.e. below ``1e-16`` after 512
-  bars, so the row equals the full-history row up to float64 roundoff of the cumulative sums (~1e-12 relative).
+  ``WINDOW_BARS`` (256) bars of the current segment (every window, lags included, spans at most 169 bars); the 7
+  recursive columns (Wilder RSI/ATR, MACD EMAs) are recomputed with the kernel's own arithmetic over the last
+  ``TAIL_BARS`` (512), where they have forgotten their start (``(1 - alpha)^n`` with ``alpha >= 1/14``: below
+  ``1e-16``). The row equals the full-history row up to float64 roundoff of the cumulative sums (~1e-12 relative).
 * **Kalman / EKF filter features**: :func:`~himari.features.kalman.kalman_step` and
   :func:`~himari.features.ekf.ekf_step`, the batch recursions one bar at a time (bit-equal).
 * **Normalizer**: percentile ranks of the new raw row among the trailing ``percentile_window`` raw rows (the same
@@ -41,12 +42,23 @@ from himari.errors import DataError, RunDirError
 from himari.features.ekf import EKFState, ekf_step
 from himari.features.kalman import KalmanState, kalman_step
 from himari.features.normalize import SpectralNormalizer
-from himari.features.technical import MAX_WARMUP, compute_features, rolling_std, segment_features
+from himari.features.technical import (
+    FEATURE_NAMES,
+    MAX_WARMUP,
+    compute_features,
+    ema,
+    rolling_std,
+    rsi,
+    segment_features,
+    wilder_atr,
+)
 from himari.regime.labeller import regime_inputs
 from himari.tactical.pipeline import TacticalPipeline, hmm_observations
 from himari.utils.io import atomic_write_bytes, atomic_write_json, read_json
 
-TAIL_BARS = 512  # bars of the current segment the technical kernel sees (see module docstring)
+TAIL_BARS = 512  # bars of the current segment the recursive features see (see module docstring)
+WINDOW_BARS = 256  # bars the windowed features see: every window, lags included, spans <= 169 bars
+RECURSIVE_FEATURES = ("rsi_14", "rsi_14_norm", "macd_pct", "macd_signal_pct", "macd_hist_pct", "atr_14", "atr_14_pct")
 FILTER_WARMUP = 24  # the pipeline treats a segment's first 24 filter outputs as warm-up
 STREAM_VERSION = 1
 STATE_JSON = "tactical_stream.json"
@@ -90,6 +102,25 @@ def _window_moments(values: np.ndarray, min_periods: int) -> tuple[float, float]
     if len(finite) < min_periods or len(finite) < 2:
         return float("nan"), float("nan")
     return float(finite.mean()), float(finite.std(ddof=1))
+
+
+_RECURSIVE_INDEX = np.array([FEATURE_NAMES.index(name) for name in RECURSIVE_FEATURES])
+
+
+def _recursive_features(high: np.ndarray, low: np.ndarray, close: np.ndarray) -> np.ndarray:
+    """The last row of the :data:`RECURSIVE_FEATURES` columns, with the arithmetic of ``segment_features`` over the
+    same (longer) tail, so they equal what the kernel gives there; the windowed columns need only the short tail."""
+    rsi14 = rsi(close, 14)
+    macd = ema(close, 2.0 / 13.0) - ema(close, 2.0 / 27.0)
+    macd[:25] = np.nan
+    signal = ema(macd, 2.0 / 10.0, start=25)
+    signal[:33] = np.nan
+    atr14 = wilder_atr(high, low, close, 14)
+    return np.array([
+        rsi14[-1], ((rsi14 - 50.0) / 50.0)[-1],
+        (100.0 * macd / close)[-1], (100.0 * signal / close)[-1], (100.0 * (macd - signal) / close)[-1],
+        atr14[-1], (100.0 * atr14 / close)[-1],
+    ])
 
 
 class TacticalStream:
@@ -200,8 +231,11 @@ class TacticalStream:
             self.tail[:, -1] = bar
             self.segment_position += 1
         pos = self.segment_position
-        o, h, lo, c, v = self.tail
-        tech = segment_features(o, h, lo, c, v, self.periods_per_year)[-1]
+        h, lo, c = self.tail[1], self.tail[2], self.tail[3]
+        short = self.tail[:, -WINDOW_BARS:]
+        tech = segment_features(*short, self.periods_per_year)[-1]
+        if self.tail.shape[1] > WINDOW_BARS:
+            tech[_RECURSIVE_INDEX] = _recursive_features(h, lo, c)
         tech_ok = pos >= MAX_WARMUP and bool(np.isfinite(tech).all())
         logp_tail = np.log(c)
         y = float(logp_tail[-1])

@@ -129,3 +129,12 @@ def test_hmm_filter_step_equals_batch_filter(btc: Bars, pipeline: TacticalPipeli
     np.testing.assert_array_equal(hmm.regime_of_states(batch), hmm.regime_posterior(z, starts))
     fresh = hmm.filter_step(None, z[5], False)  # no previous posterior: starts from startprob
     np.testing.assert_allclose(fresh, hmm.filter(z[5:6]).posterior[0], rtol=1e-12)
+
+
+def test_recursive_columns_equal_the_kernel(btc: Bars) -> None:
+    from himari.features.technical import segment_features
+    from himari.tactical.incremental import _RECURSIVE_INDEX, TAIL_BARS, _recursive_features
+
+    cols = [np.ascontiguousarray(a[-TAIL_BARS:]) for a in (btc.open, btc.high, btc.low, btc.close, btc.volume)]
+    full = segment_features(*cols, btc.timeframe.periods_per_year)[-1]
+    np.testing.assert_array_equal(_recursive_features(cols[1], cols[2], cols[3]), full[_RECURSIVE_INDEX])
