@@ -162,6 +162,37 @@ class Tanh(nn.Module):
         return fast_tanh(x)
 
 
+class _WideLinearFn(torch.autograd.Function):
+    """``y = x Wᵀ + b`` for ``x (B, in)`` with ``in < out``; backward forms ``∂W = (xᵀ g)ᵀ`` instead of ``gᵀ x``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        return torch.addmm(bias, x, weight.t())
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        grad_x = grad @ weight if ctx.needs_input_grad[0] else None
+        grad_w = (x.t() @ grad).t().contiguous() if ctx.needs_input_grad[1] else None
+        grad_b = grad.sum(0) if ctx.needs_input_grad[2] else None
+        return grad_x, grad_w, grad_b
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` (same parameters and state dict) whose weight gradient, for a narrow input (the observation,
+    15 wide in the benchmark, into 64 units), is formed as ``(xᵀ g)ᵀ``: on one CPU thread MKL takes ~0.25 ms for
+    that product at a 8,192 batch against ~0.68 ms for ``gᵀ x``, which autograd uses. Other shapes, devices and
+    dtypes, and inference, use ``F.linear``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (self.in_features < self.out_features and x.dim() == 2 and x.device.type == "cpu"
+                and x.dtype == torch.float32 and self.bias is not None and torch.is_grad_enabled()
+                and self.weight.requires_grad):
+            return _WideLinearFn.apply(x, self.weight, self.bias)
+        return F.linear(x, self.weight, self.bias)
+
+
 def _activation(name: str) -> type[nn.Module]:
     return Tanh if name == "tanh" else nn.ReLU
 
@@ -169,7 +200,7 @@ def _activation(name: str) -> type[nn.Module]:
 def mlp(sizes: tuple[int, ...], activation: str = "tanh") -> nn.Sequential:
     layers: list[nn.Module] = []
     for fan_in, fan_out in itertools.pairwise(sizes):
-        layers += [layer_init(nn.Linear(fan_in, fan_out)), _activation(activation)()]
+        layers += [layer_init(Linear(fan_in, fan_out)), _activation(activation)()]
     return nn.Sequential(*layers)
 
 
@@ -359,7 +390,7 @@ class LSTMActorCritic(ActorCritic):
         super().__init__()
         self.hidden_size = hidden_size
         self.num_layers = num_layers
-        self.encoder = nn.Sequential(layer_init(nn.Linear(spec.obs_dim, encoder_size)), Tanh())
+        self.encoder = nn.Sequential(layer_init(Linear(spec.obs_dim, encoder_size)), Tanh())
         self.lstm = nn.LSTM(encoder_size, hidden_size, num_layers=num_layers)
         for name, param in self.lstm.named_parameters():
             if "bias" in name:

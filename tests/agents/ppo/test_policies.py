@@ -146,3 +146,23 @@ def test_log_softmax_over_actions_equals_torch_log_softmax() -> None:
     dist = torch.distributions.Categorical(logits=logits)
     torch.testing.assert_close(logp, dist.log_prob(action).sum(-1), rtol=0.0, atol=1e-5)
     torch.testing.assert_close(entropy, dist.entropy().sum(-1), rtol=0.0, atol=1e-5)
+
+
+def test_wide_linear_gradients_equal_nn_linear() -> None:
+    from torch import nn
+
+    from himari.agents.ppo.networks import Linear
+
+    torch.manual_seed(0)
+    ours, ref = Linear(7, 33), nn.Linear(7, 33)
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(129, 7, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    (ours(x).tanh().square().sum()).backward()
+    (ref(x_ref).tanh().square().sum()).backward()
+    torch.testing.assert_close(ours.weight.grad, ref.weight.grad, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ours.bias.grad, ref.bias.grad, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-5, atol=1e-6)
+    assert ours.weight.grad is not None and ours.weight.grad.is_contiguous()
+    with torch.inference_mode():
+        torch.testing.assert_close(ours(x.detach()), ref(x.detach()))
