@@ -55,3 +55,17 @@ def test_decide_request_body_example_is_a_valid_request(tmp_path, monkeypatch) -
     request = DecideRequest.model_validate_json((tmp_path / "body.json").read_text())
     assert request.bars is not None and len(request.bars["BTCUSDT"]) == 3000
     assert request.bars["BTCUSDT"][-1].timestamp == "2024-12-31T23:00:00Z"
+
+
+def test_bar_by_bar_tactical_example_runs(tmp_path: Path, monkeypatch: object) -> None:
+    import numpy as np
+
+    blocks = _python_blocks("Speed: PPO throughput, devices and bar-by-bar features")
+    assert blocks, "the speed section has a Python example"
+    monkeypatch.chdir(tmp_path)  # type: ignore[attr-defined]
+    namespace: dict[str, object] = {}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)
+    row, pipe, bars = namespace["row"], namespace["pipe"], namespace["bars"]
+    batch = pipe.transform(bars)  # type: ignore[attr-defined]
+    assert np.array_equal(row.features, batch.features[-1]) and row.valid == batch.valid[-1]  # type: ignore[attr-defined]
+    assert (tmp_path / "runs" / "stream" / "tactical_stream.npz").exists()

@@ -66,17 +66,78 @@ def run_features_bench(n_bars: int = 100_000, repeats: int = 3) -> dict[str, flo
     return out
 
 
+def run_latency_bench(history_bars: int = 3000, new_bars: int = 500, recompute_bars: int = 20) -> dict[str, float]:
+    """New-bar latency of the fitted pipeline on the bundled BTCUSDT hourly bars (fit on 2022, history from 2023):
+    ``TacticalStream.update`` (features + validity + regime posterior for one new bar, ``history_bars`` already
+    seen) against recomputing ``transform`` over the trailing ``history_bars`` + 1 bars (what paper trading and the
+    API did per bar). Milliseconds per bar: p50 / p99 / max."""
+    from himari.data.loaders import load_bars
+    from himari.tactical.incremental import TacticalStream
+    from himari.tactical.pipeline import TacticalPipeline, clear_transform_cache
+
+    bars = load_bars("BTCUSDT").between("2022-01-01", None)
+    pipe = TacticalPipeline().fit(bars, "2022-01-01", "2023-01-01")
+    start = int(np.searchsorted(bars.timestamps_ns, bars.between("2023-01-01", None).timestamps_ns[0]))
+    stop = min(len(bars), start + history_bars + new_bars)
+    history = bars.with_frame(bars.frame.iloc[start : start + history_bars])
+    fresh = bars.with_frame(bars.frame.iloc[start + history_bars : stop])
+    t0 = time.perf_counter()
+    stream = TacticalStream.from_history(pipe, history)
+    init_s = time.perf_counter() - t0
+    columns = zip(fresh.timestamps_ns.tolist(), fresh.open.tolist(), fresh.high.tolist(), fresh.low.tolist(),
+                  fresh.close.tolist(), fresh.volume.tolist(), strict=True)
+    times = []
+    for bar in columns:
+        t0 = time.perf_counter()
+        stream.update(*bar)
+        times.append(time.perf_counter() - t0)
+    stream_ms = np.asarray(times) * 1e3
+    recompute = []
+    for k in range(min(recompute_bars, len(fresh))):
+        window = bars.with_frame(bars.frame.iloc[start + k + 1 : start + history_bars + k + 1])
+        clear_transform_cache()
+        t0 = time.perf_counter()
+        pipe.transform(window)
+        recompute.append(time.perf_counter() - t0)
+    recompute_ms = np.asarray(recompute) * 1e3
+    return {
+        "history_bars": float(history_bars), "new_bars": float(len(stream_ms)), "stream_init_s": init_s,
+        "stream_p50_ms": float(np.percentile(stream_ms, 50)), "stream_p99_ms": float(np.percentile(stream_ms, 99)),
+        "stream_max_ms": float(stream_ms.max()),
+        "recompute_p50_ms": float(np.percentile(recompute_ms, 50)),
+        "recompute_p99_ms": float(np.percentile(recompute_ms, 99)),
+    }
+
+
 def register_bench(group: click.Group) -> None:
     @group.command("features")
     @click.option("--bars", "n_bars", default=100_000, show_default=True)
     @click.option("--repeats", default=3, show_default=True)
+    @click.option("--latency", is_flag=True,
+                  help="Only the new-bar latency: TacticalStream.update vs recomputing the trailing history.")
+    @click.option("--history", "history_bars", default=3000, show_default=True, help="--latency: bars already seen.")
+    @click.option("--new-bars", default=500, show_default=True, help="--latency: bars pushed one at a time.")
     @click.option("--json", "as_json", is_flag=True)
-    def features_bench(n_bars: int, repeats: int, as_json: bool) -> None:
-        """Throughput of the 44 features, the rolling-percentile normalizer and TacticalPipeline.transform."""
+    def features_bench(n_bars: int, repeats: int, latency: bool, history_bars: int, new_bars: int,
+                       as_json: bool) -> None:
+        """Throughput of the 44 features, the rolling-percentile normalizer and TacticalPipeline.transform; with
+        --latency, the new-bar latency of the incremental pipeline (features + regime posterior)."""
         from himari.utils.io import to_json
         from himari.utils.threads import configure_torch_threads
 
         configure_torch_threads()
+        if latency:
+            lat = run_latency_bench(history_bars, new_bars)
+            if as_json:
+                click.echo(to_json(lat))
+                return
+            click.echo(f"new-bar latency, {history_bars} bars already seen, {int(lat['new_bars'])} new bars "
+                       "(features + validity + regime posterior):")
+            click.echo(f"  TacticalStream.update:   p50 {lat['stream_p50_ms']:.2f} ms  p99 {lat['stream_p99_ms']:.2f} ms"
+                       f"  max {lat['stream_max_ms']:.2f} ms  (state built in {lat['stream_init_s']:.2f} s)")
+            click.echo(f"  recompute transform:     p50 {lat['recompute_p50_ms']:.1f} ms  p99 "
+                       f"{lat['recompute_p99_ms']:.1f} ms  (trailing {history_bars} bars, per bar)")
+            return
         res = run_features_bench(n_bars, repeats)
         if as_json:
             click.echo(to_json(res))

@@ -208,6 +208,7 @@ class TorchSimVecEnv:
         end_index: int | None = None,
         device: str | torch.device | None = None,
         dtype: torch.dtype = torch.float64,
+        check_actions: bool = True,
     ) -> None:
         if num_envs < 1:
             raise ConfigError(f"num_envs must be >= 1, got {num_envs}")
@@ -217,6 +218,9 @@ class TorchSimVecEnv:
         self.market, self.config = market, config
         self.device = torch.device(device) if device is not None else default_device()
         self.dtype = dtype
+        # Validating actions reads a flag back from the device every step; trainers whose actions come from a
+        # policy head (always in range and finite) turn it off to keep the rollout free of host round trips.
+        self.check_actions = bool(check_actions)
         self.tm = to_torch_market(market, self.device, dtype)
         self.num_envs = int(num_envs)
         self.num_assets = market.num_assets
@@ -308,7 +312,7 @@ class TorchSimVecEnv:
         lo = -cap if cfg.allow_short else 0.0
         if cfg.action_kind == "discrete":
             act = action.to(torch.int64)
-            if bool(((act < HOLD) | (act > SHORT)).any()):
+            if self.check_actions and bool(((act < HOLD) | (act > SHORT)).any()):
                 raise DataError("discrete action must be in {0, 1, 2}")
             hold = current if cfg.hold_mode == "keep" else torch.zeros_like(current)
             cap_t = torch.full_like(current, cap)
@@ -321,7 +325,7 @@ class TorchSimVecEnv:
             target = torch.where(act == LONG, long_t, torch.where(act == SHORT, short_t, hold))
         else:
             x = action.to(self.dtype)
-            if not bool(torch.isfinite(x).all()):
+            if self.check_actions and not bool(torch.isfinite(x).all()):
                 raise DataError("continuous action contains NaN or inf")
             if cfg.action_kind == "continuous":
                 target = torch.clamp(x, lo, cap)

@@ -97,6 +97,40 @@ def ekf_filter(y: np.ndarray, params: EKFParams, gap_before: np.ndarray | None =
     return EKFOutput(level, logv, innov, ivar)
 
 
+class EKFState(NamedTuple):
+    """Filter state after a bar (for bar-by-bar updates): level ``m``, log variance ``h`` and their variances."""
+
+    m: float
+    h: float
+    pm: float
+    ph: float
+
+
+def ekf_step(state: EKFState | None, yt: float, params: EKFParams, start: bool) -> EKFState:
+    """One bar of :func:`ekf_filter` (the same arithmetic in the same order: bit-equal to the batch filter;
+    tested). ``start`` (or ``state=None``) restarts the segment at ``yt``."""
+    r, phi, hbar, qh, lo, hi = (float(v) for v in params)
+    if start or state is None:
+        return EKFState(yt, hbar, r, qh / max(1.0 - phi * phi, 1e-6))
+    m, h, pm, ph = state
+    h_pred = hbar + phi * (h - hbar)
+    ph_pred = phi * phi * ph + qh
+    ev = math.exp(h_pred)
+    pm_pred = pm + ev
+    v = yt - m
+    s = pm_pred + r
+    k = pm_pred / s
+    m += k * v
+    pm = (1.0 - k) * pm_pred
+    jac = ev / s
+    z = math.log(v * v + 1e-12)
+    kh = ph_pred * jac / (jac * jac * ph_pred + LOG_CHI2_VAR)
+    h = h_pred + kh * (z - math.log(s) - LOG_CHI2_MEAN)
+    ph = (1.0 - kh * jac) * ph_pred
+    h = lo if h < lo else (hi if h > hi else h)
+    return EKFState(m, h, pm, ph)
+
+
 def ekf_loglik(out: EKFOutput) -> float:
     ok = np.isfinite(out.innovation)
     v, s = out.innovation[ok], out.innovation_var[ok]

@@ -104,6 +104,42 @@ def kalman_filter(y: np.ndarray, params: KalmanParams, gap_before: np.ndarray | 
     return KalmanOutput(level, slope, innov, ivar, gain)
 
 
+class KalmanState(NamedTuple):
+    """Filter state after a bar (for bar-by-bar updates): mean ``(m, b)``, covariance ``(p11, p12, p22)`` and the
+    bars since the segment start (``age``)."""
+
+    m: float
+    b: float
+    p11: float
+    p12: float
+    p22: float
+    age: int
+
+
+def kalman_step(
+    state: KalmanState | None, yt: float, params: KalmanParams, start: bool, trend: bool = False
+) -> KalmanState:
+    """One bar of :func:`kalman_filter` (the same arithmetic in the same order, so a bar-by-bar run equals the
+    batch filter bit for bit; tested). ``start`` (or ``state=None``) restarts the segment at ``yt``."""
+    q, r, qs = float(params.q_level), float(params.r_obs), float(params.q_slope) if trend else 0.0
+    if start or state is None:
+        return KalmanState(yt, 0.0, r, 0.0, (_PRIOR_SCALE * (r + q + qs) if trend else 0.0), 0)
+    m, b, p11, p12, p22, age = state
+    if trend:
+        m = m + b
+        p11, p12, p22 = p11 + 2.0 * p12 + p22 + q, p12 + p22, p22 + qs
+    else:
+        p11 = p11 + q
+    v = yt - m
+    f = p11 + r
+    k1 = p11 / f
+    k2 = p12 / f
+    m += k1 * v
+    b += k2 * v
+    p11, p12, p22 = p11 - k1 * p11, p12 - k1 * p12, p22 - k2 * p12
+    return KalmanState(m, b, p11, p12, p22, age + 1)
+
+
 def innovation_loglik(out: KalmanOutput) -> float:
     """Gaussian log-likelihood of the innovations (segment starts excluded)."""
     v = out.innovation

@@ -95,6 +95,51 @@ class StudentTHMM:
         logb = self.emission_logprob(x)
         return forward_filter(logb, np.isfinite(x).all(axis=1), self.transmat, self.startprob, segment_start)
 
+    def filter_step(self, alpha: np.ndarray | None, x_t: np.ndarray, segment_start: bool) -> np.ndarray:
+        """One bar of :meth:`filter`: ``P(s_t | x_<=t)`` (K,) from ``alpha = P(s_{t-1} | x_<=t-1)`` and the new
+        observation ``x_t`` (d,). The same arithmetic as the batch recursion (the one-row emission density may round
+        differently in the last bit: equal to 1e-12 relative, tested); ``alpha=None``
+        or ``segment_start`` restarts from ``startprob``; a non-finite ``x_t`` is a prediction-only step."""
+        x = np.asarray(x_t, dtype=np.float64).reshape(1, -1)
+        logb = self.emission_logprob(x)
+        observed = bool(np.isfinite(x).all())
+        b = np.exp(logb - logb.max(axis=1, keepdims=True))[0]
+        start = segment_start or alpha is None
+        if self.n_states == 4:
+            if start:
+                p0, p1, p2, p3 = self.startprob.tolist()
+            else:
+                (a00, a01, a02, a03), (a10, a11, a12, a13), (a20, a21, a22, a23), (a30, a31, a32, a33) = (
+                    self.transmat.tolist()
+                )
+                x0, x1, x2, x3 = np.asarray(alpha, dtype=np.float64).tolist()
+                p0 = x0 * a00 + x1 * a10 + x2 * a20 + x3 * a30
+                p1 = x0 * a01 + x1 * a11 + x2 * a21 + x3 * a31
+                p2 = x0 * a02 + x1 * a12 + x2 * a22 + x3 * a32
+                p3 = x0 * a03 + x1 * a13 + x2 * a23 + x3 * a33
+            if observed:
+                bt = b.tolist()
+                p0 *= bt[0]
+                p1 *= bt[1]
+                p2 *= bt[2]
+                p3 *= bt[3]
+                c = p0 + p1 + p2 + p3
+                return np.array([p0 / c, p1 / c, p2 / c, p3 / c])
+            return np.array([p0, p1, p2, p3])
+        pred = self.startprob if start else np.asarray(alpha) @ self.transmat
+        if observed:
+            un = pred * b
+            return un / un.sum()
+        return np.array(pred, dtype=np.float64)
+
+    def regime_of_states(self, posterior: np.ndarray) -> np.ndarray:
+        """State posterior (..., K) summed into the 4 regimes (..., 4) (as :meth:`regime_posterior`)."""
+        post = np.asarray(posterior, dtype=np.float64)
+        out = np.zeros((*post.shape[:-1], 4))
+        for k in range(self.n_states):
+            out[..., int(self.state_to_regime[k])] += post[..., k]
+        return out
+
     def regime_posterior(self, x: np.ndarray, segment_start: np.ndarray | None = None) -> np.ndarray:
         """(T, 4) P(regime_t | x_<=t) with states summed into their mapped regimes."""
         post = self.filter(x, segment_start).posterior

@@ -10,6 +10,7 @@ from himari.env.execution import CostConfig
 from himari.env.rewards import RewardConfig
 from himari.env.sim import SimConfig, SimVecEnv
 from himari.env.torch_sim import TorchSimVecEnv, default_device
+from himari.errors import DataError
 from tests.env._synth import make_market
 
 CASES = [
@@ -65,3 +66,18 @@ def test_default_device_and_gpu_when_present() -> None:
     assert obs.features.device.type == expected
     res = env.step(torch.ones((4, 1), dtype=torch.int64, device=env.device))
     assert res.reward.device.type == expected and res.reward.dtype == torch.float32
+
+
+def test_action_checks_can_be_turned_off_for_policy_actions() -> None:
+    market = make_market(seed=3, t_len=120, n_assets=1, vol=0.02)
+    config = SimConfig(action_kind="discrete", window=2, episode_length=20)
+    checked = TorchSimVecEnv(market, config, 4, seed=1, device="cpu")
+    checked.reset()
+    with pytest.raises(DataError, match="discrete action"):
+        checked.step(torch.full((4, 1), 7))
+    unchecked = TorchSimVecEnv(market, config, 4, seed=1, device="cpu", check_actions=False)
+    reference = TorchSimVecEnv(market, config, 4, seed=1, device="cpu")
+    unchecked.reset(), reference.reset()
+    action = torch.tensor([[0], [1], [2], [1]])
+    a, b = unchecked.step(action), reference.step(action)
+    assert torch.equal(a.reward, b.reward) and torch.equal(a.obs.account, b.obs.account)

@@ -48,3 +48,12 @@ def test_bench_features_json() -> None:
     assert res.exit_code == 0, res.output
     payload = json.loads(res.output)
     assert payload["bars"] == 3000 and payload["features44_bars_per_s"] > 0
+
+
+def test_bench_features_latency_json() -> None:
+    res = CliRunner().invoke(cli, ["bench", "features", "--latency", "--history", "1000", "--new-bars", "20", "--json"])
+    assert res.exit_code == 0, res.output
+    payload = json.loads(res.output)
+    assert payload["history_bars"] == 1000 and payload["new_bars"] == 20
+    assert 0 < payload["stream_p50_ms"] <= payload["stream_p99_ms"] <= payload["stream_max_ms"]
+    assert payload["recompute_p50_ms"] > 0

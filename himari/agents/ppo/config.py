@@ -47,6 +47,11 @@ class PPOConfig(FrozenConfig):
     early_stop_patience: int | None = Field(None, ge=1, description="evaluations without improvement before stopping")
     checkpoint_every_updates: int = Field(10, ge=1)
     torch_threads: int = Field(1, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="where the policy, rollout storage and update run: auto = CUDA when available, else CPU "
+        "(with a TorchSimVecEnv the environment's device); not part of the run's config hash",
+    )
 
     def batch_size(self, num_envs: int) -> int:
         return self.n_steps * num_envs

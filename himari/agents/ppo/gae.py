@@ -16,6 +16,7 @@ Pardo et al. 2018, "Time Limits in Reinforcement Learning" (bootstrap at truncat
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 
 def compute_gae(
@@ -52,3 +53,34 @@ def compute_gae(
         advantages[t] = last
     returns = advantages + values
     return advantages.astype(np.float32), returns.astype(np.float32)
+
+
+def compute_gae_torch(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    next_values: torch.Tensor,
+    terminated: torch.Tensor,
+    truncated: torch.Tensor,
+    gamma: float,
+    gae_lambda: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`compute_gae` on tensors, on their device (no host copy): the same float64 recursion, so on the CPU
+    the result equals the NumPy version exactly (tested)."""
+    r = rewards.to(torch.float64)
+    v = values.to(torch.float64)
+    nv = next_values.to(torch.float64)
+    term = terminated.to(torch.bool)
+    done = term | truncated.to(torch.bool)
+    if not (r.shape == v.shape == nv.shape == term.shape == done.shape) or r.ndim != 2:
+        raise ValueError(
+            f"compute_gae_torch: shapes differ or are not (T, N): rewards {tuple(r.shape)}, values {tuple(v.shape)}"
+        )
+    zero = torch.zeros((), dtype=torch.float64, device=r.device)
+    advantages = torch.zeros_like(r)
+    last = torch.zeros(r.shape[1], dtype=torch.float64, device=r.device)
+    for t in range(r.shape[0] - 1, -1, -1):
+        delta = r[t] + gamma * torch.where(term[t], zero, nv[t]) - v[t]
+        last = delta + gamma * gae_lambda * torch.where(done[t], zero, last)
+        advantages[t] = last
+    returns = advantages + v
+    return advantages.to(torch.float32), returns.to(torch.float32)

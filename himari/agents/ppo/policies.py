@@ -27,11 +27,11 @@ from himari.agents.ppo.networks import (
     ObsNormalizer,
     ObsSpec,
     TransformerActorCritic,
+    observation_tensor,
     regime_scale_fn,
-    to_tensor,
 )
 from himari.config import FrozenConfig
-from himari.env.protocol import ActionKind, Observation, flatten_observation
+from himari.env.protocol import ActionKind, Observation
 from himari.errors import RunDirError
 from himari.utils.io import atomic_write_bytes, atomic_write_json, read_json
 
@@ -99,6 +99,11 @@ class PPOPolicy:
     def max_position(self) -> float | None:
         return getattr(self.config, "max_position", None)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the network lives (the CPU unless a trainer moved it; ``module.to(device)`` moves it)."""
+        return self.obs_norm.mean.device
+
     # ------------------------------------------------------------------------------------------ acting
     def check_observation(self, obs: Observation) -> None:
         got = (obs.features.shape[1:], obs.regime.shape[1:], obs.account.shape[1:])
@@ -111,8 +116,8 @@ class PPOPolicy:
             raise ValueError(f"{self.kind} policy expects observation shapes {want} (features, regime, account), got {got}")
 
     def preprocess(self, obs: Observation) -> torch.Tensor:
-        """Flatten and normalize (frozen statistics) -> ``(N, D)`` float32."""
-        return self.obs_norm(to_tensor(flatten_observation(obs)))
+        """Flatten and normalize (frozen statistics) -> ``(N, D)`` float32 on the policy's device."""
+        return self.obs_norm(observation_tensor(obs, self.device))
 
     def initial_state(self, n: int) -> Any:
         return self.net.initial_state(n)
@@ -120,16 +125,25 @@ class PPOPolicy:
     def reset_state(self, state: Any, done: np.ndarray) -> Any:
         if state is None:
             return None
-        return self.net.reset_state(state, torch.as_tensor(np.asarray(done, dtype=bool)))
+        flags = done if isinstance(done, torch.Tensor) else torch.as_tensor(np.asarray(done, dtype=bool))
+        return self.net.reset_state(state, flags.to(self.device))
 
     def env_action(self, action: torch.Tensor) -> np.ndarray:
         """The array handed to the simulator: int64 ``(N, A)`` codes or float32 positions/deltas."""
         if self.action_kind == "discrete":
-            return action.numpy().astype(np.int64, copy=False)
-        out = action.numpy().astype(np.float32, copy=False)
+            return action.cpu().numpy().astype(np.int64, copy=False)
+        out = action.cpu().numpy().astype(np.float32, copy=False)
         if self.max_position is not None:
             out = np.clip(out, -self.max_position, self.max_position)
         return out
+
+    def env_action_tensor(self, action: torch.Tensor) -> torch.Tensor:
+        """:meth:`env_action` for tensor environments (``TorchSimVecEnv``): stays on the device."""
+        if self.action_kind == "discrete":
+            return action
+        if self.max_position is not None:
+            return action.clamp(-self.max_position, self.max_position)
+        return action
 
     def act(
         self,
@@ -152,8 +166,8 @@ class PPOPolicy:
         return (
             PolicyOutput(
                 action=self.env_action(action),
-                action_probs=None if probs is None else probs.numpy().astype(np.float32),
-                value=value.numpy().astype(np.float32),
+                action_probs=None if probs is None else probs.cpu().numpy().astype(np.float32),
+                value=value.cpu().numpy().astype(np.float32),
             ),
             new_state,
         )
@@ -173,7 +187,8 @@ class PPOPolicy:
         }
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone().contiguous() for k, v in self.module.state_dict().items()}
+        """Host copies of every weight and buffer (safe to save or keep while training goes on)."""
+        return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in self.module.state_dict().items()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.module.load_state_dict(state)

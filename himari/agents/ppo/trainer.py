@@ -32,12 +32,13 @@ from torch import nn
 from himari.agents.ppo.buffer import RolloutBuffer
 from himari.agents.ppo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from himari.agents.ppo.config import PPOConfig
-from himari.agents.ppo.gae import compute_gae
+from himari.agents.ppo.device import is_tensor_env, resolve_device
+from himari.agents.ppo.gae import compute_gae, compute_gae_torch
 from himari.agents.ppo.metrics_log import MetricsLogger
-from himari.agents.ppo.networks import ObsSpec, to_tensor
+from himari.agents.ppo.networks import ObsSpec, observation_tensor
 from himari.agents.ppo.policies import PPOPolicy
 from himari.config import config_hash
-from himari.env.protocol import VecEnv, flatten_observation
+from himari.env.protocol import VecEnv
 from himari.errors import ConfigError, RunDirError
 from himari.utils.progress import progress_bar
 from himari.utils.threads import configure_torch_threads
@@ -62,6 +63,11 @@ EVAL_SEED_STREAM = 1 << 40  # seed-sequence key of the validation runs (disjoint
 
 # A callback receives (trainer, metrics of the update) and returns False to stop training.
 Callback = Callable[["PPOTrainer", dict[str, Any]], bool | None]
+
+
+def _host(x: Any) -> np.ndarray:
+    """A NumPy view/copy of an environment output (NumPy array or tensor on any device)."""
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
 def derived_seeds(seed: int, update: int, n: int = 3) -> list[int]:
@@ -92,13 +98,15 @@ def evaluate_policy(
     running = np.zeros(env.num_envs, dtype=np.float64)
     finished: list[float] = []
     generator = torch.Generator().manual_seed(seed)
+    if policy.device.type != "cpu":
+        generator = torch.Generator(device=policy.device).manual_seed(seed)
     for _ in range(steps):
         out, state = policy.act(obs, state, deterministic=deterministic, generator=generator)
         result = env.step(out.action)
-        reward = np.asarray(result.reward, dtype=np.float64)
+        reward = _host(result.reward).astype(np.float64)
         total += reward
         running += reward
-        done = np.asarray(result.terminated) | np.asarray(result.truncated)
+        done = _host(result.terminated).astype(bool) | _host(result.truncated).astype(bool)
         if done.any():
             finished.extend(running[done].tolist())
             running[done] = 0.0
@@ -118,6 +126,13 @@ class PPOTrainer:
     ``eval_env`` is the validation-window env (never the test window): used for model selection (the best
     evaluation's weights are restored at the end and saved to ``RUN/best_policy``) and early stopping.
     ``run_config`` is the caller's resolved config (data, windows, env); its hash guards ``resume``.
+
+    Device (``PPOConfig.device``): the policy, rollout storage, GAE and update run there. With a tensor environment
+    (``TorchSimVecEnv``, see :func:`himari.agents.ppo.device.make_training_env`) on the same device the rollout
+    makes no host round trip of its own: the truncation bootstrap is evaluated for every environment and masked
+    instead of branching on ``truncated.any()``, and rollout statistics stay on the device until the rollout
+    ends. With a NumPy environment observations are copied to the device each step. At the end of
+    :meth:`train` the policy is moved back to the CPU (backtests, serving and saving use it there).
     """
 
     def __init__(
@@ -140,6 +155,17 @@ class PPOTrainer:
             raise ConfigError(f"policy expects observations {policy.spec}, the environment gives {spec}")
         if policy.action_kind != env.action_kind:
             raise ConfigError(f"{policy.kind} policy acts {policy.action_kind!r}, environment expects {env.action_kind!r}")
+        self.tensor_env = is_tensor_env(env)
+        if config.device == "auto" and self.tensor_env:
+            self.device = env.device  # type: ignore[attr-defined]
+        else:
+            self.device = resolve_device(config.device)
+        if self.tensor_env and env.device != self.device:  # type: ignore[attr-defined]
+            raise ConfigError(f"PPOConfig.device is {self.device} but the environment lives on {env.device}; "  # type: ignore[attr-defined]
+                              "build it with make_training_env(..., device=...)")
+        # sync-free rollout (no per-step host round trip) with tensor environments or off the CPU
+        self.on_device = self.tensor_env or self.device.type != "cpu"
+        policy.module.to(self.device)
         self.policy = policy
         self.env = env
         self.eval_env = eval_env
@@ -153,7 +179,8 @@ class PPOTrainer:
         self.num_updates = config.num_updates(self.num_envs)
         self.batch_size = config.batch_size(self.num_envs)
         self.config_hash = config_hash(
-            {"ppo": config.to_dict(), "policy": policy.metadata()["config"], "kind": policy.kind,
+            {"ppo": {k: v for k, v in config.to_dict().items() if k != "device"},  # same run on any device
+             "policy": policy.metadata()["config"], "kind": policy.kind,
              "obs_spec": policy.spec.to_dict(), "seed": self.seed, "run": run_config or {}}
         )
         self.logger = MetricsLogger(self.run_dir, tensorboard=tensorboard)
@@ -163,8 +190,8 @@ class PPOTrainer:
         )
         action_shape = (spec.n_assets,)
         action_dtype = torch.int64 if policy.action_kind == "discrete" else torch.float32
-        self.buffer = RolloutBuffer(config.n_steps, self.num_envs, spec.obs_dim, action_shape, action_dtype)
-        self.sample_gen = torch.Generator()
+        self.buffer = RolloutBuffer(config.n_steps, self.num_envs, spec.obs_dim, action_shape, action_dtype, self.device)
+        self.sample_gen = torch.Generator(device=self.device)
         self.batch_gen = torch.Generator()
         # early stopping / model selection
         self.best_metric: float | None = None
@@ -193,9 +220,9 @@ class PPOTrainer:
     def _boundary_reset(self, update: int) -> None:
         env_seed, sample_seed, batch_seed = derived_seeds(self.seed, update)
         obs = self.env.reset(seed=env_seed)
-        self._obs_raw = to_tensor(flatten_observation(obs))
+        self._obs_raw = observation_tensor(obs, self.device)
         self._state = self.policy.net.initial_state(self.num_envs)
-        self._episode_start = torch.ones(self.num_envs, dtype=torch.bool)
+        self._episode_start = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
         self.sample_gen.manual_seed(sample_seed)
         self.batch_gen.manual_seed(batch_seed)
 
@@ -206,14 +233,16 @@ class PPOTrainer:
         with torch.no_grad():
             self._state = net.refresh_state(self._state)  # caches recomputed with the current weights
         buf.state0 = _clone_state(self._state)
-        rewards_sum = 0.0
-        episodes_done = 0
+        dev = self.device
+        rewards_sum = torch.zeros((), dtype=torch.float64, device=dev)
+        episodes_done = torch.zeros((), dtype=torch.int64, device=dev)
+        to_env = policy.env_action_tensor if self.tensor_env else policy.env_action
         with torch.inference_mode():
             state = self._state
             obs_raw = self._obs_raw
             assert obs_raw is not None and self._episode_start is not None
             episode_start = self._episode_start
-            raw_seen = torch.empty((buf.n_steps, *obs_raw.shape), dtype=torch.float32)
+            raw_seen = torch.empty((buf.n_steps, *obs_raw.shape), dtype=torch.float32, device=dev)
             for t in range(buf.n_steps):
                 raw_seen[t] = obs_raw
                 x = policy.obs_norm(obs_raw)
@@ -224,27 +253,31 @@ class PPOTrainer:
                 buf.log_probs[t] = head.log_prob(params, action)
                 buf.values[t] = value
                 buf.episode_starts[t] = episode_start
-                result = env.step(policy.env_action(action))
-                reward = torch.from_numpy(np.asarray(result.reward, dtype=np.float32))
-                terminated = torch.from_numpy(np.asarray(result.terminated, dtype=bool))
-                truncated = torch.from_numpy(np.asarray(result.truncated, dtype=bool))
+                result = env.step(to_env(action))
+                reward = torch.as_tensor(result.reward, dtype=torch.float32, device=dev)
+                terminated = torch.as_tensor(result.terminated, dtype=torch.bool, device=dev)
+                truncated = torch.as_tensor(result.truncated, dtype=torch.bool, device=dev)
                 buf.rewards[t] = reward
                 buf.terminated[t] = terminated
                 buf.truncated[t] = truncated
-                if bool(truncated.any()):
+                if self.on_device:  # bootstrap value for every env, kept where truncated: no host sync
+                    final_raw = observation_tensor(result.final_obs, dev)
+                    _, final_value, _ = net.forward_step(policy.obs_norm(final_raw), state)
+                    buf.next_values[t] = torch.where(truncated, final_value, torch.zeros_like(final_value))
+                elif bool(truncated.any()):
                     idx = torch.nonzero(truncated).squeeze(-1)
-                    final_raw = to_tensor(flatten_observation(result.final_obs))[idx]
+                    final_raw = observation_tensor(result.final_obs, dev)[idx]
                     _, final_value, _ = net.forward_step(policy.obs_norm(final_raw), net.select_state(state, idx))
                     buf.next_values[t].zero_()
                     buf.next_values[t, idx] = final_value
                 else:
                     buf.next_values[t].zero_()
                 done = terminated | truncated
-                rewards_sum += float(reward.sum())
-                episodes_done += int(done.sum())
+                rewards_sum += reward.sum(dtype=torch.float64)
+                episodes_done += done.sum()
                 state = net.reset_state(state, done)
                 episode_start = done
-                obs_raw = to_tensor(flatten_observation(result.obs))
+                obs_raw = observation_tensor(result.obs, dev)
             # bootstrap value of the observation after the rollout (state is not advanced by this look-ahead)
             _, last_value, _ = net.forward_step(policy.obs_norm(obs_raw), state)
             self._state, self._obs_raw, self._episode_start = state, obs_raw, episode_start
@@ -252,18 +285,23 @@ class PPOTrainer:
         continues = ~(buf.truncated | buf.terminated)
         following = torch.cat([buf.values[1:], last_value.unsqueeze(0)], dim=0)
         buf.next_values.copy_(torch.where(continues, following, buf.next_values))
-        advantages, returns = compute_gae(
-            buf.rewards.numpy(), buf.values.numpy(), buf.next_values.numpy(), buf.terminated.numpy(),
-            buf.truncated.numpy(), self.config.gamma, self.config.gae_lambda,
-        )
-        buf.advantages.copy_(torch.from_numpy(advantages))
-        buf.returns.copy_(torch.from_numpy(returns))
+        gae_args = (buf.rewards, buf.values, buf.next_values, buf.terminated, buf.truncated)
+        if self.on_device:
+            advantages_t, returns_t = compute_gae_torch(*gae_args, self.config.gamma, self.config.gae_lambda)
+            buf.advantages.copy_(advantages_t)
+            buf.returns.copy_(returns_t)
+        else:
+            advantages, returns = compute_gae(
+                *(a.numpy() for a in gae_args), self.config.gamma, self.config.gae_lambda
+            )
+            buf.advantages.copy_(torch.from_numpy(advantages))
+            buf.returns.copy_(torch.from_numpy(returns))
         # Normalizer statistics absorb this rollout's raw observations only after it was collected, so stored
         # (normalized) observations are exactly what the policy acted on.
         if self.config.normalize_observations:
             policy.obs_norm.update(raw_seen.reshape(-1, raw_seen.shape[-1]))
         return {
-            "rollout_mean_reward": rewards_sum / (buf.n_steps * self.num_envs),
+            "rollout_mean_reward": float(rewards_sum) / (buf.n_steps * self.num_envs),
             "rollout_episodes": float(episodes_done),
         }
 
@@ -277,7 +315,10 @@ class PPOTrainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.policy.module.train()
-        stats: dict[str, list[float]] = {k: [] for k in ("pg_loss", "v_loss", "entropy", "approx_kl", "clip_frac", "ratio_dev")}
+        # statistics stay tensors until the update ends (no host sync per minibatch unless target_kl needs one)
+        stats: dict[str, list[torch.Tensor]] = {
+            k: [] for k in ("pg_loss", "v_loss", "entropy", "approx_kl", "clip_frac", "ratio_dev")
+        }
         stop = False
         for _ in range(c.n_epochs):
             if net.recurrent:
@@ -287,7 +328,7 @@ class PPOTrainer:
             for mb in batches:
                 params, new_value = net.forward_sequence(mb.obs, mb.state0, mb.episode_starts)
                 actions = mb.actions.reshape(-1, *mb.actions.shape[-1:])
-                new_logp = head.log_prob(params, actions)
+                new_logp, entropy_per_sample = head.log_prob_entropy(params, actions)
                 old_logp = mb.log_probs.reshape(-1)
                 log_ratio = new_logp - old_logp
                 ratio = log_ratio.exp()
@@ -302,21 +343,21 @@ class PPOTrainer:
                     v_loss = 0.5 * torch.max((new_value - returns).square(), (v_clipped - returns).square()).mean()
                 else:
                     v_loss = 0.5 * (new_value - returns).square().mean()
-                entropy = head.entropy(params).mean()
+                entropy = entropy_per_sample.mean()
                 loss = pg_loss - ent_coef * entropy + c.vf_coef * v_loss
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 nn.utils.clip_grad_norm_(self._params, c.max_grad_norm, foreach=True)
                 self.optimizer.step()
                 with torch.no_grad():
-                    approx_kl = float(((ratio - 1) - log_ratio).mean())
-                    stats["pg_loss"].append(float(pg_loss))
-                    stats["v_loss"].append(float(v_loss))
-                    stats["entropy"].append(float(entropy))
+                    approx_kl = ((ratio - 1) - log_ratio).mean()
+                    stats["pg_loss"].append(pg_loss.detach())
+                    stats["v_loss"].append(v_loss.detach())
+                    stats["entropy"].append(entropy.detach())
                     stats["approx_kl"].append(approx_kl)
-                    stats["clip_frac"].append(float(((ratio - 1).abs() > c.clip_coef).float().mean()))
-                    stats["ratio_dev"].append(float((ratio - 1).abs().max()))
-                if c.target_kl is not None and approx_kl > c.target_kl:
+                    stats["clip_frac"].append(((ratio - 1).abs() > c.clip_coef).float().mean())
+                    stats["ratio_dev"].append((ratio - 1).abs().max())
+                if c.target_kl is not None and float(approx_kl) > c.target_kl:
                     stop = True
                     break
             if stop:
@@ -325,8 +366,9 @@ class PPOTrainer:
         values, returns = buf.values.reshape(-1), buf.returns.reshape(-1)
         var_ret = float(returns.var())
         explained = float("nan") if var_ret == 0 else 1.0 - float((returns - values).var()) / var_ret
-        out = {k: float(np.mean(v)) for k, v in stats.items() if k != "ratio_dev"}
-        out["ratio_max_dev"] = float(np.max(stats["ratio_dev"]))
+        host = {k: torch.stack(v).cpu().tolist() for k, v in stats.items()}
+        out = {k: float(np.mean(v)) for k, v in host.items() if k != "ratio_dev"}
+        out["ratio_max_dev"] = float(np.max(host["ratio_dev"]))
         out.update(learning_rate=lr, ent_coef=ent_coef, explained_variance=explained)
         return out
 
@@ -407,6 +449,7 @@ class PPOTrainer:
     # ------------------------------------------------------------------------------------------ main loop
     def train(self, resume: bool = False) -> TrainResult:
         configure_torch_threads(self.config.torch_threads)
+        self.policy.module.to(self.device)
         if resume:
             self.restore()
         elif self.checkpoint_root is not None and latest_checkpoint(self.checkpoint_root) is not None:
@@ -460,6 +503,7 @@ class PPOTrainer:
         wall = time.perf_counter() - start_time
         if self._best_state is not None:
             self.policy.load_state_dict(self._best_state)  # model selection on validation
+        self.policy.module.to("cpu")
         self.logger.close()
         return TrainResult(
             global_step=self.global_step,

@@ -109,3 +109,60 @@ def test_window_correlations_match_numpy() -> None:
     for n in range(4):
         c = np.corrcoef(series[n].T)
         np.testing.assert_allclose(got[n], [c[0, 1], c[0, 2], c[1, 2]], rtol=1e-6)
+
+
+def test_fast_tanh_matches_torch_tanh_and_its_gradient() -> None:
+    from himari.agents.ppo.networks import fast_tanh
+
+    x = torch.linspace(-12.0, 12.0, 4000).reshape(80, 50).requires_grad_(True)
+    y = fast_tanh(x)
+    y.square().sum().backward()
+    assert x.grad is not None
+    grad = x.grad.clone()
+    x.grad = None
+    ref = torch.tanh(x)
+    ref.square().sum().backward()
+    # both within one float32 ULP of the correctly rounded tanh
+    torch.testing.assert_close(y, ref, rtol=0.0, atol=1.2e-7)
+    torch.testing.assert_close(grad, x.grad, rtol=0.0, atol=4e-7)
+    with torch.inference_mode():  # acting path: no autograd node
+        torch.testing.assert_close(fast_tanh(x.detach()[:, ::2]), torch.tanh(x.detach()[:, ::2]), rtol=0.0, atol=1.2e-7)
+    double = x.detach().double()
+    assert torch.equal(fast_tanh(double), torch.tanh(double))  # other dtypes: torch's kernel
+
+
+def test_log_softmax_over_actions_equals_torch_log_softmax() -> None:
+    from himari.agents.ppo.networks import DiscreteHead, log_softmax_actions
+
+    logits = (torch.randn(257, 2, 3, generator=torch.Generator().manual_seed(0)) * 4).requires_grad_(True)
+    ours = log_softmax_actions(logits)
+    ref = torch.log_softmax(logits, dim=-1)
+    torch.testing.assert_close(ours, ref, rtol=0.0, atol=1e-6)
+    (grad_ours,) = torch.autograd.grad(ours.square().sum(), logits)
+    (grad_ref,) = torch.autograd.grad(ref.square().sum(), logits)
+    torch.testing.assert_close(grad_ours, grad_ref, rtol=1e-5, atol=1e-6)
+    action = torch.randint(0, 3, (257, 2), generator=torch.Generator().manual_seed(1))
+    logp, entropy = DiscreteHead.log_prob_entropy((logits,), action)
+    dist = torch.distributions.Categorical(logits=logits)
+    torch.testing.assert_close(logp, dist.log_prob(action).sum(-1), rtol=0.0, atol=1e-5)
+    torch.testing.assert_close(entropy, dist.entropy().sum(-1), rtol=0.0, atol=1e-5)
+
+
+def test_wide_linear_gradients_equal_nn_linear() -> None:
+    from torch import nn
+
+    from himari.agents.ppo.networks import Linear
+
+    torch.manual_seed(0)
+    ours, ref = Linear(7, 33), nn.Linear(7, 33)
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(129, 7, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    (ours(x).tanh().square().sum()).backward()
+    (ref(x_ref).tanh().square().sum()).backward()
+    torch.testing.assert_close(ours.weight.grad, ref.weight.grad, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ours.bias.grad, ref.bias.grad, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-5, atol=1e-6)
+    assert ours.weight.grad is not None and ours.weight.grad.is_contiguous()
+    with torch.inference_mode():
+        torch.testing.assert_close(ours(x.detach()), ref(x.detach()))
