@@ -8,15 +8,24 @@ from pathlib import Path
 import pytest
 
 from himari.errors import ConfigError
-from himari.report.readme import END, START, current_block, load_metrics, render_results, update_block
+from himari.report.readme import (
+    END,
+    START,
+    current_block,
+    load_metrics,
+    load_trials,
+    render_results,
+    update_block,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
+LABEL = "main job (quick preset)"
 
 
 def test_readme_results_block_is_rendered_from_the_main_job_metrics() -> None:
-    metrics = load_metrics(ROOT / "docs" / "results" / "quick-metrics.json")
+    path = ROOT / "docs" / "results" / "quick-metrics.json"
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert current_block(readme) == render_results(metrics, "PPO MLP + sizing + risk")
+    assert current_block(readme) == render_results(load_metrics(path), LABEL, load_trials(path))
 
 
 def test_update_block_replaces_only_the_block() -> None:

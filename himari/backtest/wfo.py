@@ -181,10 +181,11 @@ def window_lineage(config: WFOConfig, window: WalkForwardWindow, fit_bars: Mappi
     prior = list((init_policy_state or {}).get("lineage") or [])
     if init_policy_state is None and pretrained is not None:
         prior = list(getattr(pretrained, "lineage", None) or [])
-    first = min(int(b.timestamps_ns[0]) for b in fit_bars.values() if len(b))
     import pandas as pd
 
-    own = {"start": pd.Timestamp(first, tz="UTC").isoformat(), "end": window.validation.end.isoformat(),
+    firsts = [int(b.timestamps_ns[0]) for b in fit_bars.values() if len(b)]
+    start = pd.Timestamp(min(firsts), tz="UTC") if firsts else window.train.start
+    own = {"start": start.isoformat(), "end": window.validation.end.isoformat(),
            "what": f"window {window.index}: feature warm-up, training (normalizers, regime model) and validation"}
     return [*prior, own]
 

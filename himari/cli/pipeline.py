@@ -128,9 +128,9 @@ def pipeline_cmd(preset, data_specs, out, seed, max_windows, steps_scale, risk_c
               help="Replace the results block of this file (README.md) instead of printing it.")
 def results_cmd(run, label, update_file) -> None:
     """Print the README's results table of RUN (a run directory or its metrics.json), or write it into a file."""
-    from himari.report.readme import load_metrics, render_results, update_block
+    from himari.report.readme import load_metrics, load_trials, render_results, update_block
 
-    block = render_results(load_metrics(run), label)
+    block = render_results(load_metrics(run), label, load_trials(run))
     if update_file is None:
         click.echo(block)
         return

@@ -31,8 +31,10 @@ def _num(v: Any, digits: int = 2) -> str:
     return "–" if not isinstance(v, int | float) or not math.isfinite(v) else f"{v:.{digits}f}"
 
 
-def render_results(metrics: dict[str, Any], strategy_label: str = "strategy") -> str:
-    """The markdown table (strategy and baselines), the statistics line and the verdict."""
+def render_results(metrics: dict[str, Any], strategy_label: str = "strategy",
+                   trials: list[dict[str, Any]] | None = None) -> str:
+    """The markdown table (strategy and baselines), the statistics line, the verdict, the layer ablation and the
+    trials ledger (``RUN/trials.json``) when given."""
     lines = [
         "| | total return | CAGR | ann. vol | Sharpe | max DD | exposure | trades | turnover/yr | fees+slippage |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -66,6 +68,14 @@ def render_results(metrics: dict[str, Any], strategy_label: str = "strategy") ->
                 f"[{_num(row.get('sharpe_ci_low'))}, {_num(row.get('sharpe_ci_high'))}] | {_pct(row.get('max_drawdown'))} | "
                 f"{_num(row.get('turnover'), 1)}× | {_pct(row.get('fees_paid'))} | {_pct(row.get('exposure'))} |"
             )
+    if trials:
+        out += ["", f"Trials ledger ({len(trials)} configurations; the DSR counts them):", "",
+                "| trial | measured on | Sharpe | total return | max DD | turnover/yr | kept |", "|---|---|---|---|---|---|---|"]
+        for t in trials:
+            r = t.get("result") or {}
+            out.append(f"| {t['name']}: {t['description']} | {t['data']} | {_num(r.get('sharpe'))} | "
+                       f"{_pct(r.get('total_return'))} | {_pct(r.get('max_drawdown'))} | {_num(r.get('turnover'), 1)}× | "
+                       f"{'yes' if t.get('kept') else 'no'} |")
     return "\n".join(out)
 
 
@@ -81,6 +91,18 @@ def update_block(text: str, block: str, source: str = "README") -> str:
 def current_block(text: str) -> str:
     """The text between the markers (without the surrounding newlines)."""
     return text.split(START, 1)[1].split(END, 1)[0].strip("\n")
+
+
+def load_trials(run: str | Path) -> list[dict[str, Any]] | None:
+    """``RUN/trials.json`` (or the ``*-trials.json`` beside a metrics file), None when absent."""
+    from himari.utils.io import read_json
+
+    path = Path(run)
+    candidates = [path / "trials.json"] if path.is_dir() else [path.with_name(path.name.replace("metrics", "trials"))]
+    for c in candidates:
+        if c.exists() and c != path:
+            return read_json(c)  # type: ignore[no-any-return]
+    return None
 
 
 def load_metrics(run: str | Path) -> dict[str, Any]:

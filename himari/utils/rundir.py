@@ -21,16 +21,28 @@ from himari.config import config_hash
 from himari.errors import RunDirError
 from himari.utils.io import atomic_write_json, read_json, sha256_file
 
+NUMERIC_PACKAGES = ("numpy", "pandas", "torch", "scipy", "numba", "arch", "scikit-learn", "pydantic")
+
 
 def versions() -> dict[str, str]:
+    """Versions of Python, the platform and the packages whose arithmetic the numbers depend on (installed
+    distributions, read without importing them)."""
+    from importlib import metadata
+
     out = {"himari": __version__, "python": sys.version.split()[0], "platform": platform.platform()}
-    for name in ("numpy", "pandas", "torch", "scipy"):
+    for name in NUMERIC_PACKAGES:
         try:
-            module = __import__(name)
-            out[name] = str(module.__version__)
-        except ImportError:  # pragma: no cover
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:  # pragma: no cover
             pass
     return out
+
+
+def installed_packages() -> dict[str, str]:
+    """Every installed distribution and its version: the environment a run's numbers came from (``run.json``)."""
+    from importlib import metadata
+
+    return dict(sorted((d.metadata["Name"], d.version) for d in metadata.distributions() if d.metadata["Name"]))
 
 
 def data_record(paths: dict[str, str | Path]) -> dict[str, dict[str, str]]:
@@ -56,6 +68,7 @@ def create_run_dir(
         "seed": seed,
         "data": data_record(data_files or {}),
         "versions": versions(),
+        "packages": installed_packages(),
     }
     if extra:
         meta.update(extra)
