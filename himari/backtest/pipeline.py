@@ -7,8 +7,9 @@ strategy, baselines, statistics, verdict), ``report.html``, ``equity.csv``, ``de
 
 Presets (``himari pipeline --preset``):
 
-- ``quick`` — the README's main job: bundled BTC, MLP PPO with sizing and risk, monthly walk-forward over 2023-2024
-  (6 months train, 1 validation, 1 test), two candidates per window selected on validation.
+- ``quick`` — the README's main job: bundled BTC, MLP PPO trained and traded through the positioning layer and risk
+  gates, positions changed once a day, monthly walk-forward over 2023-2024 (6 months train, 1 validation, 1 test),
+  two candidates per window selected on validation, the DSR counting the trials ledger ``ledgers/quick.json``.
 - ``full`` — the seeds' pipeline: synthetic stress pre-training, then walk-forward MLP PPO (48 monthly windows over
   2021-2024, fine-tuned from the pre-trained weights), LSTM PPO and multi-asset (BTC/ETH/SOL) stages.
 """
@@ -42,6 +43,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "n_candidates": 2,
         "steps_first_window": 120_000,
         "steps_per_window": 40_000,
+        # chosen on the 2022 walk-forward (trials ledger "quick"): positions change once a day
+        "sizing": {"decision_every_bars": 24},
         "trials_ledger": "quick",
     },
     "full": {
