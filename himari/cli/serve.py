@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import click
 
 
@@ -76,9 +74,9 @@ def serve_cmd(
     )
     bars = int(engine.history_bars)
     self_check(engine, tuple(bundle.symbols), bundle.timeframe, bars)  # refuse a bundle that cannot decide
-    config = dataclasses.replace(
-        serve_config_from_bundle(bundle, bars, allow_gaps, paper_db), decision_cache=max(0, decision_cache),
-        workers=workers, max_pending=max_pending, request_timeout_s=request_timeout,
+    config = serve_config_from_bundle(bundle, bars, allow_gaps, paper_db).replace(
+        decision_cache=max(0, decision_cache), workers=workers, max_pending=max_pending,
+        request_timeout_s=request_timeout,
     )
     app = create_app(engine, config, keys)
     auth = "API key required" if keys.enabled else "OPEN (no API key, loopback only)"

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
+from himari.config import FrozenConfig
 from himari.data.bars import to_utc_timestamp
 from himari.data.timeframe import Timeframe
 from himari.errors import ConfigError, DataError
@@ -56,6 +59,22 @@ def _ns(value: str | None) -> int | None:
     return None if ts is None else int(ts.value)
 
 
+class PaperConfig(FrozenConfig):
+    """A paper-trading run's settings, validated before any work starts (an unknown or out-of-range field is a
+    one-line :class:`~himari.errors.ConfigError` naming it)."""
+
+    run: str
+    feeds: tuple[str, ...] = Field(min_length=1)
+    db: str
+    shadow: str | None = None
+    speed: float = Field(0.0, ge=0.0, description="replay pace in bars per second (0: as fast as possible)")
+    start: str | None = None
+    end: str | None = None
+    initial_equity: float = Field(10_000.0, gt=0.0)
+    max_bars: int | None = Field(None, ge=1)
+    poll_interval_s: float = Field(30.0, gt=0.0, description="live feeds: seconds between polls")
+
+
 def run_paper_command(
     run: str,
     feeds: tuple[str, ...] | list[str],
@@ -75,8 +94,8 @@ def run_paper_command(
     on_commit: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> PaperSummary:
     """Build the champion (and shadow) sessions, the feed and the store; resume or start; run the loop."""
-    if initial_equity <= 0:
-        raise ConfigError(f"--initial-equity must be positive, got {initial_equity}")
+    PaperConfig.parse(dict(run=run, feeds=tuple(feeds), db=str(db), shadow=shadow, speed=speed, start=start, end=end,
+                           initial_equity=initial_equity, max_bars=max_bars, poll_interval_s=poll_interval_s))
     champion, info = session_factory(run, initial_equity)
     sessions: dict[str, Any] = {CHAMPION: champion}
     shadow_info = None

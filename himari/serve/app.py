@@ -23,7 +23,6 @@ the status each client was sent (``client_closed`` when the client left before t
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import logging
 import threading
@@ -39,10 +38,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from himari import __version__
+from himari.config import FrozenConfig
 from himari.data.timeframe import Timeframe
 from himari.data.validate import DEFAULT_PLAUSIBILITY, PlausibilityConfig
 from himari.errors import ConfigError, DataError, HimariError
@@ -80,25 +80,23 @@ MAX_ERROR_CHARS = 500  # an error message never grows with the request
 PARSED_BODY_CACHE = 32  # validated bar histories kept per body digest (the same body again skips parsing)
 
 
-@dataclasses.dataclass(frozen=True)
-class ServeConfig:
-    """What the app needs besides the engine."""
+class ServeConfig(FrozenConfig):
+    """What the app needs besides the engine (typed and validated: an unknown or out-of-range field is a
+    :class:`~himari.errors.ConfigError` naming it, before the server starts)."""
 
-    symbols: tuple[str, ...]
+    symbols: tuple[str, ...] = Field(min_length=1)
     timeframe: str
     model_id: str
     model_version: str
-    history_bars: int = 2048
+    history_bars: int = Field(2048, ge=2)
     allow_gaps: bool = False
     paper_db: str | None = None
-    market_cache: int = (
-        8  # bar histories whose built market data is memoized (0 = off: engine.decide each time)
-    )
-    decision_cache: int = 1024  # (bars, account) pairs whose decision is memoized
-    workers: int = 0  # worker threads for parsing and decisions (0 = the number of cores)
-    max_pending: int = 0  # requests admitted to the pool, running or waiting (0 = 4 per worker); more -> 503
-    request_timeout_s: float = 10.0  # a request not answered by then -> 503 + Retry-After
-    body_timeout_s: float = 10.0  # a body not received by then -> 408
+    market_cache: int = Field(8, ge=0, description="bar histories whose built market data is memoized (0 = off)")
+    decision_cache: int = Field(1024, ge=0, description="(bars, account) pairs whose decision is memoized")
+    workers: int = Field(0, ge=0, description="worker threads for parsing and decisions (0 = the number of cores)")
+    max_pending: int = Field(0, ge=0, description="requests admitted to the pool (0 = 4 per worker); more -> 503")
+    request_timeout_s: float = Field(10.0, gt=0.0, description="a request not answered by then -> 503 + Retry-After")
+    body_timeout_s: float = Field(10.0, gt=0.0, description="a body not received by then -> 408")
     plausibility: PlausibilityConfig = DEFAULT_PLAUSIBILITY  # price range and one-bar move bounds for bars
 
 
@@ -652,7 +650,7 @@ def serve_config_from_bundle(
     bundle: Any, history_bars: int, allow_gaps: bool, paper_db: str | Path | None
 ) -> ServeConfig:
     meta: Mapping[str, Any] = getattr(bundle, "meta", {}) or {}
-    return ServeConfig(
+    return ServeConfig.parse(dict(
         symbols=tuple(bundle.symbols),
         timeframe=str(bundle.timeframe),
         model_id=str(bundle.model_id),
@@ -661,4 +659,4 @@ def serve_config_from_bundle(
         history_bars=history_bars,
         allow_gaps=allow_gaps,
         paper_db=None if paper_db is None else str(paper_db),
-    )
+    ))

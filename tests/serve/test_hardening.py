@@ -22,9 +22,8 @@ CONFIG = ServeConfig(symbols=("BTCUSDT",), timeframe="1h", model_id="fake-mlp", 
 
 
 def _app(engine=None, **overrides):
-    import dataclasses
 
-    config = dataclasses.replace(CONFIG, **overrides)
+    config = CONFIG.replace(**overrides)
     return create_app(engine or FakeEngine(("BTCUSDT",)), config, ApiKeys((KEY.encode(),)),
                       account_factory=account_factory)
 

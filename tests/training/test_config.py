@@ -47,3 +47,18 @@ def test_train_cli_rejects_a_typo_before_any_work(tmp_path) -> None:
     res = CliRunner().invoke(cli, ["train", "--policy", "mlp", "--out", str(out), "--config", str(cfg)])
     assert res.exit_code == 2 and "n_stepz" in res.output and "Traceback" not in res.output
     assert not out.exists()  # nothing was started
+
+
+def test_serve_and_paper_configs_reject_typos_and_bad_values() -> None:
+    from himari.paper.runner import PaperConfig
+    from himari.serve.app import ServeConfig
+
+    base = {"symbols": ["BTCUSDT"], "timeframe": "1h", "model_id": "m", "model_version": "0"}
+    with pytest.raises(ConfigError, match="workerz"):
+        ServeConfig.parse({**base, "workerz": 2})
+    with pytest.raises(ConfigError, match="history_bars"):
+        ServeConfig.parse({**base, "history_bars": 0})
+    with pytest.raises(ConfigError, match="initial_equity"):
+        PaperConfig.parse({"run": "r", "feeds": ["replay:BTCUSDT"], "db": "p.sqlite", "initial_equity": -1})
+    with pytest.raises(ConfigError, match="feeds"):
+        PaperConfig.parse({"run": "r", "feeds": [], "db": "p.sqlite"})
