@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from himari.data.bars import Bars, to_utc_timestamp
@@ -163,8 +162,3 @@ def synthetic_market(
     return MarketData.from_frames(bars, frames)  # type: ignore[arg-type]
 
 
-def valid_fraction(market: MarketData, lo: int, hi: int) -> float:
-    """Share of (bar, asset) cells in [lo, hi) whose features are valid (diagnostic for run summaries)."""
-    if hi <= lo:
-        return float("nan")
-    return float(np.mean(market.valid[lo:hi]))

@@ -43,7 +43,7 @@ from himari.utils.seeding import child_seeds
 
 
 class WFOConfig(FrozenConfig):
-    """Walk-forward settings. Month lengths default to the issue's 6/1/1/1."""
+    """Walk-forward settings: 6 months train, 1 validation, 1 test, stepping 1 month by default."""
 
     policy: str = Field("mlp", description="a walk-forward policy kind of himari.agents.registry")
     offline: dict[str, Any] = Field(default_factory=dict)  # options of himari.training.offline.fit_offline

@@ -3,7 +3,7 @@
 For each configuration (single asset / three assets; N = 1, 1024, 4096 parallel episodes) it times
 :class:`himari.env.sim.SimVecEnv.step` with random discrete actions (default costs, pnl reward, auto-reset) and
 :func:`plain_numpy_loop`: the same per-step arithmetic written as bare vectorized NumPy with no validation,
-configs, info dictionary or auto-reset bookkeeping — the floor the issue compares against (target: >= 0.5x).
+configs, info dictionary or auto-reset bookkeeping — the floor the simulator is compared against (target: >= 0.5x).
 One env-step is one episode advancing one bar, so steps/s = N * iterations / seconds.
 """
 

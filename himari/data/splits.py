@@ -88,15 +88,3 @@ def walk_forward_windows(
     return windows
 
 
-def walk_forward_for_test_span(
-    test_start: str | pd.Timestamp,
-    test_end: str | pd.Timestamp,
-    train_months: int = 6,
-    validation_months: int = 1,
-    test_months: int = 1,
-) -> list[WalkForwardWindow]:
-    """Windows whose test periods tile ``[test_start, test_end)`` (step = test length)."""
-    ts = to_utc_timestamp(test_start)
-    assert ts is not None
-    first_train = ts - pd.DateOffset(months=train_months + validation_months)
-    return walk_forward_windows(first_train, test_end, train_months, validation_months, test_months, test_months)

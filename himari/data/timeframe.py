@@ -45,9 +45,6 @@ class Timeframe:
         """Bars per year (365 days, markets open 24/7)."""
         return SECONDS_PER_YEAR / self.seconds
 
-    @property
-    def pandas_freq(self) -> str:
-        return f"{self.seconds}s"
 
     def __str__(self) -> str:
         for unit in ("w", "d", "h", "m"):

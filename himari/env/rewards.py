@@ -93,15 +93,6 @@ def initial_reward_state(num_envs: int, config: RewardConfig) -> RewardState:
     )
 
 
-def reset_reward_state(state: RewardState, done: np.ndarray, config: RewardConfig) -> RewardState:
-    """Reset the statistics of finished episodes (``done`` bool (N,))."""
-    fresh = initial_reward_state(int(done.shape[0]), config)
-    return RewardState(
-        *(
-            np.where(done.reshape((-1,) + (1,) * (o.ndim - 1)), f, o)
-            for o, f in zip(state, fresh, strict=True)
-        )
-    )
 
 
 def compute_reward(

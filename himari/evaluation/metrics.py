@@ -20,7 +20,6 @@ they are never ``inf``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -376,8 +375,3 @@ def benchmark_metrics(net_returns: np.ndarray, benchmark: np.ndarray, periods_pe
     return out
 
 
-def summary_row(metrics: Mapping[str, Any]) -> dict[str, float]:
-    """The headline numbers of a metrics dict (for terminal and report summary tables)."""
-    keys = ("total_return", "annual_return", "annual_volatility", "sharpe", "sortino", "calmar", "max_drawdown",
-            "exposure", "turnover", "n_trades", "fees_paid")
-    return {k: float(metrics[k]) if metrics.get(k) is not None else math.nan for k in keys}

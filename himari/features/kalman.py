@@ -140,12 +140,6 @@ def kalman_step(
     return KalmanState(m, b, p11, p12, p22, age + 1)
 
 
-def innovation_loglik(out: KalmanOutput) -> float:
-    """Gaussian log-likelihood of the innovations (segment starts excluded)."""
-    v = out.innovation
-    f = out.innovation_var
-    ok = np.isfinite(v)
-    return float(-0.5 * np.sum(np.log(2.0 * np.pi * f[ok]) + v[ok] ** 2 / f[ok]))
 
 
 def steady_state_gain(q_over_r: float) -> float:

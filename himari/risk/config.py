@@ -1,4 +1,4 @@
-"""``RiskConfig``: parameters of the eight risk gates (defaults as in the issue) and of the input checks.
+"""``RiskConfig``: parameters of the eight risk gates and of the input checks.
 
 Loss limits are given for a one-day horizon and converted to the bar horizon with the square-root-of-time rule,
 ``limit_bar = limit_day · sqrt(bar_seconds / 86400)`` (:func:`per_bar_limit`), so the same config works on 1h and 1d

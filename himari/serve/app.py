@@ -70,11 +70,11 @@ from himari.trading.history import BarHistory, bars_from_rows
 log = logging.getLogger("himari.serve")
 
 PUBLIC_PATHS = frozenset({"/health", "/"})
-# -- issue 20 (dashboard / API docs): page shells without data and plotly.js need no key ----------------------------
+# -- dashboard / API docs: page shells without data and plotly.js need no key -------------------------------------
 from himari.serve.dashboard import DOCS_PATH, PLOTLY_PATH, dashboard_router, install_openapi  # noqa: E402
 
 PUBLIC_PATHS = PUBLIC_PATHS | {DOCS_PATH, PLOTLY_PATH}
-# -- end issue 20 ---------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 MAX_BODY_BYTES = 8 * 1024 * 1024
 MAX_ERROR_CHARS = 500  # an error message never grows with the request
 PARSED_BODY_CACHE = 32  # validated bar histories kept per body digest (the same body again skips parsing)
@@ -607,10 +607,10 @@ def create_app(
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    # -- issue 20: dashboard data (/v1/dashboard), docs page (/docs), plotly.js; X-API-Key scheme in openapi.json --
+    # -- dashboard data (/v1/dashboard), docs page (/docs), plotly.js; X-API-Key scheme in openapi.json ------------
     app.include_router(dashboard_router(config, histories, paper_store))
     install_openapi(app, PUBLIC_PATHS)
-    # -- end issue 20 ---------------------------------------------------------------------------------------------
+    # -----------------------------------------------------------------------------------------------------------
     app.add_middleware(_AuthAndSizeMiddleware, keys=keys, metrics=metrics, pool=pool)
     return app
 

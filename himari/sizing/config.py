@@ -10,7 +10,7 @@ from himari.config import FrozenConfig
 
 
 class SizingConfig(FrozenConfig):
-    """Position sizing parameters (defaults as in the issue: quarter Kelly, regime multipliers 1.0/1.2/0.6/0.2)."""
+    """Position sizing parameters (defaults: 40%/yr vol target, quarter Kelly, regime multipliers 1.0/1.2/0.6/0.2)."""
 
     target_vol_annual: float = Field(
         0.40, gt=0.0, le=5.0, description="annualized volatility target per asset"

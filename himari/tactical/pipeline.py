@@ -324,11 +324,6 @@ class TacticalPipeline:
         assert labels is not None
         return self._require().hmm_scaler.transform(obs), labels
 
-    def regime_labels(self, bars: Bars) -> np.ndarray:
-        """Rule labels (T,) of ``bars`` under this pipeline's labeller config (-1 = warm-up)."""
-        labels = hmm_observations(bars, self.config.labeller)[1]
-        assert labels is not None
-        return labels
 
     # ------------------------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

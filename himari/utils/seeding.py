@@ -16,9 +16,3 @@ def child_seeds(seed: int, n: int) -> list[int]:
     return [int(s.generate_state(1, dtype=np.uint32)[0]) for s in seq.spawn(n)]
 
 
-def torch_generator(seed: int) -> torch.Generator:  # type: ignore[name-defined]  # noqa: F821
-    import torch
-
-    gen = torch.Generator()
-    gen.manual_seed(int(seed))
-    return gen
