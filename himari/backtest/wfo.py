@@ -336,7 +336,8 @@ def trade_window(
     from himari.trading.engine import DecisionEngine
 
     test_bars = {s: _history(b, window.train.start, window.test.end, config.warmup_bars) for s, b in bars_by_symbol.items()}
-    test_market = DecisionEngine(bundle).build_market(test_bars)
+    # the test period is claimed out of sample: a tactical fit that reaches into it is a LeakageError
+    test_market = DecisionEngine(bundle).build_market(test_bars, eval_start=window.test.start)
     test = run_backtest(bundle, test_bars, window.test.start, window.test.end, seed=config.seed, show_progress=False,
                         market=test_market, carry=carry, with_baselines=carry is None)
     chains = dict(candidate_carries or {})

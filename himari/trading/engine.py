@@ -163,10 +163,13 @@ class DecisionEngine:
         return self.manager.sizing_config
 
     # -- market data ------------------------------------------------------------------------------------------
-    def build_market(self, bars_by_symbol: Mapping[str, Bars], history_bars: int | None = None) -> MarketData:
+    def build_market(self, bars_by_symbol: Mapping[str, Bars], history_bars: int | None = None,
+                     eval_start: object = None) -> MarketData:
         """Transform bars (through each symbol's fitted tactical pipeline) into MarketData.
 
         ``history_bars`` keeps only the trailing bars (paper trading / serving); None keeps everything (backtests).
+        ``eval_start``: the first bar whose decisions are claimed out of sample; a tactical pipeline fitted on data
+        after it raises :class:`~himari.errors.LeakageError` (walk-forward test periods pass it always).
         """
         missing = [s for s in self.symbols if s not in bars_by_symbol]
         if missing:
@@ -183,7 +186,7 @@ class DecisionEngine:
                     f"(warm-up of features needs more: send >= {self.history_bars})"
                 )
             bars_list.append(bars)
-            frames.append(self.bundle.tactical[symbol].transform(bars))
+            frames.append(self.bundle.tactical[symbol].transform(bars, eval_start=eval_start))
         return MarketData.from_frames(bars_list, frames, join="union")
 
     # -- one decision -----------------------------------------------------------------------------------------

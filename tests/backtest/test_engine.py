@@ -43,3 +43,17 @@ def test_invalid_features_make_that_asset_flat_with_a_reason(bundle, btc_slice):
     decision, _ = engine.decide_at(broken, t, held, None)
     assert decision.target_position[0] == 0.0
     assert any("features invalid for BTCUSDT" in r for r in decision.reasons)
+
+
+def test_out_of_sample_market_refuses_a_tactical_fit_reaching_into_it(bundle, btc_slice):
+    """The leakage guard is on where a result is claimed out of sample (walk-forward test periods pass eval_start)."""
+    import pytest
+
+    from himari.errors import LeakageError
+    from himari.trading.engine import DecisionEngine
+
+    engine = DecisionEngine(bundle)
+    bars = {"BTCUSDT": btc_slice}
+    engine.build_market(bars, eval_start="2023-01-01")  # after the fit window: fine
+    with pytest.raises(LeakageError, match="before the fit window ends"):
+        engine.build_market(bars, eval_start="2022-10-01")  # inside the tactical fit window (2022-07 .. 2023-01)
