@@ -51,6 +51,10 @@ class WFOConfig(FrozenConfig):
     test_start: str = "2023-01-01"
     test_end: str = "2025-01-01"
     train_months: int = Field(6, ge=1)
+    expanding_train: bool = Field(
+        False, description="every window trains from first_train_start (the training period grows) instead of the "
+        "last train_months only",
+    )
     validation_months: int = Field(1, ge=1)
     test_months: int = Field(1, ge=1)
     step_months: int = Field(1, ge=1)
@@ -98,7 +102,7 @@ class WFOConfig(FrozenConfig):
         )
         wins = walk_forward_windows(
             start, self.test_end, self.train_months, self.validation_months, self.test_months, self.step_months,
-            self.max_windows,
+            self.max_windows, expanding=self.expanding_train,
         )
         if not wins:
             raise ConfigError(f"no walk-forward window fits between {start} and {self.test_end}")

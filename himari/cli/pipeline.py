@@ -51,6 +51,8 @@ def _load(data_specs: tuple[str, ...]) -> dict:
 @click.option("--steps-first", default=120_000, show_default=True, help="PPO steps (offline kinds: samples) in the first window.")
 @click.option("--steps", default=40_000, show_default=True, help="PPO fine-tuning steps (offline kinds: samples) in later windows.")
 @click.option("--no-transfer", is_flag=True, help="Train every window from scratch.")
+@click.option("--expanding", is_flag=True, help="Every window trains from --first-train-start (a growing training period).")
+@click.option("--first-train-start", default=None, help="First training bar (default: test start - train - validation months).")
 @click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True)
 @click.option("--config", "config_file", default=None,
               help="JSON file with WFOConfig fields, e.g. RUN/wfo_config.json of an earlier run (options given on the "
@@ -59,7 +61,7 @@ def _load(data_specs: tuple[str, ...]) -> dict:
 @click.option("--ray-address", default=None, help="Ray cluster address for --backend ray (default: a local Ray instance).")
 @click.option("--seed", default=0, show_default=True)
 def wfo_cmd(data_specs, out, policy, test_start, test_end, train_months, validation_months, test_months, step_months,
-            max_windows, candidates, steps_first, steps, no_transfer, backend, config_file, risk_config, ray_address,
+            max_windows, candidates, steps_first, steps, no_transfer, expanding, first_train_start, backend, config_file, risk_config, ray_address,
             seed) -> None:
     """Walk-forward optimization: fit on train, select on validation, trade test; stitched out-of-sample report."""
     from himari.backtest.outputs import print_summary
@@ -72,9 +74,10 @@ def wfo_cmd(data_specs, out, policy, test_start, test_end, train_months, validat
     options = {"policy": policy, "test_start": test_start, "test_end": test_end, "train_months": train_months,
                "validation_months": validation_months, "test_months": test_months, "step_months": step_months,
                "max_windows": max_windows, "n_candidates": candidates, "steps_first_window": steps_first,
-               "steps_per_window": steps, "transfer": not no_transfer, "seed": seed}
+               "steps_per_window": steps, "transfer": not no_transfer, "seed": seed, "expanding_train": expanding,
+               "first_train_start": first_train_start}
     params = {"candidates": "n_candidates", "steps_first": "steps_first_window", "steps": "steps_per_window",
-              "no_transfer": "transfer"}
+              "no_transfer": "transfer", "expanding": "expanding_train"}
     ctx = click.get_current_context()
     # A --config file is the base; only options given on the command line override it (not their defaults).
     explicit = {field: options[field] for name, field in

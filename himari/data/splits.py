@@ -55,10 +55,13 @@ def walk_forward_windows(
     test_months: int = 1,
     step_months: int = 1,
     max_windows: int | None = None,
+    expanding: bool = False,
 ) -> list[WalkForwardWindow]:
     """Rolling windows: train ``[s, s+train)``, validation next, test next; ``s`` advances by ``step_months``.
 
-    ``start`` is the first training bar; the last window's test period ends at or before ``end``.
+    ``start`` is the first training bar; the last window's test period ends at or before ``end``. ``expanding``:
+    every window trains from ``start`` (the training period grows by ``step_months`` per window; the first one is
+    ``train_months`` long).
     """
     if min(train_months, validation_months, test_months, step_months) <= 0:
         raise ConfigError("walk-forward month lengths must be positive")
@@ -77,7 +80,7 @@ def walk_forward_windows(
         windows.append(
             WalkForwardWindow(
                 index=len(windows),
-                train=DateSplit(cursor, train_end),
+                train=DateSplit(s if expanding else cursor, train_end),
                 validation=DateSplit(train_end, val_end),
                 test=DateSplit(val_end, test_end),
             )
