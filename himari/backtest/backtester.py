@@ -86,11 +86,6 @@ class BacktestResult:
         )
 
 
-def execution_config(sim_config: Mapping[str, Any] | SimConfig) -> SimConfig:
-    cfg = sim_config if isinstance(sim_config, SimConfig) else SimConfig.parse(dict(sim_config))
-    return cfg.execution()
-
-
 def simulate_targets(
     market: MarketData, targets: np.ndarray, t0: int, t1: int, config: SimConfig, rebalance_band: float = 0.0
 ) -> list[PathResult]:
@@ -277,7 +272,7 @@ def baseline_results(
     """
     import pandas as pd
 
-    cfg = execution_config(sim_config)
+    cfg = (sim_config if isinstance(sim_config, SimConfig) else SimConfig.parse(dict(sim_config))).execution()
     bars_list = []
     for b in bars_by_symbol.values():
         lo = to_utc_timestamp(start) - pd.Timedelta(seconds=b.timeframe.seconds * warmup_bars)  # type: ignore[arg-type, operator]
