@@ -142,7 +142,58 @@ def results_cmd(run, label, update_file) -> None:
     click.echo(f"updated the results block of {path}")
 
 
+@click.command("ablate")
+@click.option("--preset", type=click.Choice(["quick", "full"]), default="quick", show_default=True,
+              help="Base configuration: a pipeline preset (the main job's system by default).")
+@click.option("--config", "config_file", default=None, help="Base WFOConfig JSON instead of the preset.")
+@click.option("--variant", "variant_specs", multiple=True, required=True,
+              help="NAME=JSON (inline object or a .json file) of WFOConfig overrides; repeat. The first is the "
+                   "reference, e.g. --variant 'without={}'.")
+@click.option("--data", "data_specs", multiple=True, default=("BTCUSDT",), show_default=True)
+@click.option("--test-start", default=None, help="Override the base's test start (choose settings on pre-2023 data).")
+@click.option("--test-end", default=None)
+@click.option("--max-windows", default=None, type=int)
+@click.option("--steps-scale", default=1.0, show_default=True, help="Scale the PPO step budgets of every variant.")
+@click.option("--out", required=True, help="Directory: one run directory per variant, variants.json, variants.md.")
+@click.option("--seed", default=0, show_default=True)
+def ablate_cmd(preset, config_file, variant_specs, data_specs, test_start, test_end, max_windows, steps_scale, out,
+               seed) -> None:
+    """Method ablation: walk forward the base system once per variant (same windows, costs, seeds) and compare."""
+    from himari.backtest.pipeline import PRESETS
+    from himari.backtest.variants import render_variants, run_variants
+    from himari.errors import ConfigError
+    from himari.utils.threads import configure_torch_threads
+
+    configure_torch_threads()
+    base = _read_json(config_file) if config_file else dict(PRESETS[preset])
+    for key, value in (("test_start", test_start), ("test_end", test_end), ("max_windows", max_windows)):
+        if value is not None:
+            base[key] = value
+    base["seed"] = seed
+    for key in ("steps_first_window", "steps_per_window"):
+        if key in base:
+            base[key] = max(1, int(base[key] * steps_scale))
+    variants: dict[str, dict] = {}
+    for spec in variant_specs:
+        name, sep, text = spec.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"--variant {spec!r}: expected NAME=JSON")
+        if name in variants:
+            raise ConfigError(f"--variant {name!r} given twice")
+        try:
+            value = _read_json(text) if text.strip().endswith(".json") else json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--variant {name}: not a JSON object: {exc}") from None
+        if not isinstance(value, dict):
+            raise ConfigError(f"--variant {name}: expected a JSON object of WFOConfig overrides")
+        variants[name] = value
+    rows = run_variants(base, variants, _load(data_specs), out, command="ablate")
+    click.echo(render_variants(rows, next(iter(variants)), "method ablation"))
+    click.echo(f"wrote {out}/variants.json, {out}/variants.md and one run directory per variant")
+
+
 def register(cli: click.Group) -> None:
+    cli.add_command(ablate_cmd)
     cli.add_command(wfo_cmd)
     cli.add_command(pipeline_cmd)
     cli.add_command(results_cmd)
