@@ -51,6 +51,7 @@ POLICY_KINDS: dict[str, PolicyKind] = {
     "flag-trader": PolicyKind("himari.agents.offline.flag_trader:FlagTraderPolicy", "offline"),
     # Composites and rule baselines
     "ensemble": PolicyKind("himari.agents.offline.ensemble:EnsemblePolicy", "composite", walk_forward=False),
+    "mean-ensemble": PolicyKind("himari.agents.seed_ensemble:MeanActionEnsemble", "composite", walk_forward=False),
     "rule": PolicyKind("himari.agents.rules:RulePolicy", "rule", walk_forward=False),
 }
 
@@ -89,7 +90,8 @@ def load_policy(directory: str | Path) -> Any:
     if weights.exists():
         safetensors_header(weights)
     try:
-        if policy_kind(kind).family != "stack":  # a stack's two layers are loaded and checked through this function
+        if policy_kind(kind).family not in ("stack", "composite"):
+            # a stack's layers and an ensemble's members are loaded and checked through this function
             with warnings.catch_warnings(), torch.device("meta"):
                 warnings.simplefilter("ignore")  # "copying into a meta parameter is a no-op": intended here
                 cls.load(root)  # shapes of policy.json against the weights, nothing allocated

@@ -56,14 +56,16 @@ def pretrain_synthetic(
         train_range=(0, syn.num_bars), seed=config.seed, num_envs=config.num_envs,
         policy_config=config.policy_config, description="synthetic pre-training",
     )
-    _, scratch, s_sel, _ = fit_window(config, w0, bars)
-    _, pre, p_sel, _ = fit_window(config, w0, bars, pretrained=policy)
+    scratch = fit_window(config, w0, bars)
+    pre = fit_window(config, w0, bars, pretrained=policy)
+    v_scratch = scratch.results[scratch.selected].validation_sharpe
+    v_pre = pre.results[pre.selected].validation_sharpe
     result = {
         "pretrain_steps": steps,
         "synthetic_bars": syn.num_bars,
-        "validation_sharpe_scratch": scratch[s_sel].validation_sharpe,
-        "validation_sharpe_pretrained": pre[p_sel].validation_sharpe,
-        "helps": bool(pre[p_sel].validation_sharpe > scratch[s_sel].validation_sharpe),
+        "validation_sharpe_scratch": v_scratch,
+        "validation_sharpe_pretrained": v_pre,
+        "helps": bool(v_pre > v_scratch),
         "wall_s": round(time.perf_counter() - started, 1),
     }
     atomic_write_json(out / "stages" / "synthetic_pretraining.json", result)

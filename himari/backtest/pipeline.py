@@ -9,7 +9,7 @@ Presets (``himari pipeline --preset``):
 
 - ``quick`` — the README's main job: bundled BTC, MLP PPO trained and traded through the positioning layer and risk
   gates, positions changed once a day, monthly walk-forward over 2023-2024 (6 months train, 1 validation, 1 test),
-  two candidates per window selected on validation, the DSR counting the trials ledger ``ledgers/quick.json``.
+  two seeds per window ensembled, the DSR counting the trials ledger ``ledgers/quick.json``.
 - ``full`` — the seeds' pipeline: synthetic stress pre-training, then walk-forward MLP PPO (48 monthly windows over
   2021-2024, fine-tuned from the pre-trained weights), LSTM PPO and multi-asset (BTC/ETH/SOL) stages.
 """
@@ -40,7 +40,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "validation_months": 1,
         "test_months": 1,
         "step_months": 1,
-        "n_candidates": 2,
+        "seeds": 2,
         "steps_first_window": 120_000,
         "steps_per_window": 40_000,
         # chosen on the 2022 walk-forward (trials ledger "quick"): positions change once a day
@@ -55,7 +55,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "validation_months": 1,
         "test_months": 1,
         "step_months": 1,
-        "n_candidates": 3,
+        "seeds": 3,
         "steps_first_window": 300_000,
         "steps_per_window": 100_000,
     },
@@ -100,8 +100,9 @@ def ablation_rows(paths: dict[str, Any], metrics: dict[str, Any], timeframe: str
 
 
 def wfo_summary(result: WFOResult, periods_per_year: float) -> tuple[np.ndarray, np.ndarray]:
-    """Candidate return matrix (T, K) and each candidate's annualized Sharpe over the stitched test periods."""
-    matrix = result.candidate_matrix()
+    """Configuration return matrix (T, C) and each configuration's annualized Sharpe over the stitched test
+    periods."""
+    matrix = result.configuration_matrix()
     std = matrix.std(axis=0, ddof=1)
     sharpes = np.where(std > 0, matrix.mean(axis=0) / np.where(std > 0, std, 1.0) * np.sqrt(periods_per_year), 0.0)
     return matrix, sharpes
@@ -144,22 +145,38 @@ def run_wfo_to_dir(
     ppy = Timeframe.parse(stitched.timeframe).periods_per_year
     matrix, sharpes = wfo_summary(result, ppy)
     prior = load_ledger(ledger_path(config.trials_ledger)) if config.trials_ledger else []
-    # the DSR deflates for everything compared on these data: the ledger's trials and this run's candidates
-    n_trials = len(prior) + config.n_candidates
+    names = config.configuration_names
+    # the DSR deflates for everything compared on these data: the ledger's trials and this run's configurations
+    # (seeds are ensembled, not compared)
+    n_trials = len(prior) + len(names)
+    # the variance of the trials' Sharpe ratios: this run's configurations and every ledger trial with a result
+    recorded = [float(t.result["sharpe"]) for t in prior
+                if isinstance(t.result.get("sharpe"), int | float) and np.isfinite(t.result["sharpe"])]
+    trial_sharpes = np.array([*recorded, *(float(v) for v in sharpes)])
     metrics = evaluate(
         stitched, seed=config.seed, n_trials=n_trials,
-        trial_sharpes_annual=sharpes if config.n_candidates > 1 else None,
-        returns_matrix=matrix if config.n_candidates > 1 else None,
+        trial_sharpes_annual=trial_sharpes if len(trial_sharpes) > 1 else None,
+        returns_matrix=matrix if len(names) > 1 else None,
     )
     paths = result.ablation_paths()
     if paths:
         metrics["ablation"] = ablation_rows(paths, metrics, stitched.timeframe, config.seed, config.policy)
     span = f"{', '.join(stitched.symbols)} {config.test_start} .. {config.test_end}"
-    this_run = trial_from_metrics(f"{command}", "this run's configuration", span,
-                                  {"wfo": config.to_dict()}, metrics, command, kept=True)
-    write_ledger(root / "trials.json", [*prior, this_run])
-    metrics["trials"] = {"prior": len(prior), "candidates_per_window": config.n_candidates, "n_trials": n_trials,
-                         "ledger": config.trials_ledger}
+    selected = [w.selected for w in result.windows]
+    cpaths = result.configuration_paths()
+    this_run = [
+        trial_from_metrics(
+            f"{command} [{name}]" if config.configurations else command,
+            f"configuration {name!r} of this run (traded the test month in {selected.count(name)} of "
+            f"{len(selected)} windows)" if config.configurations else "this run's configuration",
+            span, {"wfo": config.for_configuration(name).to_dict()},
+            _path_metrics(cpaths[name], stitched.timeframe) if config.configurations else metrics,
+            command, kept=True)
+        for i, name in enumerate(names)
+    ]
+    write_ledger(root / "trials.json", [*prior, *this_run])
+    metrics["trials"] = {"prior": len(prior), "configurations": list(names), "seeds_per_configuration": config.seeds,
+                         "n_trials": n_trials, "ledger": config.trials_ledger}
     wall = time.perf_counter() - started
     metrics["walk_forward"] = {
         "n_windows": len(result.windows),
@@ -167,9 +184,11 @@ def run_wfo_to_dir(
         "validation_months": config.validation_months,
         "test_months": config.test_months,
         "step_months": config.step_months,
-        "candidates_per_window": config.n_candidates,
-        "selection": "highest validation Sharpe through the full stack (sizing, risk, costs)",
-        "candidate_test_sharpes": [float(v) for v in sharpes],
+        "configurations": list(names),
+        "seeds_per_configuration": config.seeds,
+        "selection": "per window, the configuration (a seed ensemble) with the highest validation Sharpe through "
+                     "the full stack (sizing, risk, costs)",
+        "configuration_test_sharpes": {n: float(v) for n, v in zip(names, sharpes, strict=True)},
         "windows": window_rows,
     }
     atomic_write_json(root / "timing.json", {"wall_s": round(wall, 1), "windows_s": [round(w.wall_s, 1) for w in result.windows]})
@@ -178,8 +197,9 @@ def run_wfo_to_dir(
         "All numbers are out-of-sample: each test month was traded by a model fitted on the preceding training "
         "months and selected on the following validation month; no test bar was used for fitting or selection.",
         "Costs are on: taker fee, spread/slippage (fixed plus volatility-scaled); fills at the next bar's open.",
-        f"{config.n_candidates} candidate(s) per window were compared on validation and {len(prior)} earlier "
-        f"configuration(s) are in the trials ledger (RUN/trials.json); the DSR deflates for {n_trials} trials.",
+        f"{len(names)} configuration(s) per window were compared on validation, each an ensemble of {config.seeds} "
+        f"seed(s); {len(prior)} earlier configuration(s) are in the trials ledger (RUN/trials.json); the DSR "
+        f"deflates for {n_trials} trials.",
     ]
     write_outputs(
         root, stitched, metrics, title or f"Walk-forward {config.policy} on {', '.join(stitched.symbols)}",
@@ -188,6 +208,13 @@ def run_wfo_to_dir(
         windows=window_rows, stages=stages, notes=notes,
     )
     return metrics
+
+
+def _path_metrics(path: Any, timeframe: str) -> dict[str, Any]:
+    """Metrics of one configuration's stitched test path (for its trials-ledger entry)."""
+    from himari.evaluation.metrics import compute_metrics
+
+    return compute_metrics(path.net_returns, path.positions, path.turnover, path.fees, timeframe)
 
 
 def _hash(config: WFOConfig) -> str:

@@ -1,25 +1,35 @@
 """Walk-forward optimization: fit on train, select on validation, trade the test period, stitch the test periods.
 
+The candidates compared per window are **configurations**: named sets of settings (``WFOConfig.configurations``,
+e.g. a learning rate, a network size, the L3 delta scale) that keep their identity across windows. Every
+configuration is trained with ``seeds`` seeds per window and the seeds are **ensembled** (averaged action
+probabilities / actions, :mod:`himari.agents.seed_ensemble`), not selected: seed choice is noise, not a trial. The
+seeds of a configuration derive from the run seed, the configuration's *name* and the window, so listing the
+configurations in another order changes nothing.
+
 Per window (``himari.data.splits.walk_forward_windows``):
 
 1. **Fit** — bars with timestamps < validation end only (test bars are not even loaded into the fitting market):
-   the tactical pipeline (normalizers, Kalman/EKF, regime HMM) on the training period; then ``n_candidates`` PPO
-   policies (different seeds; each fine-tuned from the previous window's selected weights when ``transfer`` is on)
-   trained on episodes inside the training period, with the trainer's checkpoint selection on the validation period.
-2. **Select** — each candidate runs through the full decision stack (sizing, risk, costs) on the validation period;
-   the highest validation Sharpe wins. Test data plays no part in fitting or selection (a test corrupts the test
-   months and checks the selection does not change).
+   the tactical pipeline (normalizers, Kalman/EKF, regime HMM) on the training period; then every configuration's
+   seed ensemble trained on episodes inside the training period (each fine-tuned from the same configuration's
+   ensemble of the previous window when ``transfer`` is on), with the trainer's checkpoint selection on the
+   validation period.
+2. **Select** — each configuration runs through the full decision stack (sizing, risk, costs) on the validation
+   period; the highest validation Sharpe trades the test period (ties: the first name in sorted order). Test data
+   plays no part in fitting or selection (a test corrupts the test months and checks the selection does not change).
 3. **Trade** — the selected bundle is backtested on the test period (warm-up history before it), with the baselines.
-   Every candidate's test returns are recorded too, but only for the PBO statistic (never for selection).
+   Every configuration's test returns are recorded on its own account chain, for PBO only (never for selection).
 
-The stitched test periods form the out-of-sample equity curve; ``n_trials`` = candidates per window feeds the
-deflated Sharpe ratio, and the (T, n_candidates) test return matrix feeds PBO (CSCV).
+The stitched test periods form the out-of-sample equity curve. PBO (CSCV) runs over the (T, configurations) matrix
+of stitched test returns, and the deflated Sharpe ratio counts the configurations compared plus the trials ledger.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import time
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +51,19 @@ from himari.trading.bundle import Bundle
 from himari.training.config import validate_sections
 from himari.utils.seeding import child_seeds
 
+CONFIGURABLE: frozenset[str] = frozenset({
+    "policy", "offline", "window", "episode_length", "num_envs", "n_steps", "sim", "ppo", "policy_config", "tactical",
+    "sizing", "risk", "steps_first_window", "steps_per_window", "transfer",
+})
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+
+
+def _merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in overrides.items():
+        out[key] = _merge(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) else value
+    return out
+
 
 class WFOConfig(FrozenConfig):
     """Walk-forward settings: 6 months train, 1 validation, 1 test, stepping 1 month by default."""
@@ -59,7 +82,13 @@ class WFOConfig(FrozenConfig):
     test_months: int = Field(1, ge=1)
     step_months: int = Field(1, ge=1)
     max_windows: int | None = Field(None, ge=1)
-    n_candidates: int = Field(2, ge=1, le=32, description="policies (seeds) trained per window; selection on validation")
+    seeds: int = Field(2, ge=1, le=16, description="seeds trained per configuration and window and ensembled "
+                       "(averaged action probabilities / actions); seed choice is noise, not a trial")
+    configurations: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="named configurations compared per window (the trials of PBO and the "
+        "DSR): name -> overrides of this config's training settings (" + ", ".join(sorted(CONFIGURABLE)) + "); "
+        "none: one configuration, 'base'",
+    )
     steps_first_window: int = Field(150_000, ge=1)
     steps_per_window: int = Field(60_000, ge=1)
     transfer: bool = True  # fine-tune from the previous window's selected weights
@@ -81,6 +110,14 @@ class WFOConfig(FrozenConfig):
     )
     seed: int = 0
 
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "n_candidates" in data:
+            raise ValueError("n_candidates was replaced: the candidates are named 'configurations' and each is "
+                             "trained with 'seeds' seeds that are ensembled (use seeds=N)")
+        return data
+
     @model_validator(mode="after")
     def _check_sections(self) -> WFOConfig:
         if self.policy not in WALK_FORWARD_KINDS:
@@ -92,7 +129,39 @@ class WFOConfig(FrozenConfig):
             )
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
+        for name, overrides in self.configurations.items():
+            if not _NAME.match(name) or name in (".", ".."):
+                raise ValueError(f"configurations: name {name!r}: use letters, digits and _.+- (a directory name)")
+            if not isinstance(overrides, Mapping):
+                raise ValueError(f"configurations.{name}: expected an object of overrides")
+            unknown = sorted(set(overrides) - CONFIGURABLE)
+            if unknown:
+                raise ValueError(f"configurations.{name}: {unknown[0]!r} cannot differ between configurations; "
+                                 f"allowed: {', '.join(sorted(CONFIGURABLE))}")
+            try:
+                self.for_configuration(name)
+            except (ConfigError, ValueError) as exc:
+                raise ValueError(f"configurations.{name}: {exc}") from None
         return self
+
+    @property
+    def configuration_names(self) -> tuple[str, ...]:
+        """The configurations compared per window, in the order given (``("base",)`` when none are named)."""
+        return tuple(self.configurations) or ("base",)
+
+    def for_configuration(self, name: str) -> WFOConfig:
+        """This config with the overrides of configuration ``name`` applied (and no configurations of its own)."""
+        if name == "base" and not self.configurations:
+            return self
+        if name not in self.configurations:
+            raise ConfigError(f"unknown configuration {name!r}; known: {', '.join(self.configuration_names)}")
+        merged = _merge({k: v for k, v in self.to_dict().items() if k != "configurations"}, self.configurations[name])
+        return WFOConfig.parse(merged)
+
+    def configuration_seeds(self, name: str, window_index: int) -> list[int]:
+        """The seeds of configuration ``name`` in window ``window_index``: from the run seed, the configuration's
+        name (not its position in the list) and the window."""
+        return child_seeds(self.seed * 100_003 + window_index * 7_919 + zlib.crc32(name.encode()), self.seeds)
 
     def windows(self) -> list[WalkForwardWindow]:
         import pandas as pd
@@ -129,23 +198,43 @@ class WFOConfig(FrozenConfig):
 
 
 @dataclass
-class CandidateResult:
-    seed: int
+class ConfigurationResult:
+    """One configuration in one window: its seed ensemble's validation result and, after trading, its test returns."""
+
+    name: str
+    seeds: list[int]
     validation_sharpe: float
     validation_total_return: float
     train_summary: dict[str, Any]
-    test_returns: np.ndarray | None = None
+    test_path: Any = None  # PathResult of its own account chain over the test period (PBO and the ledger only)
+
+    @property
+    def test_returns(self) -> np.ndarray | None:
+        return None if self.test_path is None else self.test_path.net_returns
+
+
+@dataclass
+class WindowFit:
+    """A fitted window: every configuration's bundle and validation result, and the selected configuration."""
+
+    bundles: dict[str, Bundle]
+    results: dict[str, ConfigurationResult]
+    selected: str
+
+    @property
+    def bundle(self) -> Bundle:
+        return self.bundles[self.selected]
 
 
 @dataclass
 class WindowResult:
     window: WalkForwardWindow
-    selected: int
-    candidates: list[CandidateResult]
+    selected: str
+    configurations: dict[str, ConfigurationResult]
     test: BacktestResult
     bundle: Bundle
     wall_s: float
-    policy_state: dict[str, Any] = field(default_factory=dict)
+    policy_state: dict[str, Any] = field(default_factory=dict)  # configuration -> what its next window starts from
     ablation: dict[str, Any] = field(default_factory=dict)  # layer -> PathResult over the test period
 
     def row(self, buy_and_hold_return: float = math.nan) -> dict[str, Any]:
@@ -156,8 +245,9 @@ class WindowResult:
             "train": str(self.window.train),
             "validation": str(self.window.validation),
             "test": str(self.window.test),
-            "selected": f"seed {self.candidates[self.selected].seed}",
-            "validation_sharpe": round(self.candidates[self.selected].validation_sharpe, 3),
+            "selected": self.selected,
+            "validation_sharpe": round(self.configurations[self.selected].validation_sharpe, 3),
+            "validation_sharpes": {n: round(c.validation_sharpe, 3) for n, c in self.configurations.items()},
             "test_return": total,
             "buy_and_hold_return": buy_and_hold_return,
         }
@@ -178,12 +268,12 @@ def _sharpe(returns: np.ndarray, periods_per_year: float) -> float:
 
 
 def window_lineage(config: WFOConfig, window: WalkForwardWindow, fit_bars: Mapping[str, Bars],
-                   init_policy_state: dict[str, Any] | None, pretrained: Any) -> list[dict[str, str]]:
+                   init_state: dict[str, Any] | None, pretrained: Any) -> list[dict[str, str]]:
     """Every period whose data reaches this window's model: the lineage carried from the window it fine-tunes from
     (transfer), the pre-trained model's, and this window's own data from the first feature warm-up bar to the
     validation end (normalizers and regime model are fitted on the training part of it)."""
-    prior = list((init_policy_state or {}).get("lineage") or [])
-    if init_policy_state is None and pretrained is not None:
+    prior = list((init_state or {}).get("lineage") or [])
+    if init_state is None and pretrained is not None:
         prior = list(getattr(pretrained, "lineage", None) or [])
     import pandas as pd
 
@@ -194,202 +284,206 @@ def window_lineage(config: WFOConfig, window: WalkForwardWindow, fit_bars: Mappi
     return [*prior, own]
 
 
+def select_configuration(results: Mapping[str, ConfigurationResult]) -> str:
+    """The configuration with the highest validation Sharpe (non-finite counts as the worst); ties go to the first
+    name in sorted order, so the choice does not depend on how the configurations are listed."""
+    def score(name: str) -> float:
+        v = results[name].validation_sharpe
+        return v if np.isfinite(v) else -np.inf
+
+    return max(sorted(results), key=score)  # max keeps the first of equal scores
+
+
 def fit_window(
     config: WFOConfig,
     window: WalkForwardWindow,
     bars_by_symbol: Mapping[str, Bars],
-    init_policy_state: dict[str, Any] | None = None,
+    init_states: Mapping[str, dict[str, Any]] | None = None,
     pretrained: Any = None,
     progress: bool = False,
-) -> tuple[Bundle, list[CandidateResult], int, list[Bundle]]:
-    """Fit and select one window using bars < validation end only. Returns (selected bundle, candidates, index,
-    all candidate bundles)."""
+) -> WindowFit:
+    """Fit every configuration's seed ensemble and select one, using bars < validation end only.
+    ``init_states``: configuration -> ``{"policy": ..., "lineage": [...]}`` of the previous window (transfer)."""
+    fit_bars = {s: _history(b, window.train.start, window.validation.end, config.warmup_bars)
+                for s, b in bars_by_symbol.items()}
+    tactical_cache: dict[str, Any] = {}
+    bundles: dict[str, Bundle] = {}
+    results: dict[str, ConfigurationResult] = {}
+    for name in config.configuration_names:
+        cfg = config.for_configuration(name)
+        init = (init_states or {}).get(name) if cfg.transfer else None
+        bundle, result = _fit_configuration(cfg, name, config.configuration_seeds(name, window.index), window,
+                                            fit_bars, init, None if init is not None else pretrained,
+                                            tactical_cache, progress)
+        bundles[name] = bundle
+        results[name] = result
+    return WindowFit(bundles, results, select_configuration(results))
+
+
+def _fit_configuration(
+    cfg: WFOConfig, name: str, seeds: list[int], window: WalkForwardWindow, fit_bars: dict[str, Bars],
+    init: dict[str, Any] | None, pretrained: Any, tactical_cache: dict[str, Any], progress: bool,
+) -> tuple[Bundle, ConfigurationResult]:
+    """One configuration's seed ensemble in one window, and its validation result through the full stack."""
+    import json
+
     from himari.agents.ppo.config import PPOConfig
+    from himari.agents.seed_ensemble import ensemble_members, seed_ensemble
     from himari.env.market import MarketData
     from himari.tactical.pipeline import TacticalPipeline
     from himari.training.ppo import fit_stack
 
-    symbols = tuple(bars_by_symbol)
-    fit_bars = {s: _history(b, window.train.start, window.validation.end, config.warmup_bars) for s, b in bars_by_symbol.items()}
-    lineage = window_lineage(config, window, fit_bars, init_policy_state, pretrained)
-    if config.is_offline:
-        return _fit_offline_window(config, window, fit_bars, init_policy_state is None and pretrained is None)
-    tactical = {}
-    frames = []
-    for s in symbols:
-        tp = TacticalPipeline(TacticalConfig.parse(config.tactical)).fit(fit_bars[s], window.train.start, window.train.end)
-        tactical[s] = tp
-        frames.append(tp.transform(fit_bars[s]))
-    market = MarketData.from_frames([fit_bars[s] for s in symbols], frames)
-    sim_cfg = config.sim_config()
-    tr0, tr1 = market.index_of(window.train.start), market.index_of(window.train.end)
-    va0, va1 = market.index_of(window.validation.start), market.num_bars
-    first = init_policy_state is None and pretrained is None
-    steps = config.steps_first_window if first else config.steps_per_window
-    ppo_cfg = PPOConfig.parse({"total_steps": steps, "n_steps": config.n_steps, "eval_every_updates": 5, **config.ppo})
-    seeds = child_seeds(config.seed * 100_003 + window.index, config.n_candidates)
-    candidates: list[CandidateResult] = []
-    bundles: list[Bundle] = []
-    for c, seed in enumerate(seeds):
-        if config.policy == "stack":
+    symbols = tuple(fit_bars)
+    lineage = window_lineage(cfg, window, fit_bars, init, pretrained)
+    first = init is None and pretrained is None
+    steps = cfg.steps_first_window if first else cfg.steps_per_window
+    if cfg.is_offline:
+        bundle, market, summary = _fit_offline_configuration(cfg, window, fit_bars, seeds, steps)
+    else:
+        key = json.dumps(cfg.tactical, sort_keys=True)
+        if key not in tactical_cache:  # configurations with the same tactical settings share the fitted pipelines
+            tactical = {s: TacticalPipeline(TacticalConfig.parse(cfg.tactical)).fit(fit_bars[s], window.train.start,
+                                                                                   window.train.end)
+                        for s in symbols}
+            market = MarketData.from_frames([fit_bars[s] for s in symbols],
+                                            [tactical[s].transform(fit_bars[s]) for s in symbols])
+            tactical_cache[key] = (tactical, market)
+        tactical, market = tactical_cache[key]
+        sim_cfg = cfg.sim_config()
+        tr = (market.index_of(window.train.start), market.index_of(window.train.end))
+        va = (market.index_of(window.validation.start), market.num_bars)
+        ppo_cfg = PPOConfig.parse({"total_steps": steps, "n_steps": cfg.n_steps, "eval_every_updates": 5, **cfg.ppo})
+        previous = None if init is None else init.get("policy")
+        if cfg.policy == "stack":
             policy, stages = fit_stack(
-                market, sim_cfg, ppo_cfg, train_range=(tr0, tr1), seed=seed, num_envs=config.num_envs,
-                eval_range=(va0, va1), policy_config=config.policy_config, progress=progress,
-                init=None if init_policy_state is None else init_policy_state.get("stack"),
-                description=f"window {window.index} candidate {c}",
+                market, sim_cfg, ppo_cfg, train_range=tr, seeds=seeds, num_envs=cfg.num_envs, eval_range=va,
+                policy_config=cfg.policy_config, progress=progress, init=previous,
+                description=f"window {window.index} {name}",
             )
-            result = stages["sizer"]
+            trained = stages["directions"] + stages["sizers"]
         else:
-            policy, result = _fit_single(config, market, sim_cfg, ppo_cfg, (tr0, tr1), (va0, va1), seed,
-                                         init_policy_state, pretrained, progress, f"window {window.index} candidate {c}")
-        bundle = Bundle(
-            symbols=symbols,
-            timeframe=str(market.timeframe),
-            tactical=tactical,
-            policy=policy,
-            sim_config=sim_cfg.to_dict(),
-            sizing_config=dict(config.sizing),
-            risk_config=dict(config.risk),
-            meta={
-                "model_id": f"{config.policy}-w{window.index:02d}-s{seed}",
-                "fit_windows": window.as_dict(),
-                "lineage": lineage,
-                "train_steps": result.global_step,
-            },
-        )
-        val = run_backtest(bundle, fit_bars, window.validation.start, window.validation.end, seed=seed,
-                           keep_log=False, show_progress=False, market=market, with_baselines=False)
-        r = val.strategy.net_returns
-        candidates.append(
-            CandidateResult(
-                seed=seed,
-                validation_sharpe=_sharpe(r, market.timeframe.periods_per_year),
-                validation_total_return=float(np.prod(1 + r) - 1),
-                train_summary={"steps": result.global_step, "steps_per_s": result.steps_per_s,
-                               "best_val_metric": result.best_metric, "wall_s": result.wall_s},
-            )
-        )
-        bundles.append(bundle)
-    scores = np.array([c.validation_sharpe for c in candidates])
-    scores = np.where(np.isfinite(scores), scores, -np.inf)
-    selected = int(np.argmax(scores))
-    return bundles[selected], candidates, selected, bundles
+            members, trained = [], []
+            starts = ensemble_members(previous) if previous is not None else [pretrained]
+            for k, seed in enumerate(seeds):
+                p, r = _fit_single(cfg, market, sim_cfg, ppo_cfg, tr, va, seed, starts[k % len(starts)], progress,
+                                   f"window {window.index} {name} s{k}")
+                members.append(p)
+                trained.append(r)
+            policy = seed_ensemble(members)
+        bundle = Bundle(symbols=symbols, timeframe=str(market.timeframe), tactical=tactical, policy=policy,
+                        sim_config=sim_cfg.to_dict(), sizing_config=dict(cfg.sizing), risk_config=dict(cfg.risk))
+        summary = {"steps": int(sum(r.global_step for r in trained)), "wall_s": float(sum(r.wall_s for r in trained)),
+                   "best_val_metric": [r.best_metric for r in trained]}
+    bundle.meta.update({"model_id": f"{cfg.policy}-{name}-w{window.index:02d}", "configuration": name,
+                        "seeds": list(seeds), "fit_windows": window.as_dict(), "lineage": lineage,
+                        "train_steps": summary.get("steps")})
+    val = run_backtest(bundle, fit_bars, window.validation.start, window.validation.end, seed=seeds[0],
+                       keep_log=False, show_progress=False, market=market, with_baselines=False)
+    r = val.strategy.net_returns
+    return bundle, ConfigurationResult(name, list(seeds), _sharpe(r, market.timeframe.periods_per_year),
+                                       float(np.prod(1 + r) - 1), summary)
 
 
 def _fit_single(config: WFOConfig, market: Any, sim_cfg: SimConfig, ppo_cfg: Any, train_range: tuple[int, int],
-                val_range: tuple[int, int], seed: int, init_policy_state: dict[str, Any] | None, pretrained: Any,
-                progress: bool, description: str) -> tuple[Any, Any]:
-    """One PPO policy of the window (selection on the validation range)."""
+                val_range: tuple[int, int], seed: int, init: Any, progress: bool, description: str) -> tuple[Any, Any]:
+    """One PPO policy (one seed of a configuration; checkpoint selection on the validation range)."""
     from himari.env.sim import SimVecEnv
     from himari.training.ppo import fit_ppo
 
     eval_env = SimVecEnv.for_evaluation(market, sim_cfg, val_range[0], val_range[1], num_envs=1)
     return fit_ppo(
         config.policy, market, sim_cfg, ppo_cfg, train_range=train_range, seed=seed, num_envs=config.num_envs,
-        eval_env=eval_env, policy_config=config.policy_config, progress=progress,
-        init=init_policy_state if init_policy_state is not None else pretrained, description=description,
+        eval_env=eval_env, policy_config=config.policy_config, progress=progress, init=init, description=description,
     )
 
 
-def _fit_offline_window(
-    config: WFOConfig, window: WalkForwardWindow, fit_bars: dict[str, Bars], first: bool
-) -> tuple[Bundle, list[CandidateResult], int, list[Bundle]]:
-    """Offline models (supervised, CQL, DT, CGDT, FLAG-TRADER) per window: fitted on train, selected on validation
-    (their own selection inside ``fit_offline``, then across candidates by validation Sharpe through the full stack)."""
+def _fit_offline_configuration(cfg: WFOConfig, window: WalkForwardWindow, fit_bars: dict[str, Bars],
+                               seeds: list[int], steps: int) -> tuple[Bundle, Any, dict[str, Any]]:
+    """An offline model (supervised, CQL, DT, CGDT, FLAG-TRADER) per seed, fitted on train with its own selection
+    on validation inside ``fit_offline``; the seeds' models ensembled (their tactical pipelines are fitted
+    identically: same data and config)."""
+    from dataclasses import replace
+
+    from himari.agents.seed_ensemble import seed_ensemble
     from himari.trading.engine import DecisionEngine
     from himari.training.offline import fit_offline
 
-    steps = config.steps_first_window if first else config.steps_per_window
-    seeds = child_seeds(config.seed * 100_003 + window.index, config.n_candidates)
-    candidates: list[CandidateResult] = []
-    bundles: list[Bundle] = []
-    market = None
-    for seed in seeds:
-        fit = fit_offline(config.policy, list(fit_bars.values()), window.train.start, window.train.end,
-                          window.validation.end, steps, seed, dict(config.offline), dict(config.sizing), dict(config.risk))
-        bundle = fit.bundle
-        bundle.meta.update({"model_id": f"{config.policy}-w{window.index:02d}-s{seed}", "fit_windows": window.as_dict(),
-                            "lineage": window_lineage(config, window, fit_bars, None, None)})
-        if market is None:  # the candidates' tactical pipelines are fitted identically (same data and config)
-            market = DecisionEngine(bundle).build_market(fit_bars)
-        val = run_backtest(bundle, fit_bars, window.validation.start, window.validation.end, seed=seed,
-                           keep_log=False, show_progress=False, market=market, with_baselines=False)
-        r = val.strategy.net_returns
-        tf = next(iter(fit_bars.values())).timeframe
-        candidates.append(CandidateResult(seed, _sharpe(r, tf.periods_per_year), float(np.prod(1 + r) - 1),
-                                          {"samples": steps}))
-        bundles.append(bundle)
-    scores = np.array([c.validation_sharpe for c in candidates])
-    selected = int(np.argmax(np.where(np.isfinite(scores), scores, -np.inf)))
-    return bundles[selected], candidates, selected, bundles
+    fits = [fit_offline(cfg.policy, list(fit_bars.values()), window.train.start, window.train.end,
+                        window.validation.end, steps, seed, dict(cfg.offline), dict(cfg.sizing), dict(cfg.risk))
+            for seed in seeds]
+    bundle = replace(fits[0].bundle, policy=seed_ensemble([f.bundle.policy for f in fits]),
+                     meta=dict(fits[0].bundle.meta))
+    return bundle, DecisionEngine(bundle).build_market(fit_bars), {"samples": steps * len(seeds)}
 
 
 def trade_window(
     config: WFOConfig,
     window: WalkForwardWindow,
     bars_by_symbol: Mapping[str, Bars],
-    bundle: Bundle,
-    candidates: list[CandidateResult],
-    bundles: list[Bundle],
+    fit: WindowFit,
     carry: dict[str, Any] | None = None,
-    candidate_carries: dict[str, Any] | None = None,
+    chains: dict[str, Any] | None = None,
 ) -> tuple[BacktestResult, dict[str, Any], dict[str, Any]]:
     """Trade the test period with the selected bundle (continuing ``carry``: the account of the previous window),
-    each candidate on its own account chain for PBO only, and the layer ablation (:mod:`himari.backtest.ablation`)
-    on its own chains. Uses bars < test end. Returns (test result, the chains' carries, ablation paths)."""
+    every configuration on its own account chain for PBO only, and the layer ablation
+    (:mod:`himari.backtest.ablation`) on its own chains. Uses bars < test end. Returns (test result, the chains'
+    carries, ablation paths)."""
     from himari.trading.engine import DecisionEngine
 
+    bundle = fit.bundle
     test_bars = {s: _history(b, window.train.start, window.test.end, config.warmup_bars) for s, b in bars_by_symbol.items()}
     # the test period is claimed out of sample: a tactical fit that reaches into it is a LeakageError
-    test_market = DecisionEngine(bundle).build_market(test_bars, eval_start=window.test.start)
+    markets: dict[int, Any] = {}
+
+    def market_of(b: Bundle) -> Any:
+        key = id(next(iter(b.tactical.values())))
+        if key not in markets:
+            markets[key] = DecisionEngine(b).build_market(test_bars, eval_start=window.test.start)
+        return markets[key]
+
     test = run_backtest(bundle, test_bars, window.test.start, window.test.end, seed=config.seed, show_progress=False,
-                        market=test_market, carry=carry, with_baselines=carry is None)
-    chains = dict(candidate_carries or {})
-    carries = list(chains.get("candidates") or [None] * len(bundles))
-    for c, (cand, b) in enumerate(zip(candidates, bundles, strict=True)):
+                        market=market_of(bundle), carry=carry, with_baselines=carry is None)
+    chains = dict(chains or {})
+    carries = dict(chains.get("configurations") or {})
+    for name, b in fit.bundles.items():
         other = run_backtest(b, test_bars, window.test.start, window.test.end, seed=config.seed, keep_log=False,
-                             show_progress=False, market=test_market, carry=carries[c], with_baselines=False)
-        cand.test_returns = other.strategy.net_returns  # for PBO only; never used to select
-        carries[c] = other.carry
+                             show_progress=False, market=market_of(b), carry=carries.get(name), with_baselines=False)
+        fit.results[name].test_path = other.strategy  # for PBO and the ledger only; never used to select
+        carries[name] = other.carry
     ablation_carries = dict(chains.get("ablation") or {})
     ablation: dict[str, Any] = {}
     for name, variant in ablation_bundles(bundle) if config.ablation else []:
         row = run_backtest(variant, test_bars, window.test.start, window.test.end, seed=config.seed, keep_log=False,
-                           show_progress=False, market=test_market, carry=ablation_carries.get(name),
+                           show_progress=False, market=market_of(bundle), carry=ablation_carries.get(name),
                            with_baselines=False)
         ablation[name] = row.strategy
         ablation_carries[name] = row.carry
-    return test, {"candidates": carries, "ablation": ablation_carries}, ablation
+    return test, {"configurations": carries, "ablation": ablation_carries}, ablation
 
 
 def run_window(
     config: WFOConfig,
     window: WalkForwardWindow,
     bars_by_symbol: Mapping[str, Bars],
-    init_policy_state: dict[str, Any] | None = None,
+    init_states: Mapping[str, dict[str, Any]] | None = None,
     pretrained: Any = None,
     progress: bool = False,
     carry: dict[str, Any] | None = None,
-    candidate_carries: dict[str, Any] | None = None,
+    chains: dict[str, Any] | None = None,
 ) -> tuple[WindowResult, dict[str, Any]]:
     """Fit/select one window (bars < validation end), then trade its test period (bars < test end)."""
     from himari.utils.threads import configure_torch_threads
 
     configure_torch_threads()
     started = time.perf_counter()
-    bundle, candidates, selected, bundles = fit_window(config, window, bars_by_symbol, init_policy_state, pretrained, progress)
-    test, carries, ablation = trade_window(config, window, bars_by_symbol, bundle, candidates, bundles, carry,
-                                           candidate_carries)
-    module = getattr(bundle.policy, "module", None)
-    state: dict[str, Any]
-    if config.policy == "stack":  # the next window fine-tunes both layers of the selected stack
-        state = {"stack": bundle.policy}
-    else:
-        state = {} if module is None or config.is_offline else {k: v.detach().clone() for k, v in module.state_dict().items()}
-    if state:  # the next window's model inherits this one's data lineage
-        state["lineage"] = list(bundle.meta.get("lineage") or [])
+    fit = fit_window(config, window, bars_by_symbol, init_states, pretrained, progress)
+    test, carries, ablation = trade_window(config, window, bars_by_symbol, fit, carry, chains)
+    # each configuration's next window fine-tunes from this window's ensemble of the same configuration, and
+    # inherits its data lineage (offline kinds retrain from scratch)
+    states = {name: {"policy": b.policy, "lineage": list(b.meta.get("lineage") or [])}
+              for name, b in fit.bundles.items() if not config.for_configuration(name).is_offline}
     wall = time.perf_counter() - started
-    return WindowResult(window, selected, candidates, test, bundle, wall, state, ablation), carries
+    return WindowResult(window, fit.selected, fit.results, test, fit.bundle, wall, states, ablation), carries
 
 
 def _fit_only(config: WFOConfig, window: WalkForwardWindow, bars_by_symbol: Mapping[str, Bars], pretrained: Any) -> Any:
@@ -431,12 +525,22 @@ class WFOResult:
             rows.append(w.row(ret))
         return rows
 
-    def candidate_matrix(self) -> np.ndarray:
-        """(T, n_candidates) stitched test returns of every candidate (for PBO)."""
-        cols = []
-        for c in range(self.config.n_candidates):
-            cols.append(np.concatenate([w.candidates[c].test_returns for w in self.windows]))  # type: ignore[misc]
+    def configuration_matrix(self) -> np.ndarray:
+        """(T, configurations) stitched test returns of every configuration (for PBO), in
+        ``config.configuration_names`` order."""
+        cols = [np.concatenate([w.configurations[name].test_returns for w in self.windows])  # type: ignore[misc]
+                for name in self.config.configuration_names]
         return np.stack(cols, axis=1)
+
+    def configuration_paths(self) -> dict[str, Any]:
+        """Configuration -> its stitched test-period path (its own account chain)."""
+        out: dict[str, Any] = {}
+        for name in self.config.configuration_names:
+            path = self.windows[0].configurations[name].test_path
+            for w in self.windows[1:]:
+                path = path.concat(w.configurations[name].test_path)
+            out[name] = path
+        return out
 
     def ablation_paths(self) -> dict[str, Any]:
         """Layer -> the stitched test-period path of that ablation row (empty when the run has none)."""
@@ -478,10 +582,10 @@ def run_wfo(
     carries: dict[str, Any] | None = None
     if backend == "ray":
         fits = _run_ray(config, windows, bars_by_symbol, pretrained, ray_address)
-        for w, ((bundle, cands, sel, bundles), wall) in zip(windows, fits, strict=True):
-            test, carries, ablation = trade_window(config, w, bars_by_symbol, bundle, cands, bundles, carry, carries)
+        for w, (fit, wall) in zip(windows, fits, strict=True):
+            test, carries, ablation = trade_window(config, w, bars_by_symbol, fit, carry, carries)
             carry = test.carry
-            r = WindowResult(w, sel, cands, test, bundle, wall, ablation=ablation)
+            r = WindowResult(w, fit.selected, fit.results, test, fit.bundle, wall, ablation=ablation)
             results.append(r)
             if on_window is not None:
                 on_window(r)
@@ -489,9 +593,9 @@ def run_wfo(
         prev_state = None
         with progress_bar("walk-forward windows", total=len(windows), enabled=None if progress else False) as bar:
             for w in windows:
-                r, carries = run_window(config, w, bars_by_symbol, prev_state if config.transfer else None,
-                                        pretrained if prev_state is None else None, carry=carry,
-                                        candidate_carries=carries)
+                # each configuration fine-tunes from its own previous ensemble where its ``transfer`` is on
+                r, carries = run_window(config, w, bars_by_symbol, prev_state, pretrained, carry=carry,
+                                        chains=carries)
                 carry = r.test.carry
                 results.append(r)
                 if on_window is not None:

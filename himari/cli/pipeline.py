@@ -47,7 +47,11 @@ def _load(data_specs: tuple[str, ...]) -> dict:
 @click.option("--test-months", default=1, show_default=True)
 @click.option("--step-months", default=1, show_default=True)
 @click.option("--max-windows", default=None, type=int)
-@click.option("--candidates", default=2, show_default=True, help="Policies (seeds) per window; the best on validation trades.")
+@click.option("--seeds", default=2, show_default=True,
+              help="Seeds trained per configuration and window, ensembled (not selected).")
+@click.option("--configurations", "configurations_file", default=None,
+              help="JSON object: configuration name -> overrides (the candidates compared per window; PBO and the "
+                   "DSR count them).")
 @click.option("--steps-first", default=120_000, show_default=True, help="PPO steps (offline kinds: samples) in the first window.")
 @click.option("--steps", default=40_000, show_default=True, help="PPO fine-tuning steps (offline kinds: samples) in later windows.")
 @click.option("--no-transfer", is_flag=True, help="Train every window from scratch.")
@@ -61,7 +65,7 @@ def _load(data_specs: tuple[str, ...]) -> dict:
 @click.option("--ray-address", default=None, help="Ray cluster address for --backend ray (default: a local Ray instance).")
 @click.option("--seed", default=0, show_default=True)
 def wfo_cmd(data_specs, out, policy, test_start, test_end, train_months, validation_months, test_months, step_months,
-            max_windows, candidates, steps_first, steps, no_transfer, expanding, first_train_start, backend, config_file, risk_config, ray_address,
+            max_windows, seeds, configurations_file, steps_first, steps, no_transfer, expanding, first_train_start, backend, config_file, risk_config, ray_address,
             seed) -> None:
     """Walk-forward optimization: fit on train, select on validation, trade test; stitched out-of-sample report."""
     from himari.backtest.outputs import print_summary
@@ -73,16 +77,18 @@ def wfo_cmd(data_specs, out, policy, test_start, test_end, train_months, validat
     base = _read_json(config_file) if config_file else {}
     options = {"policy": policy, "test_start": test_start, "test_end": test_end, "train_months": train_months,
                "validation_months": validation_months, "test_months": test_months, "step_months": step_months,
-               "max_windows": max_windows, "n_candidates": candidates, "steps_first_window": steps_first,
+               "max_windows": max_windows, "seeds": seeds, "steps_first_window": steps_first,
                "steps_per_window": steps, "transfer": not no_transfer, "seed": seed, "expanding_train": expanding,
                "first_train_start": first_train_start}
-    params = {"candidates": "n_candidates", "steps_first": "steps_first_window", "steps": "steps_per_window",
+    params = {"steps_first": "steps_first_window", "steps": "steps_per_window",
               "no_transfer": "transfer", "expanding": "expanding_train"}
     ctx = click.get_current_context()
     # A --config file is the base; only options given on the command line override it (not their defaults).
     explicit = {field: options[field] for name, field in
                 [(n, params.get(n, n)) for n in ctx.params if n in params or n in options]
                 if not base or ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
+    if configurations_file:
+        explicit["configurations"] = _read_json(configurations_file)
     cfg = WFOConfig.parse(base, **explicit, **({"risk": _risk(risk_config)} if risk_config else {}))
     bars = _load(data_specs)
     metrics = run_wfo_to_dir(cfg, bars, out, command="wfo", backend=backend, ray_address=ray_address)

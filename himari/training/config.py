@@ -73,12 +73,19 @@ def validate_sections(kind: str, where: str, **sections: dict[str, Any] | None) 
     if spec.family == "ppo":
         _parse(where, "policy_config", policy_class(kind).config_class, sections.get("policy_config"))
     if spec.family == "stack" and sections.get("policy_config"):
-        unknown = set(sections["policy_config"]) - {"direction", "sizer"}
+        pc = sections["policy_config"]
+        unknown = set(pc) - {"direction", "sizer", "direction_kind", "sizer_kind"}
         if unknown:
-            raise ConfigError(f"{where}: policy_config: unknown keys {sorted(unknown)}; a stack takes direction, sizer")
-        _parse(where, "policy_config.direction", policy_class("mlp").config_class,
-               sections["policy_config"].get("direction"))
-        _parse(where, "policy_config.sizer", policy_class("sizer").config_class, sections["policy_config"].get("sizer"))
+            raise ConfigError(f"{where}: policy_config: unknown keys {sorted(unknown)}; a stack takes direction, "
+                              "sizer, direction_kind, sizer_kind")
+        from himari.training.ppo import stack_kinds
+
+        try:
+            l2, l3 = stack_kinds(pc)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: policy_config: {exc}") from None
+        _parse(where, "policy_config.direction", policy_class(l2).config_class, pc.get("direction"))
+        _parse(where, "policy_config.sizer", policy_class(l3).config_class, pc.get("sizer"))
 
 
 class TrainRunConfig(FrozenConfig):

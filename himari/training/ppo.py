@@ -10,6 +10,7 @@ window's weights). Layout of ``out``::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,13 +122,29 @@ def fit_ppo(
     return policy, result
 
 
+STACK_L2_KINDS: tuple[str, ...] = ("mlp", "lstm", "transformer")  # discrete PPO kinds that can say the direction
+STACK_L3_KINDS: tuple[str, ...] = ("sizer",)
+
+
+def stack_kinds(policy_config: dict[str, Any] | None) -> tuple[str, str]:
+    """(L2 kind, L3 kind) of a stack's ``policy_config`` (``direction_kind``, ``sizer_kind``; default mlp, sizer)."""
+    cfg = policy_config or {}
+    l2, l3 = cfg.get("direction_kind", "mlp"), cfg.get("sizer_kind", "sizer")
+    if l2 not in STACK_L2_KINDS:
+        raise ConfigError(f"stack: direction_kind {l2!r} is not an L2 kind; known: {', '.join(STACK_L2_KINDS)}")
+    if l3 not in STACK_L3_KINDS:
+        raise ConfigError(f"stack: sizer_kind {l3!r} is not an L3 kind; known: {', '.join(STACK_L3_KINDS)}")
+    return l2, l3
+
+
 def fit_stack(
     market: MarketData,
     sim: SimConfig,
     ppo: PPOConfig,
     *,
     train_range: tuple[int, int],
-    seed: int,
+    seed: int | None = None,
+    seeds: Sequence[int] | None = None,
     num_envs: int,
     eval_range: tuple[int, int] | None = None,
     policy_config: dict[str, Any] | None = None,
@@ -136,24 +153,46 @@ def fit_stack(
     description: str = "stack",
 ) -> tuple[StackPolicy, dict[str, TrainResult]]:
     """The stacked policy, trained in order on the same simulator, costs, positioning and risk: the L2 direction
-    policy (discrete MLP) on its own objective, then the L3 bounded-delta sizer with the L2 frozen choosing the
-    direction. ``sim`` is the L3's (delta) simulator; the L2 trains on the same with discrete actions.
-    ``init``: a previous stack to fine-tune both layers from."""
+    policy (``policy_config["direction_kind"]``: a discrete PPO kind, MLP by default) on its own objective, then the
+    L3 bounded-delta sizer with the L2 frozen choosing the direction. ``sim`` is the L3's (delta) simulator; the L2
+    trains on the same with discrete actions.
+
+    ``seeds``: K seeds per layer, ensembled (:func:`himari.agents.seed_ensemble.seed_ensemble`): the K L2 policies
+    average their action probabilities, and the K L3 sizers train under that frozen L2 ensemble and average their
+    deltas. ``init``: a previous stack to fine-tune both layers from (member k from member k)."""
+    from himari.agents.seed_ensemble import ensemble_members, seed_ensemble
+
+    if (seed is None) == (seeds is None):
+        raise ConfigError("fit_stack: give seed or seeds")
+    seed_list = [int(seed)] if seeds is None else [int(s) for s in seeds]
     cfg = policy_config or {}
+    l2_kind, l3_kind = stack_kinds(cfg)
     d_sim = sim.replace(action_kind="discrete")
     evaluation = (lambda s: None) if eval_range is None else (
         lambda s: SimVecEnv.for_evaluation(market, s, eval_range[0], eval_range[1], num_envs=1))
-    direction, d_result = fit_ppo(
-        "mlp", market, d_sim, ppo, train_range=train_range, seed=seed, num_envs=num_envs,
-        eval_env=evaluation(d_sim), policy_config=cfg.get("direction"), progress=progress,
-        init=None if init is None else init.direction, description=f"{description}: L2 direction",
-    )
-    sizer, s_result = fit_ppo(
-        "sizer", market, sim, ppo, train_range=train_range, seed=seed, num_envs=num_envs,
-        eval_env=evaluation(sim), policy_config=cfg.get("sizer"), progress=progress, direction_policy=direction,
-        init=None if init is None else init.sizer, description=f"{description}: L3 sizer",
-    )
-    return StackPolicy(direction, sizer), {"direction": d_result, "sizer": s_result}
+    init_l2 = [] if init is None else ensemble_members(init.direction)
+    init_l3 = [] if init is None else ensemble_members(init.sizer)
+    directions, d_results = [], []
+    for k, s in enumerate(seed_list):
+        d, r = fit_ppo(
+            l2_kind, market, d_sim, ppo, train_range=train_range, seed=s, num_envs=num_envs,
+            eval_env=evaluation(d_sim), policy_config=cfg.get("direction"), progress=progress,
+            init=init_l2[k % len(init_l2)] if init_l2 else None, description=f"{description}: L2 direction s{k}",
+        )
+        directions.append(d)
+        d_results.append(r)
+    direction = seed_ensemble(directions)
+    sizers, s_results = [], []
+    for k, s in enumerate(seed_list):
+        z, r = fit_ppo(
+            l3_kind, market, sim, ppo, train_range=train_range, seed=s, num_envs=num_envs,
+            eval_env=evaluation(sim), policy_config=cfg.get("sizer"), progress=progress, direction_policy=direction,
+            init=init_l3[k % len(init_l3)] if init_l3 else None, description=f"{description}: L3 sizer s{k}",
+        )
+        sizers.append(z)
+        s_results.append(r)
+    return StackPolicy(direction, seed_ensemble(sizers)), {"direction": d_results[0], "sizer": s_results[0],
+                                                           "directions": d_results, "sizers": s_results}
 
 
 def train_stack(

@@ -34,7 +34,7 @@ def test_paired_sharpe_difference_is_exact_and_antisymmetric():
 def test_ablate_cli_runs_each_variant_on_the_same_windows(tmp_path):
     cfg = tmp_path / "base.json"
     cfg.write_text(json.dumps({
-        "test_start": "2023-01-01", "test_end": "2023-02-01", "train_months": 3, "n_candidates": 1,
+        "test_start": "2023-01-01", "test_end": "2023-02-01", "train_months": 3, "seeds": 1,
         "steps_first_window": 256, "steps_per_window": 128, "num_envs": 8, "n_steps": 32, "episode_length": 64,
         "warmup_bars": 1500, "ablation": False, "sizing": {"decision_every_bars": 24},
     }))

@@ -21,7 +21,7 @@ TINY = {
     "train_months": 3,
     "validation_months": 1,
     "test_months": 1,
-    "n_candidates": 2,
+    "seeds": 2,
     "steps_first_window": 1024,
     "steps_per_window": 512,
     "num_envs": 8,
@@ -52,10 +52,15 @@ def test_corrupting_test_month_does_not_change_fitting_or_selection(btc_bars):
     window = cfg.windows()[0]
     clean, _ = run_window(cfg, window, {"BTCUSDT": bars})
     dirty, _ = run_window(cfg, window, {"BTCUSDT": _corrupt_test_month(bars, "2023-01-01", "2023-02-01")})
+    from himari.agents.registry import policy_tensors
+
     assert clean.selected == dirty.selected
-    assert [c.validation_sharpe for c in clean.candidates] == [c.validation_sharpe for c in dirty.candidates]
-    for key, value in clean.bundle.policy.module.state_dict().items():
-        assert torch.equal(value, dirty.bundle.policy.module.state_dict()[key]), key
+    assert [c.validation_sharpe for c in clean.configurations.values()] == [
+        c.validation_sharpe for c in dirty.configurations.values()]
+    clean_w, dirty_w = policy_tensors(clean.bundle.policy), policy_tensors(dirty.bundle.policy)
+    assert len(clean_w) > 0 and clean_w.keys() == dirty_w.keys()
+    for key, value in clean_w.items():
+        assert torch.equal(value, dirty_w[key]), key
     # ...while the test month itself is traded on the (different) test data
     assert not np.allclose(clean.test.strategy.net_returns, dirty.test.strategy.net_returns)
     assert not np.allclose(clean.test.baselines["buy_and_hold"].net_returns, dirty.test.baselines["buy_and_hold"].net_returns)
@@ -83,14 +88,16 @@ def test_pipeline_cli_is_reproducible_and_writes_a_run_directory(tmp_path):
     assert set(metrics["baselines"]) == {"buy_and_hold", "vol_target_buy_and_hold", "ma_crossover", "random"}
     for key in ("sharpe_ci_low", "sharpe_ci_high", "psr", "dsr", "n_trials", "pbo"):
         assert key in metrics["statistics"], key
-    # the DSR counts the trials ledger of the preset and this run's candidates; RUN/trials.json adds this run
+    # the DSR counts the trials ledger of the preset and this run's configurations; RUN/trials.json adds them
     from himari.backtest.pipeline import ledger_path
     from himari.evaluation.trials import load_ledger
 
     prior = load_ledger(ledger_path("quick"))
-    assert metrics["statistics"]["n_trials"] == len(prior) + 2 == metrics["trials"]["n_trials"]
+    n_configurations = len(metrics["trials"]["configurations"])
+    assert metrics["statistics"]["n_trials"] == len(prior) + n_configurations == metrics["trials"]["n_trials"]
     ledger = load_ledger(a / "trials.json")
-    assert ledger[: len(prior)] == prior and ledger[-1].kept and len(ledger) == len(prior) + 1
+    assert ledger[: len(prior)] == prior and ledger[-1].kept and len(ledger) == len(prior) + n_configurations
+    assert len(ledger) == metrics["statistics"]["n_trials"]
     # the layer ablation: base, + regimes, + risk, then the strategy itself (same numbers as the top level)
     layers = metrics["ablation"]
     assert [r["layer"] for r in layers[:3]] == ["vol-targeted base", "+ regime multipliers", "+ risk gates"]
@@ -135,7 +142,7 @@ def test_ray_backend_matches_local_backend(btc_bars):
     from himari.backtest.wfo import run_wfo
 
     bars = {"BTCUSDT": btc_bars.between("2022-06-01", "2023-03-01")}
-    cfg = WFOConfig.parse({**TINY, "test_end": "2023-03-01", "n_candidates": 1, "transfer": False})
+    cfg = WFOConfig.parse({**TINY, "test_end": "2023-03-01", "seeds": 1, "transfer": False})
     local = run_wfo(cfg, bars, backend="local", progress=False)
     remote = run_wfo(cfg, bars, backend="ray", progress=False)
     assert len(remote.windows) == len(local.windows) == 2
@@ -147,7 +154,7 @@ def test_wfo_runs_offline_models_through_the_same_backtester(tmp_path):
     res = CliRunner().invoke(
         cli,
         ["wfo", "--policy", "mlp-classifier", "--test-start", "2023-01-01", "--test-end", "2023-02-01",
-         "--train-months", "3", "--candidates", "1", "--steps-first", "2000", "--out", str(tmp_path / "w")],
+         "--train-months", "3", "--seeds", "1", "--steps-first", "2000", "--out", str(tmp_path / "w")],
         catch_exceptions=False,
     )
     assert res.exit_code == 0, res.output
@@ -175,12 +182,12 @@ def test_full_preset_runs_every_stage_end_to_end(tmp_path):
 def test_wfo_reruns_from_its_run_directory(tmp_path):
     """RUN/wfo_config.json reproduces the run: same metrics.json byte for byte; config values beat option defaults."""
     cfg = tmp_path / "cfg.json"
-    cfg.write_text(json.dumps({**TINY, "n_candidates": 1, "steps_first_window": 600}))
+    cfg.write_text(json.dumps({**TINY, "seeds": 1, "steps_first_window": 600}))
     runner = CliRunner()
     first = runner.invoke(cli, ["wfo", "--config", str(cfg), "--out", str(tmp_path / "a")], catch_exceptions=False)
     assert first.exit_code == 0, first.output
     saved = json.loads((tmp_path / "a" / "wfo_config.json").read_text())
-    assert saved["n_candidates"] == 1 and saved["train_months"] == 3  # not the CLI defaults (2, 6)
+    assert saved["seeds"] == 1 and saved["train_months"] == 3  # not the CLI defaults (2, 6)
     again = runner.invoke(cli, ["wfo", "--config", str(tmp_path / "a" / "wfo_config.json"), "--out", str(tmp_path / "b")],
                           catch_exceptions=False)
     assert again.exit_code == 0, again.output
@@ -193,14 +200,14 @@ def test_walk_forward_honours_ppo_policy_and_stack_settings(btc_bars):
     from himari.backtest.wfo import fit_window
 
     cfg = WFOConfig.parse({
-        **TINY, "n_candidates": 1, "steps_first_window": 256,
+        **TINY, "seeds": 1, "steps_first_window": 256,
         "ppo": {"normalize_observations": False, "obs_clip": 3.0},
         "policy_config": {"hidden_sizes": [16]},
         "sizing": {"target_vol_annual": 0.3, "rebalance_band": 0.1},
         "risk": {"vol_cap_annual": 0.5},
     })
     window = cfg.windows()[0]
-    bundle, _, _, _ = fit_window(cfg, window, {"BTCUSDT": btc_bars.between("2022-06-01", "2023-02-01")})
+    bundle = fit_window(cfg, window, {"BTCUSDT": btc_bars.between("2022-06-01", "2023-02-01")}).bundle
     policy = bundle.policy
     assert policy.obs_norm.enabled is False and policy.obs_norm.clip == 3.0
     assert tuple(policy.config.hidden_sizes) == (16,)
@@ -216,7 +223,7 @@ def test_stack_walks_forward_saves_and_trades(btc_bars, tmp_path):
     from himari.trading.bundle import load_bundle
 
     bars = {"BTCUSDT": btc_bars.between("2022-06-01", "2023-03-01")}
-    cfg = WFOConfig.parse({**TINY, "policy": "stack", "n_candidates": 1, "steps_first_window": 256,
+    cfg = WFOConfig.parse({**TINY, "policy": "stack", "seeds": 1, "steps_first_window": 256,
                            "steps_per_window": 128, "test_end": "2023-03-01"})
     result = run_wfo(cfg, bars, progress=False)
     assert len(result.windows) == 2

@@ -1,0 +1,135 @@
+"""Walk-forward candidates are named configurations with seed ensembles: PBO and the DSR are computed over the
+configurations, invariant to how they are listed; each configuration keeps its identity across windows."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from himari.backtest.wfo import WFOConfig, select_configuration
+from himari.errors import ConfigError
+
+BASE = {
+    "test_start": "2023-01-01", "test_end": "2023-03-01", "train_months": 3, "seeds": 2,
+    "steps_first_window": 512, "steps_per_window": 256, "num_envs": 8, "n_steps": 32, "episode_length": 64,
+    "warmup_bars": 1500, "ablation": False, "sizing": {"decision_every_bars": 24},
+}
+CONFIGS = {"lr-low": {"ppo": {"learning_rate": 1e-4}}, "small-net": {"policy_config": {"hidden_sizes": [16]}},
+           "hourly": {"sizing": {"decision_every_bars": 1}}}
+
+
+def test_configurations_are_validated_with_a_clear_error():
+    with pytest.raises(ConfigError, match="n_candidates was replaced"):
+        WFOConfig.parse({**BASE, "n_candidates": 2})
+    with pytest.raises(ConfigError, match=r"configurations\.bad: 'test_start' cannot differ"):
+        WFOConfig.parse({**BASE, "configurations": {"bad": {"test_start": "2022-01-01"}}})
+    with pytest.raises(ConfigError, match=r"configurations\.typo"):
+        WFOConfig.parse({**BASE, "configurations": {"typo": {"ppo": {"learning_rat": 1e-3}}}})
+    with pytest.raises(ConfigError, match=r"name '\.\./x'"):
+        WFOConfig.parse({**BASE, "configurations": {"../x": {}}})
+    cfg = WFOConfig.parse({**BASE, "configurations": CONFIGS})
+    assert cfg.configuration_names == ("lr-low", "small-net", "hourly")
+    assert cfg.for_configuration("hourly").sizing == {"decision_every_bars": 1}
+    assert cfg.for_configuration("lr-low").ppo == {"learning_rate": 1e-4}
+    assert cfg.for_configuration("lr-low").sizing == {"decision_every_bars": 24}  # merged, not replaced
+    assert WFOConfig.parse(BASE).configuration_names == ("base",)
+    # the seeds depend on the name and the window, not on the position in the list
+    swapped = WFOConfig.parse({**BASE, "configurations": dict(reversed(CONFIGS.items()))})
+    assert cfg.configuration_seeds("hourly", 3) == swapped.configuration_seeds("hourly", 3)
+    assert cfg.configuration_seeds("hourly", 3) != cfg.configuration_seeds("lr-low", 3)
+    assert cfg.configuration_seeds("hourly", 3) != cfg.configuration_seeds("hourly", 4)
+
+
+def test_selection_ignores_the_listing_order_and_ties_go_to_the_first_name():
+    from himari.backtest.wfo import ConfigurationResult
+
+    def res(name, v):
+        return ConfigurationResult(name, [0], v, 0.0, {})
+
+    a = {"b": res("b", 1.0), "a": res("a", 1.0), "c": res("c", float("nan"))}
+    assert select_configuration(a) == "a" == select_configuration(dict(reversed(a.items())))
+    assert select_configuration({"x": res("x", float("nan")), "y": res("y", -5.0)}) == "y"
+
+
+def test_relabelling_configurations_gives_the_same_pbo_dsr_and_strategy(btc_bars, tmp_path):
+    """The same configurations listed in another order: identical per-configuration test returns, selection,
+    stitched strategy, PBO and DSR; the DSR's N is the ledger plus the configurations (seeds are not trials)."""
+    from himari.backtest.pipeline import run_wfo_to_dir
+
+    bars = {"BTCUSDT": btc_bars.between("2022-06-01", "2023-03-01")}
+    two = dict(list(CONFIGS.items())[:2])
+    runs = []
+    for name, order in (("ab", two), ("ba", dict(reversed(two.items())))):
+        metrics = run_wfo_to_dir(WFOConfig.parse({**BASE, "configurations": order}), bars, tmp_path / name,
+                                 command="test", progress=False)
+        runs.append(metrics)
+    a, b = runs
+    assert a["statistics"]["pbo"] == b["statistics"]["pbo"] and np.isfinite(a["statistics"]["pbo"])
+    assert a["statistics"]["dsr"] == b["statistics"]["dsr"]
+    assert a["statistics"]["n_trials"] == 2 == a["trials"]["n_trials"]
+    assert a["total_return"] == b["total_return"] and a["sharpe"] == b["sharpe"]
+    wa, wb = a["walk_forward"], b["walk_forward"]
+    assert [w["selected"] for w in wa["windows"]] == [w["selected"] for w in wb["windows"]]
+    assert wa["configuration_test_sharpes"] == wb["configuration_test_sharpes"]
+    assert a["trials"]["seeds_per_configuration"] == 2
+    ledger = json.loads((tmp_path / "ab" / "trials.json").read_text())
+    assert sorted(t["name"] for t in ledger) == ["test [lr-low]", "test [small-net]"]
+    bundle = json.loads((tmp_path / "ab" / "bundle" / "bundle.json").read_text())
+    assert bundle["policy_kind"] == "ensemble"  # two seeds, averaged
+
+
+def test_stack_configuration_trains_seed_ensembles_in_both_layers(btc_bars, tmp_path):
+    """A stack with two seeds: two L2 policies averaged, two L3 sizers trained under that frozen L2 ensemble and
+    averaged; the bundle saves, reloads and decides the same; the next window fine-tunes member by member."""
+    from himari.agents.offline.ensemble import EnsemblePolicy
+    from himari.agents.seed_ensemble import MeanActionEnsemble
+    from himari.agents.stack import StackPolicy
+    from himari.backtest.backtester import run_backtest
+    from himari.backtest.wfo import run_wfo, write_final_bundle
+    from himari.trading.bundle import load_bundle
+
+    bars = {"BTCUSDT": btc_bars.between("2022-06-01", "2023-03-01")}
+    cfg = WFOConfig.parse({**BASE, "policy": "stack", "steps_first_window": 256, "steps_per_window": 128,
+                           "policy_config": {"direction_kind": "mlp", "sizer": {"hidden_sizes": [16]}}})
+    result = run_wfo(cfg, bars, progress=False)
+    policy = result.final_bundle.policy
+    assert isinstance(policy, StackPolicy)
+    assert isinstance(policy.direction, EnsemblePolicy) and len(policy.direction.members) == 2
+    assert isinstance(policy.sizer, MeanActionEnsemble) and len(policy.sizer.members) == 2
+    assert policy.sizer.members[0].config.hidden_sizes == (16,)
+    write_final_bundle(result, tmp_path)
+    loaded = load_bundle(tmp_path / "bundle")
+    start, end = cfg.windows()[-1].test.start, cfg.windows()[-1].test.end
+    again = run_backtest(loaded, bars, start, end, show_progress=False, with_baselines=False)
+    first = run_backtest(result.final_bundle, bars, start, end, show_progress=False, with_baselines=False)
+    np.testing.assert_array_equal(again.strategy.net_returns, first.strategy.net_returns)
+    with pytest.raises(ConfigError, match="direction_kind 'cql'"):
+        WFOConfig.parse({**BASE, "policy": "stack", "policy_config": {"direction_kind": "cql"}})
+
+
+def test_mean_ensemble_averages_member_actions():
+    from himari.agents.base import PolicyOutput
+    from himari.agents.seed_ensemble import MeanActionEnsemble, seed_ensemble
+    from himari.env.protocol import Observation
+
+    class Fixed:
+        kind, action_kind, window, n_assets = "sizer", "delta", 4, 1
+
+        def __init__(self, v):
+            self.v = v
+
+        def initial_state(self, n):
+            return None
+
+        def act(self, obs, state, deterministic=True):
+            return PolicyOutput(np.full((obs.features.shape[0], 1), self.v, np.float32), None, None), state
+
+    obs = Observation(np.zeros((3, 4, 2), np.float32), np.zeros((3, 4, 4), np.float32), np.zeros((3, 3), np.float32))
+    ens = seed_ensemble([Fixed(1.0), Fixed(-0.5), Fixed(0.1)])
+    assert isinstance(ens, MeanActionEnsemble)
+    out, _ = ens.act(obs, None)
+    np.testing.assert_allclose(out.action, np.full((3, 1), 0.2), rtol=1e-6)
+    single = Fixed(2.0)
+    assert seed_ensemble([single]) is single
