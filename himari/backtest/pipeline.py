@@ -177,6 +177,10 @@ def run_wfo_to_dir(
     write_ledger(root / "trials.json", [*prior, *this_run])
     metrics["trials"] = {"prior": len(prior), "configurations": list(names), "seeds_per_configuration": config.seeds,
                          "n_trials": n_trials, "ledger": config.trials_ledger}
+    pretraining = {n: c.train_summary["pretraining"] for n, c in result.windows[0].configurations.items()
+                   if "pretraining" in c.train_summary}
+    if pretraining:  # the stress-batch pre-training against training from scratch, on window 0's validation month
+        metrics["pretraining"] = {"config": config.pretrain, "window": 0, "configurations": pretraining}
     wall = time.perf_counter() - started
     metrics["walk_forward"] = {
         "n_windows": len(result.windows),

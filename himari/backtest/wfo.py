@@ -102,6 +102,10 @@ class WFOConfig(FrozenConfig):
     tactical: dict[str, Any] = Field(default_factory=dict)  # TacticalConfig overrides
     sizing: dict[str, Any] = Field(default_factory=dict)
     risk: dict[str, Any] = Field(default_factory=dict)
+    pretrain: dict[str, Any] = Field(
+        default_factory=dict, description="synthetic stress-batch pre-training before the first window "
+        "(himari.training.pretrain.PretrainConfig; off unless steps > 0)",
+    )
     warmup_bars: int = Field(2500, ge=0, description="history before each training start used as feature warm-up")
     ablation: bool = Field(True, description="trade the layer ablation (himari.backtest.ablation) beside the strategy")
     trials_ledger: str | None = Field(
@@ -129,6 +133,14 @@ class WFOConfig(FrozenConfig):
             )
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
+        from himari.training.pretrain import PretrainConfig
+
+        try:
+            pre = PretrainConfig.parse(self.pretrain)
+        except ConfigError as exc:
+            raise ValueError(f"pretrain: {exc}") from None
+        if pre.steps > 0 and self.is_offline:
+            raise ValueError(f"pretrain: synthetic pre-training trains in the simulator; {self.policy} is offline")
         for name, overrides in self.configurations.items():
             if not _NAME.match(name) or name in (".", ".."):
                 raise ValueError(f"configurations: name {name!r}: use letters, digits and _.+- (a directory name)")
@@ -301,9 +313,12 @@ def fit_window(
     init_states: Mapping[str, dict[str, Any]] | None = None,
     pretrained: Any = None,
     progress: bool = False,
+    compare_scratch: bool = False,
 ) -> WindowFit:
     """Fit every configuration's seed ensemble and select one, using bars < validation end only.
-    ``init_states``: configuration -> ``{"policy": ..., "lineage": [...]}`` of the previous window (transfer)."""
+    ``init_states``: configuration -> ``{"policy": ..., "lineage": [...]}`` of the previous window (transfer).
+    ``pretrained``: a policy every configuration starts from, or configuration -> policy (stress pre-training;
+    with ``compare_scratch`` the configuration is also trained from scratch and the better on validation kept)."""
     fit_bars = {s: _history(b, window.train.start, window.validation.end, config.warmup_bars)
                 for s, b in bars_by_symbol.items()}
     tactical_cache: dict[str, Any] = {}
@@ -312,9 +327,20 @@ def fit_window(
     for name in config.configuration_names:
         cfg = config.for_configuration(name)
         init = (init_states or {}).get(name) if cfg.transfer else None
-        bundle, result = _fit_configuration(cfg, name, config.configuration_seeds(name, window.index), window,
-                                            fit_bars, init, None if init is not None else pretrained,
+        seeds = config.configuration_seeds(name, window.index)
+        pre = pretrained.get(name) if isinstance(pretrained, Mapping) else pretrained
+        bundle, result = _fit_configuration(cfg, name, seeds, window, fit_bars, init, None if init is not None else pre,
                                             tactical_cache, progress)
+        if init is None and pre is not None and isinstance(pretrained, Mapping) and compare_scratch:
+            # is the pre-training worth it? the same seeds from scratch, compared on validation only
+            s_bundle, s_result = _fit_configuration(cfg, name, seeds, window, fit_bars, None, None, tactical_cache,
+                                                    progress)
+            comparison = {"validation_sharpe_pretrained": result.validation_sharpe,
+                          "validation_sharpe_scratch": s_result.validation_sharpe}
+            if not result.validation_sharpe > s_result.validation_sharpe:
+                bundle, result = s_bundle, s_result
+            result.train_summary["pretraining"] = {
+                **comparison, "kept": "pretrained" if result is not s_result else "scratch"}
         bundles[name] = bundle
         results[name] = result
     return WindowFit(bundles, results, select_configuration(results))
@@ -353,7 +379,7 @@ def _fit_configuration(
         tr = (market.index_of(window.train.start), market.index_of(window.train.end))
         va = (market.index_of(window.validation.start), market.num_bars)
         ppo_cfg = PPOConfig.parse({"total_steps": steps, "n_steps": cfg.n_steps, "eval_every_updates": 5, **cfg.ppo})
-        previous = None if init is None else init.get("policy")
+        previous = pretrained if init is None else init.get("policy")
         if cfg.policy == "stack":
             policy, stages = fit_stack(
                 market, sim_cfg, ppo_cfg, train_range=tr, seeds=seeds, num_envs=cfg.num_envs, eval_range=va,
@@ -363,7 +389,7 @@ def _fit_configuration(
             trained = stages["directions"] + stages["sizers"]
         else:
             members, trained = [], []
-            starts = ensemble_members(previous) if previous is not None else [pretrained]
+            starts = ensemble_members(previous) if previous is not None else [None]
             for k, seed in enumerate(seeds):
                 p, r = _fit_single(cfg, market, sim_cfg, ppo_cfg, tr, va, seed, starts[k % len(starts)], progress,
                                    f"window {window.index} {name} s{k}")
@@ -470,13 +496,14 @@ def run_window(
     progress: bool = False,
     carry: dict[str, Any] | None = None,
     chains: dict[str, Any] | None = None,
+    compare_scratch: bool = False,
 ) -> tuple[WindowResult, dict[str, Any]]:
     """Fit/select one window (bars < validation end), then trade its test period (bars < test end)."""
     from himari.utils.threads import configure_torch_threads
 
     configure_torch_threads()
     started = time.perf_counter()
-    fit = fit_window(config, window, bars_by_symbol, init_states, pretrained, progress)
+    fit = fit_window(config, window, bars_by_symbol, init_states, pretrained, progress, compare_scratch)
     test, carries, ablation = trade_window(config, window, bars_by_symbol, fit, carry, chains)
     # each configuration's next window fine-tunes from this window's ensemble of the same configuration, and
     # inherits its data lineage (offline kinds retrain from scratch)
@@ -578,6 +605,12 @@ def run_wfo(
 
     windows = config.windows()
     results: list[WindowResult] = []
+    compare = False
+    if pretrained is None and int(config.pretrain.get("steps", 0)) > 0:
+        from himari.training.pretrain import PretrainConfig
+
+        pretrained = pretrain_configurations(config, windows[0], bars_by_symbol, progress)
+        compare = PretrainConfig.parse(config.pretrain).compare_scratch
     carry: dict[str, Any] | None = None
     carries: dict[str, Any] | None = None
     if backend == "ray":
@@ -595,7 +628,7 @@ def run_wfo(
             for w in windows:
                 # each configuration fine-tunes from its own previous ensemble where its ``transfer`` is on
                 r, carries = run_window(config, w, bars_by_symbol, prev_state, pretrained, carry=carry,
-                                        chains=carries)
+                                        chains=carries, compare_scratch=compare and w is windows[0])
                 carry = r.test.carry
                 results.append(r)
                 if on_window is not None:
@@ -612,6 +645,34 @@ def run_wfo(
         target_vol_annual=sizing.target_vol_annual, rebalance_band=sizing.rebalance_band, warmup_bars=config.warmup_bars,
     )
     return WFOResult(config, results, baselines, ts)
+
+
+def pretrain_configurations(config: WFOConfig, window: WalkForwardWindow, bars_by_symbol: Mapping[str, Bars],
+                            progress: bool = False) -> dict[str, Any]:
+    """Configuration -> a policy pre-trained on the synthetic stress batch (:mod:`himari.training.pretrain`), seen
+    through tactical pipelines fitted on the first window's training bars (the same fit that window uses)."""
+    from himari.agents.ppo.config import PPOConfig
+    from himari.tactical.pipeline import TacticalPipeline
+    from himari.training.pretrain import PretrainConfig, pretrain_policy, stress_market
+
+    pre = PretrainConfig.parse(config.pretrain)
+    out: dict[str, Any] = {}
+    markets: dict[str, Any] = {}
+    for name in config.configuration_names:
+        cfg = config.for_configuration(name)
+        key = repr(sorted(cfg.tactical.items()))
+        if key not in markets:
+            pipelines = []
+            for s, b in bars_by_symbol.items():
+                fit_bars = _history(b, window.train.start, window.validation.end, cfg.warmup_bars)
+                pipelines.append(TacticalPipeline(TacticalConfig.parse(cfg.tactical)).fit(
+                    fit_bars, window.train.start, window.train.end))
+            markets[key] = stress_market(pipelines, pre, config.seed)
+        ppo = PPOConfig.parse({"total_steps": pre.steps, "n_steps": cfg.n_steps, **cfg.ppo})
+        out[name] = pretrain_policy(cfg.policy, markets[key], cfg.sim_config(), ppo,
+                                    seed=config.configuration_seeds(name, 10_000)[0], num_envs=cfg.num_envs,
+                                    policy_config=cfg.policy_config, progress=progress)
+    return out
 
 
 def _run_ray(config: WFOConfig, windows: list[WalkForwardWindow], bars_by_symbol: Mapping[str, Bars],

@@ -133,3 +133,35 @@ def test_mean_ensemble_averages_member_actions():
     np.testing.assert_allclose(out.action, np.full((3, 1), 0.2), rtol=1e-6)
     single = Fixed(2.0)
     assert seed_ensemble([single]) is single
+
+
+def test_stress_series_chains_scenarios_continuously():
+    from himari.training.pretrain import PretrainConfig, stress_series
+
+    cfg = PretrainConfig(steps=1, n_scenarios=6, bars_per_scenario=60)
+    a, b = stress_series(cfg, seed=3, n_assets=2)
+    assert len(a) == 6 * 60 and a.symbol == "STRESS-0" and b.symbol == "STRESS-1"
+    opens, closes = a.frame["open"].to_numpy(), a.frame["close"].to_numpy()
+    # each scenario opens where the previous one closed (continuous chain), prices stay positive
+    for k in range(1, 6):
+        assert np.isclose(opens[k * 60], closes[k * 60 - 1], rtol=1e-12)
+    assert (a.frame[["open", "high", "low", "close"]].to_numpy() > 0).all()
+    assert not np.allclose(closes, b.frame["close"].to_numpy())  # different scenarios per asset
+    again = stress_series(cfg, seed=3, n_assets=2)[0]
+    np.testing.assert_array_equal(again.frame["close"].to_numpy(), closes)
+
+
+def test_stress_pretraining_is_compared_with_scratch_and_recorded(btc_bars, tmp_path):
+    from himari.backtest.pipeline import run_wfo_to_dir
+
+    bars = {"BTCUSDT": btc_bars.between("2022-06-01", "2023-02-01")}
+    cfg = WFOConfig.parse({**BASE, "test_end": "2023-02-01", "seeds": 1,
+                           "pretrain": {"steps": 256, "n_scenarios": 8, "bars_per_scenario": 200}})
+    metrics = run_wfo_to_dir(cfg, bars, tmp_path / "p", command="test", progress=False)
+    pre = metrics["pretraining"]["configurations"]["base"]
+    assert pre["kept"] in ("pretrained", "scratch")
+    better = max(pre["validation_sharpe_pretrained"], pre["validation_sharpe_scratch"])
+    assert metrics["walk_forward"]["windows"][0]["validation_sharpe"] == round(better, 3)
+    assert json.loads((tmp_path / "p" / "wfo_config.json").read_text())["pretrain"]["steps"] == 256
+    with pytest.raises(ConfigError, match="pretrain"):
+        WFOConfig.parse({**BASE, "pretrain": {"step": 5}})
