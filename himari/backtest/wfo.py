@@ -663,7 +663,7 @@ def pretrain_configurations(config: WFOConfig, window: WalkForwardWindow, bars_b
         key = repr(sorted(cfg.tactical.items()))
         if key not in markets:
             pipelines = []
-            for s, b in bars_by_symbol.items():
+            for b in bars_by_symbol.values():
                 fit_bars = _history(b, window.train.start, window.validation.end, cfg.warmup_bars)
                 pipelines.append(TacticalPipeline(TacticalConfig.parse(cfg.tactical)).fit(
                     fit_bars, window.train.start, window.train.end))
