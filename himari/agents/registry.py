@@ -41,6 +41,7 @@ POLICY_KINDS: dict[str, PolicyKind] = {
     "transformer": PolicyKind("himari.agents.ppo.policies:TransformerPolicy", "ppo", "discrete", 1),
     "multiasset": PolicyKind("himari.agents.ppo.policies:MultiAssetPolicy", "ppo", "discrete", 24),
     "sizer": PolicyKind("himari.agents.ppo.policies:SizerPolicy", "ppo", "delta", 8, walk_forward=False),
+    "sizer-lstm": PolicyKind("himari.agents.ppo.policies:LSTMSizerPolicy", "ppo", "delta", 20, walk_forward=False),
     # The stack: an L2 direction policy (mlp) feeding an L3 bounded-delta sizer (himari.agents.stack)
     "stack": PolicyKind("himari.agents.stack:StackPolicy", "stack", "delta", 8),
     # Offline RL and sequence models (himari.agents.offline)

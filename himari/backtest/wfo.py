@@ -189,6 +189,13 @@ class WFOConfig(FrozenConfig):
             raise ConfigError(f"no walk-forward window fits between {start} and {self.test_end}")
         return wins
 
+    def _default_window(self) -> int | None:
+        if self.policy == "stack":  # the L3 sizer's window (the L2 sees the same bars)
+            from himari.training.ppo import stack_kinds
+
+            return POLICY_KINDS[stack_kinds(self.policy_config)[1]].window
+        return POLICY_KINDS[self.policy].window
+
     @property
     def is_offline(self) -> bool:
         return self.policy in OFFLINE_KINDS
@@ -199,7 +206,7 @@ class WFOConfig(FrozenConfig):
                                     "episode_length": self.episode_length, **self.sim})
         base: dict[str, Any] = {
             "action_kind": POLICY_KINDS[self.policy].action_kind,
-            "window": self.window or POLICY_KINDS[self.policy].window,
+            "window": self.window or self._default_window(),
             "episode_length": self.episode_length,
             # the policy trains through the positioning layer and risk gates that trade it
             "sizing": dict(self.sizing),

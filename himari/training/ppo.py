@@ -123,7 +123,7 @@ def fit_ppo(
 
 
 STACK_L2_KINDS: tuple[str, ...] = ("mlp", "lstm", "transformer")  # discrete PPO kinds that can say the direction
-STACK_L3_KINDS: tuple[str, ...] = ("sizer",)
+STACK_L3_KINDS: tuple[str, ...] = ("sizer", "sizer-lstm")
 
 
 def stack_kinds(policy_config: dict[str, Any] | None) -> tuple[str, str]:

@@ -165,3 +165,17 @@ def test_stress_pretraining_is_compared_with_scratch_and_recorded(btc_bars, tmp_
     assert json.loads((tmp_path / "p" / "wfo_config.json").read_text())["pretrain"]["steps"] == 256
     with pytest.raises(ConfigError, match="pretrain"):
         WFOConfig.parse({**BASE, "pretrain": {"step": 5}})
+
+
+def test_stack_with_lstm_sizer_walks_forward_on_a_20_bar_window(btc_bars):
+    from himari.backtest.wfo import run_wfo
+
+    bars = {"BTCUSDT": btc_bars.between("2022-06-01", "2023-02-01")}
+    cfg = WFOConfig.parse({**BASE, "policy": "stack", "test_end": "2023-02-01", "seeds": 1,
+                           "steps_first_window": 256, "policy_config": {"sizer_kind": "sizer-lstm",
+                                                                        "sizer": {"hidden_size": 8}}})
+    assert cfg.sim_config().window == 20  # the seeds' L3 sequence length; the L2 sees the same bars
+    result = run_wfo(cfg, bars, progress=False)
+    policy = result.final_bundle.policy
+    assert policy.sizer.kind == "sizer-lstm" and policy.sizer.window == 20 and policy.direction.window == 20
+    assert np.isfinite(result.stitched.strategy.net_returns).all()

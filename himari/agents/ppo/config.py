@@ -139,3 +139,20 @@ class SizerConfig(FrozenConfig):
         if any(s <= 0 for s in self.regime_scale):
             raise ValueError("regime_scale entries must be > 0")
         return self
+
+
+class LSTMSizerConfig(FrozenConfig):
+    """L3 bounded-delta sizer reading the observation window (the seeds: 20 bars) with an LSTM; the same Gaussian
+    over the raw delta and regime scaling as :class:`SizerConfig`."""
+
+    hidden_size: int = Field(32, ge=1)
+    num_layers: int = Field(1, ge=1)
+    head_hidden: int = Field(32, ge=1)
+    init_log_std: float = -0.5
+    regime_scale: tuple[float, float, float, float] = (1.0, 1.2, 0.6, 0.2)
+
+    @model_validator(mode="after")
+    def _positive_scales(self) -> LSTMSizerConfig:
+        if any(s <= 0 for s in self.regime_scale):
+            raise ValueError("regime_scale entries must be > 0")
+        return self

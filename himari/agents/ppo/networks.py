@@ -376,6 +376,36 @@ class MLPActorCritic(ActorCritic):
         return self.actor(x), self.critic(x).squeeze(-1)
 
 
+class SequenceLSTMActorCritic(ActorCritic):
+    """An LSTM over the observation window's bars (the seeds' L3: a 20-bar sequence), re-read at every decision:
+    per bar, every asset's features and regime posterior -> LSTM(hidden) -> last hidden state, joined with the
+    account -> actor and critic heads. No state crosses decisions, so it trains like a feed-forward policy."""
+
+    def __init__(self, spec: ObsSpec, hidden_size: int, num_layers: int, head_hidden: int, action: str,
+                 init_log_std: float, scale_fn: Any = None) -> None:
+        super().__init__()
+        self.spec = spec
+        per_bar = spec.n_assets * (spec.n_features + spec.n_regimes)
+        self.lstm = nn.LSTM(per_bar, hidden_size, num_layers=num_layers, batch_first=True)
+        for name, param in self.lstm.named_parameters():
+            if "bias" in name:
+                nn.init.constant_(param, 0.0)
+            else:
+                nn.init.orthogonal_(param, 1.0)
+        joined = hidden_size + spec.n_assets * spec.n_account
+        self.actor = mlp((joined, head_hidden), "tanh")
+        self.critic = nn.Sequential(mlp((joined, head_hidden), "tanh"), layer_init(nn.Linear(head_hidden, 1), std=1.0))
+        self.head = make_head(action, head_hidden, spec.n_assets, init_log_std, scale_fn)
+
+    def core(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features, regime, account = self.spec.split(x)
+        n, w = features.shape[0], features.shape[1]
+        bars = torch.cat([features.reshape(n, w, -1), regime.reshape(n, w, -1)], dim=-1)
+        out, _ = self.lstm(bars)
+        z = torch.cat([out[:, -1], account.reshape(n, -1)], dim=-1)
+        return self.actor(z), self.critic(z).squeeze(-1)
+
+
 class LSTMActorCritic(ActorCritic):
     """Encoder -> multi-layer LSTM -> actor/critic heads; state ``(h, c)`` each ``(layers, n, hidden)``.
 

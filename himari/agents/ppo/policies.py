@@ -18,7 +18,14 @@ from torch import nn
 
 from himari import __version__
 from himari.agents.base import PolicyOutput
-from himari.agents.ppo.config import LSTMConfig, MLPConfig, MultiAssetConfig, SizerConfig, TransformerConfig
+from himari.agents.ppo.config import (
+    LSTMConfig,
+    LSTMSizerConfig,
+    MLPConfig,
+    MultiAssetConfig,
+    SizerConfig,
+    TransformerConfig,
+)
 from himari.agents.ppo.networks import (
     ActorCritic,
     LSTMActorCritic,
@@ -26,6 +33,7 @@ from himari.agents.ppo.networks import (
     MultiAssetActorCritic,
     ObsNormalizer,
     ObsSpec,
+    SequenceLSTMActorCritic,
     TransformerActorCritic,
     observation_tensor,
     regime_scale_fn,
@@ -297,8 +305,21 @@ class SizerPolicy(PPOPolicy):
         return MLPActorCritic(self.spec, c.hidden_sizes, "tanh", "continuous", c.init_log_std, scale_fn=scale)
 
 
+class LSTMSizerPolicy(SizerPolicy):
+    """L3 bounded-delta sizer over the window's bars with an LSTM (the seeds' L3: a 20-bar sequence)."""
+
+    kind = "sizer-lstm"
+    config_class = LSTMSizerConfig  # type: ignore[assignment]
+
+    def build_net(self) -> ActorCritic:
+        c = self.config
+        scale = regime_scale_fn(self.spec, c.regime_scale)
+        return SequenceLSTMActorCritic(self.spec, c.hidden_size, c.num_layers, c.head_hidden, "continuous",
+                                       c.init_log_std, scale_fn=scale)
+
+
 _KINDS: dict[str, type[PPOPolicy]] = {
-    cls.kind: cls for cls in (MLPPolicy, LSTMPolicy, TransformerPolicy, MultiAssetPolicy, SizerPolicy)
+    cls.kind: cls for cls in (MLPPolicy, LSTMPolicy, TransformerPolicy, MultiAssetPolicy, SizerPolicy, LSTMSizerPolicy)
 }
 PPO_POLICY_KINDS: tuple[str, ...] = tuple(_KINDS)
 

@@ -14,13 +14,14 @@ SMALL_CONFIGS: dict[str, dict[str, Any]] = {
     "transformer": {"d_model": 32, "n_layers": 1, "n_heads": 2, "context": 8},
     "multiasset": {"asset_hidden": 32, "joint_hidden": 32},
     "sizer": {"hidden_sizes": (32, 32)},
+    "sizer-lstm": {"hidden_size": 16, "head_hidden": 16},
 }
 
 
 def env_for(kind: str, num_envs: int = 32, **kwargs: Any) -> SignalEnv:
     if kind == "multiasset":
         return SignalEnv(num_envs=num_envs, num_assets=3, **kwargs)
-    if kind == "sizer":
+    if kind in ("sizer", "sizer-lstm"):
         return SignalEnv(num_envs=num_envs, action_kind="delta", **kwargs)
     return SignalEnv(num_envs=num_envs, **kwargs)
 
