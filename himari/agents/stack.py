@@ -32,8 +32,15 @@ def _check_pair(direction: Any, sizer: Any) -> None:
         raise ConfigError(f"stack: the L2 policy must be discrete, {direction.kind} acts {direction.action_kind!r}")
     if sizer.action_kind != "delta":
         raise ConfigError(f"stack: the L3 sizer must act a delta, {sizer.kind} acts {sizer.action_kind!r}")
-    if direction.window > sizer.window or direction.n_assets != sizer.n_assets:
+    if direction.window > sizer.window or getattr(direction, "n_assets", sizer.n_assets) != sizer.n_assets:
         raise ConfigError("stack: the L2 must see no more bars than the L3's window, and the same assets")
+
+
+def last_bars(obs: Observation, window: int) -> Observation:
+    """The observation's last ``window`` bars (an L2 may see fewer bars than the L3's window)."""
+    if obs.features.shape[1] == window:
+        return obs
+    return Observation(obs.features[:, -window:], obs.regime[:, -window:], obs.account)
 
 
 class StackPolicy:
@@ -56,7 +63,7 @@ class StackPolicy:
         return (self.direction.reset_state(state[0], done), self.sizer.reset_state(state[1], done))
 
     def act(self, obs: Observation, state: Any, deterministic: bool = True, **kwargs: Any) -> tuple[PolicyOutput, Any]:
-        d_out, d_state = self.direction.act(obs, state[0], deterministic=True)
+        d_out, d_state = self.direction.act(last_bars(obs, self.direction.window), state[0], deterministic=True)
         s_out, s_state = self.sizer.act(obs, state[1], deterministic=deterministic, **kwargs)
         out = PolicyOutput(s_out.action, d_out.action_probs, s_out.value, np.asarray(d_out.action))
         return out, (d_state, s_state)
@@ -86,8 +93,8 @@ class StackEnv:
     def __init__(self, env: SimVecEnv, direction: Policy) -> None:
         if env.action_kind != "delta" or not env.config.positioned:
             raise ConfigError("stack: the L3 environment must be a positioned simulator with delta actions")
-        if direction.action_kind != "discrete" or direction.window != env.window:
-            raise ConfigError("stack: the L2 policy must be discrete and see the environment's window")
+        if direction.action_kind != "discrete" or direction.window > env.window:
+            raise ConfigError("stack: the L2 policy must be discrete and see no more bars than the environment's window")
         self.env = env
         self.direction = direction
         for name in ("num_envs", "num_assets", "window", "n_features", "n_regimes", "n_account"):
@@ -108,7 +115,8 @@ class StackEnv:
     def step(self, action: np.ndarray) -> StepResult:
         if self._obs is None:
             raise ConfigError("StackEnv.step before reset")
-        out, self._state = self.direction.act(self._obs, self._state, deterministic=True)
+        out, self._state = self.direction.act(last_bars(self._obs, self.direction.window), self._state,
+                                              deterministic=True)
         cfg = self.env.config
         direction = discrete_directions(np.asarray(out.action), self.env.state.position, cfg.hold_mode, cfg.allow_short)
         result = self.env.step(action, direction=direction)

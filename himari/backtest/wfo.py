@@ -364,7 +364,7 @@ def _fit_configuration(
     from himari.agents.seed_ensemble import ensemble_members, seed_ensemble
     from himari.env.market import MarketData
     from himari.tactical.pipeline import TacticalPipeline
-    from himari.training.ppo import fit_stack
+    from himari.training.ppo import STACK_L2_OFFLINE_KINDS, fit_offline_direction, fit_stack, stack_kinds
 
     symbols = tuple(fit_bars)
     lineage = window_lineage(cfg, window, fit_bars, init, pretrained)
@@ -388,12 +388,19 @@ def _fit_configuration(
         ppo_cfg = PPOConfig.parse({"total_steps": steps, "n_steps": cfg.n_steps, "eval_every_updates": 5, **cfg.ppo})
         previous = pretrained if init is None else init.get("policy")
         if cfg.policy == "stack":
+            direction = None
+            l2_kind = stack_kinds(cfg.policy_config)[0]
+            if l2_kind in STACK_L2_OFFLINE_KINDS:  # an offline L2 is fitted on the window's logged bars first
+                direction = fit_offline_direction(l2_kind, list(fit_bars.values()), window.train.start,
+                                                  window.train.end, window.validation.end, steps, seeds,
+                                                  cfg.policy_config.get("direction"))
+                sim_cfg = sim_cfg.replace(window=max(sim_cfg.window, int(direction.window)))
             policy, stages = fit_stack(
                 market, sim_cfg, ppo_cfg, train_range=tr, seeds=seeds, num_envs=cfg.num_envs, eval_range=va,
-                policy_config=cfg.policy_config, progress=progress, init=previous,
+                policy_config=cfg.policy_config, progress=progress, init=previous, direction=direction,
                 description=f"window {window.index} {name}",
             )
-            trained = stages["directions"] + stages["sizers"]
+            trained = stages["directions"] + stages["sizers"]  # (an offline L2 has no PPO result)
         else:
             members, trained = [], []
             starts = ensemble_members(previous) if previous is not None else [None]

@@ -155,8 +155,10 @@ def train_cmd(
         stacked = train_stack(data, out_dir, steps=cfg.steps, seed=cfg.seed, num_envs=cfg.num_envs,
                               ppo_overrides=cfg.ppo, policy_config=cfg.policy_config, sim_overrides=cfg.sim_overrides())
         sm = stacked.metrics
-        click.echo(f"trained stack: L2 {sm['direction_global_step']} steps, L3 {sm['sizer_global_step']} steps; "
-                   f"best validation mean reward L2 {sm['direction_best_metric']}, L3 {sm['sizer_best_metric']}")
+        l2 = (f"L2 {sm['direction_global_step']} steps" if "direction_global_step" in sm
+              else f"L2 {cfg.policy_config.get('direction_kind')} fitted offline")
+        click.echo(f"trained stack: {l2}, L3 {sm['sizer_global_step']} steps; best validation mean reward "
+                   f"L2 {sm.get('direction_best_metric', 'n/a')}, L3 {sm['sizer_best_metric']}")
         click.echo(f"bundle: {stacked.bundle_dir}")
         return
     result = train_ppo(

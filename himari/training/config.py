@@ -84,7 +84,13 @@ def validate_sections(kind: str, where: str, **sections: dict[str, Any] | None) 
             l2, l3 = stack_kinds(pc)
         except ConfigError as exc:
             raise ConfigError(f"{where}: policy_config: {exc}") from None
-        _parse(where, "policy_config.direction", policy_class(l2).config_class, pc.get("direction"))
+        if policy_kind(l2).family == "offline":
+            try:
+                validate_options(l2, pc.get("direction") or {})
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: policy_config.direction: {exc}") from None
+        else:
+            _parse(where, "policy_config.direction", policy_class(l2).config_class, pc.get("direction"))
         _parse(where, "policy_config.sizer", policy_class(l3).config_class, pc.get("sizer"))
 
 

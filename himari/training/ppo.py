@@ -122,7 +122,9 @@ def fit_ppo(
     return policy, result
 
 
-STACK_L2_KINDS: tuple[str, ...] = ("mlp", "lstm", "transformer")  # discrete PPO kinds that can say the direction
+STACK_L2_PPO_KINDS: tuple[str, ...] = ("mlp", "lstm", "transformer")  # discrete PPO kinds that can say the direction
+STACK_L2_OFFLINE_KINDS: tuple[str, ...] = ("mlp-classifier", "cql")  # fitted on logged data first, then frozen
+STACK_L2_KINDS: tuple[str, ...] = STACK_L2_PPO_KINDS + STACK_L2_OFFLINE_KINDS
 STACK_L3_KINDS: tuple[str, ...] = ("sizer", "sizer-lstm")
 
 
@@ -149,13 +151,15 @@ def fit_stack(
     eval_range: tuple[int, int] | None = None,
     policy_config: dict[str, Any] | None = None,
     init: StackPolicy | None = None,
+    direction: Any = None,
     progress: bool | None = None,
     description: str = "stack",
 ) -> tuple[StackPolicy, dict[str, TrainResult]]:
     """The stacked policy, trained in order on the same simulator, costs, positioning and risk: the L2 direction
     policy (``policy_config["direction_kind"]``: a discrete PPO kind, MLP by default) on its own objective, then the
     L3 bounded-delta sizer with the L2 frozen choosing the direction. ``sim`` is the L3's (delta) simulator; the L2
-    trains on the same with discrete actions.
+    trains on the same with discrete actions. ``direction``: an already fitted L2 (an offline model, see
+    :func:`fit_offline_direction`), kept frozen; only the L3 trains.
 
     ``seeds``: K seeds per layer, ensembled (:func:`himari.agents.seed_ensemble.seed_ensemble`): the K L2 policies
     average their action probabilities, and the K L3 sizers train under that frozen L2 ensemble and average their
@@ -173,7 +177,10 @@ def fit_stack(
     init_l2 = [] if init is None else ensemble_members(init.direction)
     init_l3 = [] if init is None else ensemble_members(init.sizer)
     directions, d_results = [], []
-    for k, s in enumerate(seed_list):
+    for k, s in enumerate(seed_list if direction is None else []):
+        if l2_kind not in STACK_L2_PPO_KINDS:
+            raise ConfigError(f"stack: an offline L2 ({l2_kind}) is fitted first (fit_offline_direction) and passed "
+                              "as direction=")
         d, r = fit_ppo(
             l2_kind, market, d_sim, ppo, train_range=train_range, seed=s, num_envs=num_envs,
             eval_env=evaluation(d_sim), policy_config=cfg.get("direction"), progress=progress,
@@ -181,7 +188,7 @@ def fit_stack(
         )
         directions.append(d)
         d_results.append(r)
-    direction = seed_ensemble(directions)
+    direction = seed_ensemble(directions) if direction is None else direction
     sizers, s_results = [], []
     for k, s in enumerate(seed_list):
         z, r = fit_ppo(
@@ -191,8 +198,23 @@ def fit_stack(
         )
         sizers.append(z)
         s_results.append(r)
-    return StackPolicy(direction, seed_ensemble(sizers)), {"direction": d_results[0], "sizer": s_results[0],
-                                                           "directions": d_results, "sizers": s_results}
+    return StackPolicy(direction, seed_ensemble(sizers)), {"direction": d_results[0] if d_results else None,
+                                                           "sizer": s_results[0], "directions": d_results,
+                                                           "sizers": s_results}
+
+
+def fit_offline_direction(kind: str, bars: Sequence[Any], train_start: Any, train_end: Any, val_end: Any, steps: int,
+                          seeds: Sequence[int], options: dict[str, Any] | None = None) -> Any:
+    """The L2 of a stack as an offline model (supervised classifier or CQL) fitted on ``[train_start, train_end)``
+    and selected on ``[train_end, val_end)`` by :func:`himari.training.offline.fit_offline`, one per seed,
+    ensembled. Its tactical pipelines are fitted on the same bars and period as the stack's (same settings)."""
+    from himari.agents.seed_ensemble import seed_ensemble
+    from himari.training.offline import fit_offline
+
+    if kind not in STACK_L2_OFFLINE_KINDS:
+        raise ConfigError(f"stack: {kind!r} is not an offline L2 kind; known: {', '.join(STACK_L2_OFFLINE_KINDS)}")
+    return seed_ensemble([fit_offline(kind, list(bars), train_start, train_end, val_end, steps, int(seed),
+                                      dict(options or {})).policy for seed in seeds])
 
 
 def train_stack(
@@ -214,14 +236,23 @@ def train_stack(
     sim = default_sim_config("stack", hi - lo, sim_overrides)
     ppo = PPOConfig.parse({"total_steps": steps, **(ppo_overrides or {})})
     has_validation = data.val_range[1] - data.val_range[0] > sim.window + 2
+    direction = None
+    l2_kind = stack_kinds(policy_config)[0]
+    if l2_kind in STACK_L2_OFFLINE_KINDS:
+        if data.val_end is None:
+            raise ConfigError(f"stack: an offline L2 ({l2_kind}) needs a validation window (--val-end)")
+        direction = fit_offline_direction(l2_kind, list(data.bars.values()), data.train_start, data.train_end,
+                                          data.val_end, steps, [seed], (policy_config or {}).get("direction"))
+        sim = sim.replace(window=max(sim.window, int(direction.window)))
     policy, stages = fit_stack(
         data.market, sim, ppo, train_range=(lo, hi), seed=seed, num_envs=num_envs,
         eval_range=data.val_range if has_validation else None, policy_config=policy_config, progress=progress,
+        direction=direction,
     )
     metrics: dict[str, Any] = {
         "policy": "stack",
         "data": data.describe(),
-        **{f"{name}_{k}": getattr(r, k) for name, r in stages.items()
+        **{f"{name}_{k}": getattr(r, k) for name, r in stages.items() if name in ("direction", "sizer") and r is not None
            for k in ("global_step", "best_metric", "best_update", "steps_per_s")},
     }
     bundle = Bundle(
