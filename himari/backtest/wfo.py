@@ -427,10 +427,9 @@ def _fit_configuration(
 def _fit_single(config: WFOConfig, market: Any, sim_cfg: SimConfig, ppo_cfg: Any, train_range: tuple[int, int],
                 val_range: tuple[int, int], seed: int, init: Any, progress: bool, description: str) -> tuple[Any, Any]:
     """One PPO policy (one seed of a configuration; checkpoint selection on the validation range)."""
-    from himari.env.sim import SimVecEnv
-    from himari.training.ppo import fit_ppo
+    from himari.training.ppo import evaluation_env, fit_ppo
 
-    eval_env = SimVecEnv.for_evaluation(market, sim_cfg, val_range[0], val_range[1], num_envs=1)
+    eval_env = evaluation_env(market, sim_cfg, val_range)
     return fit_ppo(
         config.policy, market, sim_cfg, ppo_cfg, train_range=train_range, seed=seed, num_envs=config.num_envs,
         eval_env=eval_env, policy_config=config.policy_config, progress=progress, init=init, description=description,
