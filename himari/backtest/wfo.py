@@ -112,6 +112,8 @@ class WFOConfig(FrozenConfig):
         None, description="JSON ledger of configurations already evaluated on these data (a path, or the name of "
         "one shipped in himari/backtest/ledgers): the DSR counts them as trials; RUN/trials.json adds this run",
     )
+    workers: int = Field(1, ge=1, le=64, description="processes fitting a window's configurations in parallel "
+                         "(fork; one thread each); the results equal the sequential ones")
     seed: int = 0
 
     @model_validator(mode="before")
@@ -329,9 +331,8 @@ def fit_window(
     fit_bars = {s: _history(b, window.train.start, window.validation.end, config.warmup_bars)
                 for s, b in bars_by_symbol.items()}
     tactical_cache: dict[str, Any] = {}
-    bundles: dict[str, Bundle] = {}
-    results: dict[str, ConfigurationResult] = {}
-    for name in config.configuration_names:
+
+    def fit_one(name: str) -> tuple[Bundle, ConfigurationResult]:
         cfg = config.for_configuration(name)
         init = (init_states or {}).get(name) if cfg.transfer else None
         seeds = config.configuration_seeds(name, window.index)
@@ -348,9 +349,69 @@ def fit_window(
                 bundle, result = s_bundle, s_result
             result.train_summary["pretraining"] = {
                 **comparison, "kept": "pretrained" if result is not s_result else "scratch"}
-        bundles[name] = bundle
-        results[name] = result
+        return bundle, result
+
+    names = config.configuration_names
+    if config.workers > 1 and len(names) > 1:
+        fitted = _fit_in_processes(config, names, fit_one, fit_bars, window, tactical_cache)
+    else:
+        fitted = {name: fit_one(name) for name in names}
+    bundles = {name: b for name, (b, _) in fitted.items()}
+    results = {name: r for name, (_, r) in fitted.items()}
     return WindowFit(bundles, results, select_configuration(results))
+
+
+_FORKED: dict[str, Any] = {}  # the parent's fit_one, inherited by forked workers (nothing pickled on the way in)
+
+
+def _forked_fit(name: str) -> tuple[Bundle, ConfigurationResult]:
+    from himari.utils.threads import configure_torch_threads
+
+    configure_torch_threads()
+    return _FORKED["fit_one"](name)  # type: ignore[no-any-return]
+
+
+def _fit_in_processes(config: WFOConfig, names: tuple[str, ...], fit_one: Any, fit_bars: dict[str, Bars],
+                      window: WalkForwardWindow, tactical_cache: dict[str, Any]) -> dict[str, Any]:
+    """The configurations of one window fitted in ``config.workers`` forked processes (one thread each). Every
+    configuration's training is seeded on its own, so the results equal the sequential ones (tested). The tactical
+    pipelines are fitted once in the parent and shared again after the bundles come back."""
+    import multiprocessing as mp
+
+    for name in names:  # fit the shared tactical pipelines before forking
+        _tactical_market(config.for_configuration(name), window, fit_bars, tactical_cache)
+    _FORKED["fit_one"] = fit_one
+    try:
+        with mp.get_context("fork").Pool(min(config.workers, len(names))) as pool:
+            out = dict(zip(names, pool.map(_forked_fit, names, chunksize=1), strict=True))
+    finally:
+        _FORKED.clear()
+    for name, (bundle, _) in out.items():
+        cfg = config.for_configuration(name)
+        if not cfg.is_offline:
+            bundle.tactical = _tactical_market(cfg, window, fit_bars, tactical_cache)[0]
+    return out
+
+
+def _tactical_market(cfg: WFOConfig, window: WalkForwardWindow, fit_bars: dict[str, Bars],
+                     tactical_cache: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """The tactical pipelines fitted on the window's training bars and the fitting market, shared by every
+    configuration with the same tactical settings."""
+    import json
+
+    from himari.env.market import MarketData
+    from himari.tactical.pipeline import TacticalPipeline
+
+    key = json.dumps(cfg.tactical, sort_keys=True)
+    if key not in tactical_cache:
+        symbols = tuple(fit_bars)
+        tactical = {s: TacticalPipeline(TacticalConfig.parse(cfg.tactical)).fit(fit_bars[s], window.train.start,
+                                                                               window.train.end)
+                    for s in symbols}
+        market = MarketData.from_frames([fit_bars[s] for s in symbols],
+                                        [tactical[s].transform(fit_bars[s]) for s in symbols])
+        tactical_cache[key] = (tactical, market)
+    return tactical_cache[key]  # type: ignore[no-any-return]
 
 
 def _fit_configuration(
@@ -358,12 +419,8 @@ def _fit_configuration(
     init: dict[str, Any] | None, pretrained: Any, tactical_cache: dict[str, Any], progress: bool,
 ) -> tuple[Bundle, ConfigurationResult]:
     """One configuration's seed ensemble in one window, and its validation result through the full stack."""
-    import json
-
     from himari.agents.ppo.config import PPOConfig
     from himari.agents.seed_ensemble import ensemble_members, seed_ensemble
-    from himari.env.market import MarketData
-    from himari.tactical.pipeline import TacticalPipeline
     from himari.training.ppo import STACK_L2_OFFLINE_KINDS, fit_offline_direction, fit_stack, stack_kinds
 
     symbols = tuple(fit_bars)
@@ -373,15 +430,7 @@ def _fit_configuration(
     if cfg.is_offline:
         bundle, market, summary = _fit_offline_configuration(cfg, window, fit_bars, seeds, steps)
     else:
-        key = json.dumps(cfg.tactical, sort_keys=True)
-        if key not in tactical_cache:  # configurations with the same tactical settings share the fitted pipelines
-            tactical = {s: TacticalPipeline(TacticalConfig.parse(cfg.tactical)).fit(fit_bars[s], window.train.start,
-                                                                                   window.train.end)
-                        for s in symbols}
-            market = MarketData.from_frames([fit_bars[s] for s in symbols],
-                                            [tactical[s].transform(fit_bars[s]) for s in symbols])
-            tactical_cache[key] = (tactical, market)
-        tactical, market = tactical_cache[key]
+        tactical, market = _tactical_market(cfg, window, fit_bars, tactical_cache)
         sim_cfg = cfg.sim_config()
         tr = (market.index_of(window.train.start), market.index_of(window.train.end))
         va = (market.index_of(window.validation.start), market.num_bars)

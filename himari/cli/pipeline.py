@@ -57,6 +57,8 @@ def _load(data_specs: tuple[str, ...]) -> dict:
 @click.option("--no-transfer", is_flag=True, help="Train every window from scratch.")
 @click.option("--expanding", is_flag=True, help="Every window trains from --first-train-start (a growing training period).")
 @click.option("--first-train-start", default=None, help="First training bar (default: test start - train - validation months).")
+@click.option("--workers", default=1, show_default=True,
+              help="Processes fitting a window's configurations in parallel (results equal the sequential ones).")
 @click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True)
 @click.option("--config", "config_file", default=None,
               help="JSON file with WFOConfig fields, e.g. RUN/wfo_config.json of an earlier run (options given on the "
@@ -65,7 +67,7 @@ def _load(data_specs: tuple[str, ...]) -> dict:
 @click.option("--ray-address", default=None, help="Ray cluster address for --backend ray (default: a local Ray instance).")
 @click.option("--seed", default=0, show_default=True)
 def wfo_cmd(data_specs, out, policy, test_start, test_end, train_months, validation_months, test_months, step_months,
-            max_windows, seeds, configurations_file, steps_first, steps, no_transfer, expanding, first_train_start, backend, config_file, risk_config, ray_address,
+            max_windows, seeds, configurations_file, steps_first, steps, no_transfer, expanding, first_train_start, workers, backend, config_file, risk_config, ray_address,
             seed) -> None:
     """Walk-forward optimization: fit on train, select on validation, trade test; stitched out-of-sample report."""
     from himari.backtest.outputs import print_summary
@@ -79,7 +81,7 @@ def wfo_cmd(data_specs, out, policy, test_start, test_end, train_months, validat
                "validation_months": validation_months, "test_months": test_months, "step_months": step_months,
                "max_windows": max_windows, "seeds": seeds, "steps_first_window": steps_first,
                "steps_per_window": steps, "transfer": not no_transfer, "seed": seed, "expanding_train": expanding,
-               "first_train_start": first_train_start}
+               "first_train_start": first_train_start, "workers": workers}
     params = {"steps_first": "steps_first_window", "steps": "steps_per_window",
               "no_transfer": "transfer", "expanding": "expanding_train"}
     ctx = click.get_current_context()

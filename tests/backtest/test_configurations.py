@@ -179,3 +179,24 @@ def test_stack_with_lstm_sizer_walks_forward_on_a_20_bar_window(btc_bars):
     policy = result.final_bundle.policy
     assert policy.sizer.kind == "sizer-lstm" and policy.sizer.window == 20 and policy.direction.window == 20
     assert np.isfinite(result.stitched.strategy.net_returns).all()
+
+
+def test_configurations_fitted_in_processes_equal_the_sequential_fit(btc_bars):
+    import torch
+
+    from himari.agents.registry import policy_tensors
+    from himari.backtest.wfo import fit_window
+
+    bars = {"BTCUSDT": btc_bars.between("2022-06-01", "2023-02-01")}
+    base = {**BASE, "test_end": "2023-02-01", "seeds": 1, "steps_first_window": 256,
+            "configurations": dict(list(CONFIGS.items())[:2])}
+    window = WFOConfig.parse(base).windows()[0]
+    one = fit_window(WFOConfig.parse(base), window, bars)
+    two = fit_window(WFOConfig.parse({**base, "workers": 2}), window, bars)
+    assert one.selected == two.selected
+    for name in one.results:
+        assert one.results[name].validation_sharpe == two.results[name].validation_sharpe
+        a, b = policy_tensors(one.bundles[name].policy), policy_tensors(two.bundles[name].policy)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # the tactical pipelines are shared again after the processes return the bundles
+    assert two.bundles["lr-low"].tactical is two.bundles["small-net"].tactical
