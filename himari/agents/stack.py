@@ -63,6 +63,8 @@ class StackPolicy:
         return (self.direction.reset_state(state[0], done), self.sizer.reset_state(state[1], done))
 
     def act(self, obs: Observation, state: Any, deterministic: bool = True, **kwargs: Any) -> tuple[PolicyOutput, Any]:
+        if state is None:
+            state = self.initial_state(obs.features.shape[0])
         d_out, d_state = self.direction.act(last_bars(obs, self.direction.window), state[0], deterministic=True)
         s_out, s_state = self.sizer.act(obs, state[1], deterministic=deterministic, **kwargs)
         out = PolicyOutput(s_out.action, d_out.action_probs, s_out.value, np.asarray(d_out.action))

@@ -47,3 +47,31 @@ def bundle_dir(btc_slice: Bars, tmp_path_factory: pytest.TempPathFactory) -> Pat
 @pytest.fixture()
 def bundle(bundle_dir: Path) -> Bundle:
     return load_bundle(bundle_dir)
+
+
+def make_stack_bundle(bars: Bars, train_start: str, train_end: str, steps: int = 512) -> Bundle:
+    """A briefly trained stack (two seeds per layer, ensembled) with positions changed once a day."""
+    from himari.agents.ppo.config import PPOConfig
+    from himari.env.market import MarketData
+    from himari.env.sim import SimConfig
+    from himari.tactical.pipeline import TacticalPipeline
+    from himari.training.ppo import fit_stack
+
+    tp = TacticalPipeline().fit(bars, train_start, train_end)
+    market = MarketData.from_frames([bars], [tp.transform(bars.between(None, train_end))])
+    sizing = {"decision_every_bars": 24}
+    sim = SimConfig.parse({"action_kind": "delta", "window": 8, "episode_length": 128, "sizing": sizing, "risk": {}})
+    policy, _ = fit_stack(market, sim, PPOConfig(total_steps=steps, n_steps=32), seeds=[0, 1], num_envs=16,
+                          train_range=(market.index_of(train_start), market.num_bars))
+    return Bundle(
+        symbols=(bars.symbol,), timeframe=str(bars.timeframe), tactical={bars.symbol: tp}, policy=policy,
+        sim_config=sim.to_dict(), sizing_config=sizing,
+        meta={"model_id": "test-stack", "fit_windows": {"train": [train_start, train_end]}},
+    )
+
+
+@pytest.fixture(scope="session")
+def stack_bundle(btc_slice: Bars, tmp_path_factory: pytest.TempPathFactory) -> Bundle:
+    run = tmp_path_factory.mktemp("stack")
+    save_bundle(run / "bundle", make_stack_bundle(btc_slice, "2022-07-01", "2023-01-01"))
+    return load_bundle(run)

@@ -15,8 +15,15 @@ START, END = "2023-01-10", "2023-01-14"
 PAPER_START = "2023-01-13"  # the paper loop replays the last day (each bar rebuilds features from history)
 
 
-def test_decision_uses_no_future_bars(bundle, btc_slice):
-    """The decision at bar t is identical whether the market holds bars after t or not."""
+@pytest.fixture(params=["mlp", "stack"])
+def any_bundle(request, bundle, stack_bundle):
+    """The single-policy test bundle and a stacked one (L2 ensemble -> L3 sizer ensemble -> risk)."""
+    return bundle if request.param == "mlp" else stack_bundle
+
+
+def test_decision_uses_no_future_bars(any_bundle, btc_slice):
+    """The decision at bar t is identical whether the market holds bars after t or not (also for the stack)."""
+    bundle = any_bundle
     engine = DecisionEngine(bundle)
     full = engine.build_market({"BTCUSDT": btc_slice.between(None, END)})
     t = full.index_of("2023-01-12T05:00")
@@ -48,8 +55,10 @@ def test_fills_happen_at_next_bar_open_with_costs(bundle, btc_slice):
         assert fill["timestamp_ns"] - decided == 3600 * 10**9
 
 
-def test_paper_loop_matches_backtest(bundle, btc_slice):
-    """Feeding bars one at a time (features rebuilt from trailing history) gives the backtester's fills."""
+def test_paper_loop_matches_backtest(any_bundle, btc_slice):
+    """Feeding bars one at a time (features rebuilt from trailing history) gives the backtester's fills (also for
+    the stack)."""
+    bundle = any_bundle
     result = run_backtest(bundle, {"BTCUSDT": btc_slice}, PAPER_START, END, show_progress=False)
     session = TradingSession(bundle, SessionConfig())
     history = btc_slice.between(None, END)
