@@ -52,7 +52,7 @@ from himari.training.config import validate_sections
 from himari.utils.seeding import child_seeds
 
 CONFIGURABLE: frozenset[str] = frozenset({
-    "policy", "offline", "window", "episode_length", "num_envs", "n_steps", "sim", "ppo", "policy_config", "tactical",
+    "policy", "pool", "offline", "window", "episode_length", "num_envs", "n_steps", "sim", "ppo", "policy_config", "tactical",
     "sizing", "risk", "steps_first_window", "steps_per_window", "transfer",
 })
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
@@ -102,6 +102,11 @@ class WFOConfig(FrozenConfig):
     tactical: dict[str, Any] = Field(default_factory=dict)  # TacticalConfig overrides
     sizing: dict[str, Any] = Field(default_factory=dict)
     risk: dict[str, Any] = Field(default_factory=dict)
+    pool: tuple[str, ...] = Field(
+        (), description="pooled training: other assets (bundled names or files) whose training-period bars are "
+        "chained into a single-asset policy's training data (himari.training.pooling); validation and trading stay "
+        "on the traded asset",
+    )
     pretrain: dict[str, Any] = Field(
         default_factory=dict, description="synthetic stress-batch pre-training before the first window "
         "(himari.training.pretrain.PretrainConfig; off unless steps > 0)",
@@ -141,6 +146,8 @@ class WFOConfig(FrozenConfig):
             pre = PretrainConfig.parse(self.pretrain)
         except ConfigError as exc:
             raise ValueError(f"pretrain: {exc}") from None
+        if self.pool and (self.is_offline or self.policy == "multiasset"):
+            raise ValueError(f"pool: pooled training is for single-asset simulator policies, not {self.policy}")
         if pre.steps > 0 and self.is_offline:
             raise ValueError(f"pretrain: synthetic pre-training trains in the simulator; {self.policy} is offline")
         for name, overrides in self.configurations.items():
@@ -434,6 +441,11 @@ def _fit_configuration(
         sim_cfg = cfg.sim_config()
         tr = (market.index_of(window.train.start), market.index_of(window.train.end))
         va = (market.index_of(window.validation.start), market.num_bars)
+        train_market = market
+        if cfg.pool:
+            train_market, tr, pooled_lineage = _pooled_training_market(cfg, window, fit_bars, tactical_cache,
+                                                                       sim_cfg.window)
+            lineage = [*lineage, *pooled_lineage]
         ppo_cfg = PPOConfig.parse({"total_steps": steps, "n_steps": cfg.n_steps, "eval_every_updates": 5, **cfg.ppo})
         previous = pretrained if init is None else init.get("policy")
         if cfg.policy == "stack":
@@ -445,8 +457,9 @@ def _fit_configuration(
                                                   cfg.policy_config.get("direction"))
                 sim_cfg = sim_cfg.replace(window=max(sim_cfg.window, int(direction.window)))
             policy, stages = fit_stack(
-                market, sim_cfg, ppo_cfg, train_range=tr, seeds=seeds, num_envs=cfg.num_envs, eval_range=va,
-                policy_config=cfg.policy_config, progress=progress, init=previous, direction=direction,
+                train_market, sim_cfg, ppo_cfg, train_range=tr, seeds=seeds, num_envs=cfg.num_envs, eval_range=va,
+                eval_market=market, policy_config=cfg.policy_config, progress=progress, init=previous,
+                direction=direction,
                 description=f"window {window.index} {name}",
             )
             trained = stages["directions"] + stages["sizers"]  # (an offline L2 has no PPO result)
@@ -454,8 +467,8 @@ def _fit_configuration(
             members, trained = [], []
             starts = ensemble_members(previous) if previous is not None else [None]
             for k, seed in enumerate(seeds):
-                p, r = _fit_single(cfg, market, sim_cfg, ppo_cfg, tr, va, seed, starts[k % len(starts)], progress,
-                                   f"window {window.index} {name} s{k}")
+                p, r = _fit_single(cfg, train_market, market, sim_cfg, ppo_cfg, tr, va, seed,
+                                   starts[k % len(starts)], progress, f"window {window.index} {name} s{k}")
                 members.append(p)
                 trained.append(r)
             policy = seed_ensemble(members)
@@ -473,16 +486,50 @@ def _fit_configuration(
                                        float(np.prod(1 + r) - 1), summary)
 
 
-def _fit_single(config: WFOConfig, market: Any, sim_cfg: SimConfig, ppo_cfg: Any, train_range: tuple[int, int],
-                val_range: tuple[int, int], seed: int, init: Any, progress: bool, description: str) -> tuple[Any, Any]:
-    """One PPO policy (one seed of a configuration; checkpoint selection on the validation range)."""
+def _fit_single(config: WFOConfig, train_market: Any, market: Any, sim_cfg: SimConfig, ppo_cfg: Any,
+                train_range: tuple[int, int], val_range: tuple[int, int], seed: int, init: Any, progress: bool,
+                description: str) -> tuple[Any, Any]:
+    """One PPO policy (one seed of a configuration) trained on ``train_market`` (the window's market, or the pooled
+    one), with checkpoint selection on the validation range of ``market``."""
     from himari.training.ppo import evaluation_env, fit_ppo
 
     eval_env = evaluation_env(market, sim_cfg, val_range)
     return fit_ppo(
-        config.policy, market, sim_cfg, ppo_cfg, train_range=train_range, seed=seed, num_envs=config.num_envs,
+        config.policy, train_market, sim_cfg, ppo_cfg, train_range=train_range, seed=seed, num_envs=config.num_envs,
         eval_env=eval_env, policy_config=config.policy_config, progress=progress, init=init, description=description,
     )
+
+
+def _pooled_training_market(cfg: WFOConfig, window: WalkForwardWindow, fit_bars: dict[str, Bars],
+                            tactical_cache: dict[str, Any], obs_window: int) -> tuple[Any, tuple[int, int], list[Any]]:
+    """The traded asset's training rows chained with the pooled assets' (:mod:`himari.training.pooling`), each
+    asset through its own tactical pipeline fitted on its own training bars. Returns (market, training range,
+    lineage entries of the pooled data)."""
+    from himari.data.loaders import load_bars
+    from himari.tactical.pipeline import TacticalPipeline
+    from himari.training.pooling import pooled_market
+
+    if len(fit_bars) != 1:
+        raise ConfigError("pool: pooled training is for single-asset runs")
+    (symbol, bars), = fit_bars.items()
+    tactical = _tactical_market(cfg, window, fit_bars, tactical_cache)[0]
+    segments = [(bars, tactical[symbol].transform(bars))]
+    lineage = []
+    for spec in cfg.pool:
+        key = ("pool", spec, window.index, repr(sorted(cfg.tactical.items())))
+        if key not in tactical_cache:
+            other = _history(load_bars(spec), window.train.start, window.train.end, cfg.warmup_bars)
+            tp = TacticalPipeline(TacticalConfig.parse(cfg.tactical)).fit(other, window.train.start, window.train.end)
+            tactical_cache[key] = (other, tp.transform(other))
+        other, frame = tactical_cache[key]
+        if other.symbol == symbol:
+            raise ConfigError(f"pool: {spec} is the traded asset {symbol}")
+        segments.append((other, frame))
+        lineage.append({"start": window.train.start.isoformat(), "end": window.train.end.isoformat(),
+                        "what": f"window {window.index}: pooled training bars of {other.symbol}"})
+    start_ns, end_ns = int(window.train.start.value), int(window.train.end.value)
+    market, first = pooled_market(segments, start_ns, end_ns, history_rows=max(obs_window, 1) + 1)
+    return market, (first, market.num_bars), lineage
 
 
 def _fit_offline_configuration(cfg: WFOConfig, window: WalkForwardWindow, fit_bars: dict[str, Bars],

@@ -166,6 +166,7 @@ def fit_stack(
     policy_config: dict[str, Any] | None = None,
     init: StackPolicy | None = None,
     direction: Any = None,
+    eval_market: MarketData | None = None,
     progress: bool | None = None,
     description: str = "stack",
 ) -> tuple[StackPolicy, dict[str, TrainResult]]:
@@ -173,7 +174,8 @@ def fit_stack(
     policy (``policy_config["direction_kind"]``: a discrete PPO kind, MLP by default) on its own objective, then the
     L3 bounded-delta sizer with the L2 frozen choosing the direction. ``sim`` is the L3's (delta) simulator; the L2
     trains on the same with discrete actions. ``direction``: an already fitted L2 (an offline model, see
-    :func:`fit_offline_direction`), kept frozen; only the L3 trains.
+    :func:`fit_offline_direction`), kept frozen; only the L3 trains. ``eval_market``: the market of
+    ``eval_range`` when training runs on another one (pooled training); default ``market``.
 
     ``seeds``: K seeds per layer, ensembled (:func:`himari.agents.seed_ensemble.seed_ensemble`): the K L2 policies
     average their action probabilities, and the K L3 sizers train under that frozen L2 ensemble and average their
@@ -187,7 +189,7 @@ def fit_stack(
     l2_kind, l3_kind = stack_kinds(cfg)
     d_sim = sim.replace(action_kind="discrete")
     evaluation = (lambda s: None) if eval_range is None else (
-        lambda s: evaluation_env(market, s, eval_range))
+        lambda s: evaluation_env(market if eval_market is None else eval_market, s, eval_range))
     init_l2 = [] if init is None else ensemble_members(init.direction)
     init_l3 = [] if init is None else ensemble_members(init.sizer)
     directions, d_results = [], []

@@ -200,3 +200,28 @@ def test_configurations_fitted_in_processes_equal_the_sequential_fit(btc_bars):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # the tactical pipelines are shared again after the processes return the bundles
     assert two.bundles["lr-low"].tactical is two.bundles["small-net"].tactical
+
+
+def test_pooled_training_chains_other_assets_into_the_training_market(btc_bars):
+    """ETH's training-period bars, through ETH's own tactical pipeline, are chained after BTC's: a longer training
+    market, continuous prices, nothing after the training end; validation and trading stay on BTC."""
+    from himari.backtest.wfo import _pooled_training_market, run_wfo
+    from himari.data.loaders import load_bars
+
+    bars = {"BTCUSDT": btc_bars.between("2022-06-01", "2023-02-01")}
+    cfg = WFOConfig.parse({**BASE, "test_end": "2023-02-01", "seeds": 1, "steps_first_window": 256,
+                           "pool": ["ETHUSDT"]})
+    window = cfg.windows()[0]
+    from himari.backtest.wfo import _history
+
+    fit_bars = {"BTCUSDT": _history(bars["BTCUSDT"], window.train.start, window.validation.end, cfg.warmup_bars)}
+    market, (lo, hi), lineage = _pooled_training_market(cfg, window, fit_bars, {}, 8)
+    eth = load_bars("ETHUSDT").between(window.train.start, window.train.end)
+    btc_train = fit_bars["BTCUSDT"].between(window.train.start, window.train.end)
+    assert hi - lo == len(btc_train) + len(eth)  # both assets' training rows, nothing else
+    assert "ETHUSDT" in lineage[0]["what"]
+    result = run_wfo(cfg, bars, progress=False)
+    assert result.final_bundle.symbols == ("BTCUSDT",)
+    assert any("ETHUSDT" in p["what"] for p in result.final_bundle.meta["lineage"])
+    with pytest.raises(ConfigError, match="pool"):
+        WFOConfig.parse({**BASE, "policy": "mlp-classifier", "pool": ["ETHUSDT"]})
