@@ -40,6 +40,7 @@ from himari.tactical.pipeline import TacticalConfig
 from himari.trading.bundle import Bundle
 from himari.training.config import validate_sections
 from himari.utils.seeding import child_seeds
+from himari.utils.tracking import TrackingConfig
 
 
 class WFOConfig(FrozenConfig):
@@ -80,6 +81,8 @@ class WFOConfig(FrozenConfig):
         "one shipped in himari/backtest/ledgers): the DSR counts them as trials; RUN/trials.json adds this run",
     )
     seed: int = 0
+    # where curves and figures go (not part of the method: left out of to_dict(), the config hash and the ledger)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, exclude=True)
 
     @model_validator(mode="after")
     def _check_sections(self) -> WFOConfig:

@@ -27,6 +27,7 @@ from himari.env.sim import SimConfig, SimVecEnv
 from himari.errors import ConfigError
 from himari.trading.bundle import Bundle, save_bundle
 from himari.utils.io import atomic_write_json
+from himari.utils.tracking import training_callbacks
 
 
 def default_sim_config(kind: str, train_bars: int, overrides: dict[str, Any] | None = None) -> SimConfig:
@@ -71,6 +72,7 @@ def _train_stage(
     trainer = PPOTrainer(
         policy, env, config, seed=seed, eval_env=eval_env, run_dir=run_dir, run_config=run_config,
         progress=progress, tensorboard=tensorboard, description=description,
+        callbacks=training_callbacks(description),  # the active tracker's curves (himari.utils.tracking)
     )
     has_checkpoint = run_dir is not None and latest_checkpoint(run_dir / "checkpoints") is not None
     return trainer.train(resume=resume and has_checkpoint)
