@@ -248,7 +248,8 @@ def train_ppo(
         "policy": kind,
         "global_step": result.global_step,
         "updates": result.updates,
-        "steps_per_s": result.steps_per_s,
+        # speed of the last session that trained (a resumed finished run trains nothing and keeps the figure)
+        "steps_per_s": result.steps_per_s if result.history else _previous_speed(out_dir),
         "best_val_mean_reward": result.best_metric,
         "best_update": result.best_update,
         "stopped_early": result.stopped_early,
@@ -280,6 +281,16 @@ def train_ppo(
             bundle_dir = save_bundle(out_dir / "bundle", bundle)
         atomic_write_json(out_dir / "metrics.json", metrics)
     return PPORunResult(policy, sim, result, metrics, bundle_dir, extra)
+
+
+def _previous_speed(out_dir: Path | None) -> float | None:
+    path = None if out_dir is None else out_dir / "metrics.json"
+    if path is None or not path.exists():
+        return None
+    from himari.utils.io import read_json
+
+    value = read_json(path).get("steps_per_s")
+    return float(value) if isinstance(value, int | float) else None
 
 
 def _pretrain_and_compare(
