@@ -1,0 +1,169 @@
+"""``himari run``: one experiment file, its commented template, key-path errors, and repeating a run from
+``RUN/experiment.yaml``."""
+
+from __future__ import annotations
+
+import json
+import re
+import typing
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from himari.agents.ppo.config import PPOConfig
+from himari.agents.registry import WALK_FORWARD_KINDS, policy_class
+from himari.backtest.experiment import ExperimentConfig, load_experiment, parse_experiment, template
+from himari.backtest.pipeline import PRESETS
+from himari.backtest.wfo import WFOConfig
+from himari.cli.main import cli
+from himari.config import FrozenConfig
+from himari.env.sim import SimConfig
+from himari.errors import ConfigError
+from himari.risk.config import RiskConfig
+from himari.sizing.sizer import SizingConfig
+from himari.tactical.pipeline import TacticalConfig
+from himari.utils.tracking import TrackingConfig
+
+# a commented key line of the template: "    # key: value  # doc" -> "    key: value  # doc"
+UNCOMMENT = re.compile(r"^(\s*)# (\s*[A-Za-z_][A-Za-z0-9_]*:(?:\s|$))", re.MULTILINE)
+
+
+def _field_names(config_class: type[FrozenConfig]) -> set[str]:
+    names = set()
+    for name, info in config_class.model_fields.items():
+        if info.exclude:
+            continue
+        names.add(name)
+        nested = [a for a in (info.annotation, *typing.get_args(info.annotation))
+                  if isinstance(a, type) and issubclass(a, FrozenConfig)]
+        if nested and name not in ("sizing", "risk", "tracking", "walk_forward"):
+            names |= _field_names(nested[0])
+    return names
+
+
+def _keys(text: str) -> set[str]:
+    """Keys written in the template: active, commented out, or named in a '(key: set from ...)' note."""
+    return set(re.findall(r"^\s*(?:#\s*\(?)?\s*([A-Za-z_][A-Za-z0-9_]*):", text, re.MULTILINE))
+
+
+@pytest.mark.parametrize("preset", ["default", "quick"])
+def test_template_parses_to_its_experiment_and_covers_every_key(preset: str) -> None:
+    base = dict(PRESETS["quick"]) if preset == "quick" else {}
+    text = template(base)
+    exp = parse_experiment(yaml.safe_load(text), "template")
+    assert exp.walk_forward == WFOConfig.parse(base)
+    assert exp.data == ("BTCUSDT",) and exp.tracking == TrackingConfig()
+    keys = _keys(text)
+    classes = [ExperimentConfig, TrackingConfig, WFOConfig, SimConfig, PPOConfig, TacticalConfig, SizingConfig,
+               RiskConfig, policy_class("mlp").config_class]
+    missing = {c.__name__: sorted(_field_names(c) - keys) for c in classes}
+    assert not any(missing.values()), missing
+    # every commented key shows its effective default: uncommenting them all changes nothing
+    full = parse_experiment(yaml.safe_load(UNCOMMENT.sub(r"\1\2", text)), "uncommented")
+    wf, wf_full = exp.walk_forward, full.walk_forward
+    assert wf_full.sim_config() == wf.sim_config()
+    for name, config_class in (("tactical", TacticalConfig), ("sizing", SizingConfig), ("risk", RiskConfig),
+                               ("policy_config", policy_class("mlp").config_class)):
+        assert config_class.parse(getattr(wf_full, name)) == config_class.parse(getattr(wf, name)), name
+    assert wf_full.ppo == {k: v for k, v in PPOConfig().to_dict().items()
+                           if k not in ("total_steps", "n_steps")} | {"eval_every_updates": 5}
+    if preset == "quick":
+        assert "  sizing:  # SizingConfig\n" in text and "\n    decision_every_bars: 24  #" in text
+
+
+@pytest.mark.parametrize("policy", [k for k in WALK_FORWARD_KINDS if k in ("lstm", "stack", "cql", "multiasset")])
+def test_template_of_other_policy_kinds_parses(policy: str) -> None:
+    text = template({"policy": policy}, data=("BTCUSDT", "ETHUSDT") if policy == "multiasset" else None)
+    assert parse_experiment(yaml.safe_load(text), "t").walk_forward == WFOConfig.parse({"policy": policy})
+    assert parse_experiment(yaml.safe_load(UNCOMMENT.sub(r"\1\2", text)), "t").walk_forward.policy == policy
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("walk_forward:\n  sizing:\n    target_vol: 0.3\n", "exp.yaml: walk_forward.sizing.target_vol: unknown key"),
+    ("walk_forward: {n_candidates: two}\n", "exp.yaml: walk_forward.n_candidates: Input should be a valid integer"),
+    ("walk_forward: {ppo: {gamma: 2}}\n", "exp.yaml: walk_forward.ppo.gamma: Input should be less than or equal to 1"),
+    ("walk_forward: {sim: {costs: {fee: 1}}}\n", "exp.yaml: walk_forward.sim.costs.fee: unknown key"),
+    ("walk_forward: {tactical: {labeller: {vol_window: x}}}\n", "exp.yaml: walk_forward.tactical.labeller.vol_window"),
+    ("walkforward: {}\n", "exp.yaml: walkforward: unknown key"),
+    ("tracking: {mlflow: maybe}\n", "exp.yaml: tracking.mlflow: Input should be a valid boolean"),
+    ("walk_forward: {tracking: {tensorboard: true}}\n", "exp.yaml: walk_forward.tracking: unknown key"),
+    ("walk_forward: {policy: nope}\n", "exp.yaml: walk_forward: policy 'nope' is not a walk-forward kind"),
+    ("walk_forward: {policy: mlp, offline: {model: {}}}\n", "exp.yaml: walk_forward: walk-forward config: section 'offline'"),
+    ("data: []\n", "exp.yaml: data: Tuple should have at least 1 item"),
+    ("- a list\n", "exp.yaml: an experiment is a mapping"),
+    ("walk_forward: {sizing: [1, 2]}\n", "exp.yaml: walk_forward.sizing: must be a mapping"),
+    ("walk_forward:\n  test_start: '2023-01-01\n", "exp.yaml: not valid YAML"),
+])
+def test_bad_experiments_are_one_line_errors_naming_file_and_key(tmp_path, text: str, message: str) -> None:
+    path = tmp_path / "exp.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_experiment(path)
+    assert str(info.value).startswith(f"{path}: ") and message.removeprefix("exp.yaml: ") in str(info.value)
+    assert "\n" not in str(info.value)
+    result = CliRunner().invoke(cli, ["run", str(path), "--out", str(tmp_path / "run")])
+    assert result.exit_code != 0 and result.output.startswith("error: ") and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+def test_toml_and_yaml_give_the_same_experiment(tmp_path) -> None:
+    (tmp_path / "e.yaml").write_text("data: [BTCUSDT]\nwalk_forward:\n  test_start: 2023-01-01\n  n_candidates: 1\n"
+                                     "  sizing: {decision_every_bars: 24}\ntracking: {tensorboard: true}\n")
+    (tmp_path / "e.toml").write_text('data = ["BTCUSDT"]\n[walk_forward]\ntest_start = 2023-01-01\nn_candidates = 1\n'
+                                     "[walk_forward.sizing]\ndecision_every_bars = 24\n[tracking]\ntensorboard = true\n")
+    a, b = load_experiment(tmp_path / "e.yaml"), load_experiment(tmp_path / "e.toml")
+    assert a == b and a.walk_forward.test_start == "2023-01-01" and a.wfo_config().tracking.tensorboard
+    (tmp_path / "e.ini").write_text("")
+    with pytest.raises(ConfigError, match=r"e\.ini: an experiment file ends in"):
+        load_experiment(tmp_path / "e.ini")
+
+
+def test_cli_print_defaults_writes_the_main_job(tmp_path) -> None:
+    result = CliRunner().invoke(cli, ["run", "--print-defaults", "--preset", "quick"])
+    assert result.exit_code == 0, result.output
+    (tmp_path / "quick.yaml").write_text(result.output)
+    assert load_experiment(tmp_path / "quick.yaml").walk_forward == WFOConfig.parse(PRESETS["quick"])
+    usage = CliRunner().invoke(cli, ["run", str(tmp_path / "quick.yaml")])
+    assert usage.exit_code == 2 and "--out" in usage.output
+
+
+TINY_EXPERIMENT = """\
+data: [BTCUSDT]
+walk_forward:
+  test_start: 2023-01-01
+  test_end: 2023-02-01
+  train_months: 3
+  n_candidates: 1
+  steps_first_window: 512
+  num_envs: 8
+  n_steps: 32
+  episode_length: 64
+  warmup_bars: 1500
+  ablation: false
+  sizing:
+    decision_every_bars: 24
+"""
+
+
+def test_run_repeats_from_its_own_experiment_yaml(tmp_path) -> None:
+    """RUN/experiment.yaml is the resolved experiment: running it again gives the same metrics.json byte for byte;
+    an existing run directory is not overwritten; the wfo command takes the same file."""
+    (tmp_path / "exp.yaml").write_text(TINY_EXPERIMENT)
+    runner = CliRunner()
+    first = runner.invoke(cli, ["run", str(tmp_path / "exp.yaml"), "--out", str(tmp_path / "a"), "--tensorboard"])
+    assert first.exit_code == 0, first.output
+    written = load_experiment(tmp_path / "a" / "experiment.yaml")
+    assert written.walk_forward == load_experiment(tmp_path / "exp.yaml").walk_forward
+    assert written.tracking.tensorboard and written.data == ("BTCUSDT",)
+    again = runner.invoke(cli, ["run", str(tmp_path / "a" / "experiment.yaml"), "--out", str(tmp_path / "b")])
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "a" / "metrics.json").read_bytes() == (tmp_path / "b" / "metrics.json").read_bytes()
+    taken = runner.invoke(cli, ["run", str(tmp_path / "exp.yaml"), "--out", str(tmp_path / "a")])
+    assert taken.exit_code != 0 and "already holds a run" in taken.output
+    # the walk-forward run's run.json names the same configuration for himari wfo --config
+    run = json.loads((tmp_path / "a" / "run.json").read_text())
+    assert run["config"]["wfo"] == written.walk_forward.to_dict()
+    # the TensorBoard events: the window's training curves and its validation/test figures
+    events = {p.parent.name for p in (tmp_path / "a" / "tensorboard").rglob("events.out.tfevents.*")}
+    assert events == {"window_0_candidate_0", "walk_forward"}
