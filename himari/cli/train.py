@@ -102,11 +102,13 @@ def _echo_offline_summary(run: Path) -> None:
                    "ppo, policy, sim, tactical, sizing, risk (field overrides) and offline (options of the offline "
                    "kinds: labels, model, sim, tactical, behaviour_policy, loop, ...). A typo is an error.")
 @click.option("--no-tensorboard", is_flag=True, help="Metrics only as metrics.jsonl (no TensorBoard events).")
+@click.option("--mlflow", "mlflow_uri", default=None, is_flag=False, flag_value="mlruns", metavar="[STORE]",
+              help="PPO kinds: also track in MLflow (a local store directory, default ./mlruns, or a tracking URI).")
 def train_cmd(
     policy_kind: str, data_specs: tuple[str, ...], out: str, train_start: str, train_end: str, val_end: str,
     steps: int, seed: int, resume: bool, pretrain_synthetic: int, num_envs: int, n_steps: int | None,
     learning_rate: float | None, episode_length: int | None, window: int | None, size: str,
-    config_file: str | None, no_tensorboard: bool,
+    config_file: str | None, no_tensorboard: bool, mlflow_uri: str | None,
 ) -> None:
     """Train a policy; writes run.json, config.json, metrics, checkpoints and RUN/bundle for `himari backtest --run RUN`."""
     from himari.training.config import TrainRunConfig
@@ -185,20 +187,31 @@ def train_cmd(
     create_run_dir(out_dir, "train", resolved, cfg.seed, data_files={s: p for s, p in data.data_files.items()},
                    extra={"data_summary": data.describe()})
     atomic_write_json(out_dir / "config.json", resolved)  # himari train --config RUN/config.json reruns it
+    from himari.utils.tracking import TrackingConfig, activate, open_tracker
+
+    tracker = open_tracker(TrackingConfig(mlflow=True, mlflow_tracking_uri=mlflow_uri) if mlflow_uri else None,
+                           out_dir, f"train: {out_dir.name}", resolved)
     if cfg.policy in STACK_KINDS:
-        stacked = train_stack(data, out_dir, steps=cfg.steps, seed=cfg.seed, num_envs=cfg.num_envs,
-                              ppo_overrides=cfg.ppo, policy_config=cfg.policy_config, sim_overrides=cfg.sim_overrides())
+        with activate(tracker):
+            stacked = train_stack(data, out_dir, steps=cfg.steps, seed=cfg.seed, num_envs=cfg.num_envs,
+                                  ppo_overrides=cfg.ppo, policy_config=cfg.policy_config,
+                                  sim_overrides=cfg.sim_overrides())
+        if tracker is not None:
+            tracker.finish(stacked.metrics, [out_dir / "metrics.json"])
         sm = stacked.metrics
         click.echo(f"trained stack: L2 {sm['direction_global_step']} steps, L3 {sm['sizer_global_step']} steps; "
                    f"best validation mean reward L2 {sm['direction_best_metric']}, L3 {sm['sizer_best_metric']}")
         click.echo(f"bundle: {stacked.bundle_dir}")
         return
-    result = train_ppo(
-        cfg.policy, data, out_dir, steps=cfg.steps, seed=cfg.seed, resume=resume, num_envs=cfg.num_envs,
-        ppo_overrides=cfg.ppo, policy_config=cfg.policy_config, sim_overrides=cfg.sim_overrides(),
-        pretrain_synthetic_steps=cfg.pretrain_synthetic, tensorboard=not no_tensorboard,
-    )
+    with activate(tracker):
+        result = train_ppo(
+            cfg.policy, data, out_dir, steps=cfg.steps, seed=cfg.seed, resume=resume, num_envs=cfg.num_envs,
+            ppo_overrides=cfg.ppo, policy_config=cfg.policy_config, sim_overrides=cfg.sim_overrides(),
+            pretrain_synthetic_steps=cfg.pretrain_synthetic, tensorboard=not no_tensorboard,
+        )
     m = result.metrics
+    if tracker is not None:
+        tracker.finish(m, [out_dir / "metrics.json"])
     if result.train.history:
         click.echo(f"trained {cfg.policy}: {m['global_step']} steps ({m['steps_per_s']:,.0f} steps/s), "
                    f"best validation mean reward {m['best_val_mean_reward']}")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import typing
@@ -146,12 +147,17 @@ walk_forward:
 """
 
 
-def test_run_repeats_from_its_own_experiment_yaml(tmp_path) -> None:
+def test_run_repeats_from_its_own_experiment_yaml(tmp_path, monkeypatch) -> None:
     """RUN/experiment.yaml is the resolved experiment: running it again gives the same metrics.json byte for byte;
-    an existing run directory is not overwritten; the wfo command takes the same file."""
+    an existing run directory is not overwritten. The run is tracked to TensorBoard and to a local MLflow store
+    (when mlflow is installed): the window's training curves and its validation/test figures."""
     (tmp_path / "exp.yaml").write_text(TINY_EXPERIMENT)
     runner = CliRunner()
-    first = runner.invoke(cli, ["run", str(tmp_path / "exp.yaml"), "--out", str(tmp_path / "a"), "--tensorboard"])
+    store = tmp_path / "mlruns"
+    with_mlflow = importlib.util.find_spec("mlflow") is not None
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    first = runner.invoke(cli, ["run", str(tmp_path / "exp.yaml"), "--out", str(tmp_path / "a"), "--tensorboard",
+                                *(["--mlflow", str(store)] if with_mlflow else [])])
     assert first.exit_code == 0, first.output
     written = load_experiment(tmp_path / "a" / "experiment.yaml")
     assert written.walk_forward == load_experiment(tmp_path / "exp.yaml").walk_forward
@@ -167,3 +173,49 @@ def test_run_repeats_from_its_own_experiment_yaml(tmp_path) -> None:
     # the TensorBoard events: the window's training curves and its validation/test figures
     events = {p.parent.name for p in (tmp_path / "a" / "tensorboard").rglob("events.out.tfevents.*")}
     assert events == {"window_0_candidate_0", "walk_forward"}
+    if not with_mlflow:
+        return
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=store.resolve().as_uri())
+    runs = {r.info.run_name: r for r in client.search_runs([client.get_experiment_by_name("himari").experiment_id])}
+    every = client.search_runs([client.get_experiment_by_name("himari").experiment_id])
+    # both runs track (the second because its experiment.yaml says so): a parent and a child each
+    assert sorted(r.info.run_name for r in every) == sorted([
+        f"run {tmp_path / 'exp.yaml'}: a", f"run {tmp_path / 'a' / 'experiment.yaml'}: b", *["window 0 candidate 0"] * 2])
+    parent = runs[f"run {tmp_path / 'exp.yaml'}: a"]
+    assert parent.data.params["sizing.decision_every_bars"] == "24" and parent.info.status == "FINISHED"
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert parent.data.metrics["sharpe"] == pytest.approx(metrics["sharpe"])
+    window = json.loads((tmp_path / "a" / "windows.json").read_text())[0]
+    history = client.get_metric_history(parent.info.run_id, "window/test_return")
+    assert [(m.step, m.value) for m in history] == [(0, pytest.approx(window["test_return"]))]
+    children = [r for r in runs.values() if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert [c.info.run_name for c in children] == ["window 0 candidate 0"]
+    curve = client.get_metric_history(children[0].info.run_id, "rollout_mean_reward")
+    assert [m.step for m in curve] == [256, 512]
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {
+        "metrics.json", "report.html", "experiment.yaml", "windows.json"}
+
+
+def test_readme_experiment_example_and_errors_are_real(tmp_path, monkeypatch) -> None:
+    """The README's example experiment parses, and its error lines are what the CLI prints."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## One experiment file"):]
+    section = section[:section.index("\n## ")]
+    example = re.findall(r"```yaml\n(.*?)```", section, flags=re.S)[0]
+    monkeypatch.chdir(tmp_path)
+    Path("experiment.yaml").write_text(example)
+    exp = load_experiment("experiment.yaml")
+    assert exp.walk_forward.sizing == {"decision_every_bars": 24} and len(exp.wfo_config().windows()) == 2
+    lines = re.findall(r"`(error: experiment\.yaml: [^`]+)`", section)
+    assert len(lines) == 2
+    for line in lines:
+        _, section_name, field = line.split(": ")[2].split(".")
+        value = re.search(r"\(got (.+)\)", line)
+        bad = {field: yaml.safe_load(value.group(1)) if value else 0.3}
+        Path("experiment.yaml").write_text(yaml.safe_dump({"walk_forward": {section_name: bad}}))
+        result = CliRunner().invoke(cli, ["run", "experiment.yaml", "--out", "r"])
+        assert result.exit_code == 2 and result.output.strip() == line, result.output

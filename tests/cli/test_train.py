@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 from click.testing import CliRunner
@@ -18,12 +19,24 @@ def _without_speed(metrics: dict) -> dict:
     return out
 
 
-def test_run_json_reruns_and_resume_extends_a_finished_run(tmp_path) -> None:
+def test_run_json_reruns_and_resume_extends_a_finished_run(tmp_path, monkeypatch) -> None:
     runner = CliRunner()
     a, b = tmp_path / "a", tmp_path / "b"
+    store = tmp_path / "mlruns"
+    with_mlflow = importlib.util.find_spec("mlflow") is not None
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
     first = runner.invoke(cli, ["train", "--policy", "mlp", "--out", str(a), "--steps", "512", "--learning-rate",
-                                "0.001", *TINY])
+                                "0.001", *TINY, *(["--mlflow", str(store)] if with_mlflow else [])])
     assert first.exit_code == 0, first.output
+    if with_mlflow:  # the training curve in a child run of the run directory's run, on a local store
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=store.resolve().as_uri())
+        runs = {r.info.run_name: r for r in client.search_runs([client.get_experiment_by_name("himari").experiment_id])}
+        assert set(runs) == {"train: a", "ppo mlp"} and runs["train: a"].data.metrics["global_step"] == 512
+        assert runs["train: a"].data.params["ppo.learning_rate"] == "0.001"
+        curve = client.get_metric_history(runs["ppo mlp"].info.run_id, "rollout_mean_reward")
+        assert [m.step for m in curve] == [256, 512]
     # RUN/run.json holds the resolved config: it reruns the same run (was: "unknown sections")
     rerun = runner.invoke(cli, ["train", "--config", str(a / "run.json"), "--out", str(b), "--no-tensorboard"])
     assert rerun.exit_code == 0, rerun.output

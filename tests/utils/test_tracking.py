@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from click.testing import CliRunner
 
-from himari.cli.main import cli
 from himari.utils.tracking import (
     Tracker,
     TrackingConfig,
@@ -98,32 +94,3 @@ def test_mlflow_file_store_parent_and_child_runs(tmp_path, monkeypatch) -> None:
         raise RuntimeError("boom")
     failed = [r for r in client.search_runs([experiment.experiment_id]) if r.info.run_name == "failing"]
     assert failed[0].info.status == "FAILED"
-
-
-def test_walk_forward_cli_tracks_to_a_local_mlflow_store(tmp_path, monkeypatch) -> None:
-    """himari wfo --mlflow DIR: the run's parameters and summary, one window figure per window and the training
-    curves of each window's candidate, with no server."""
-    pytest.importorskip("mlflow")
-    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
-    cfg = {"test_start": "2023-01-01", "test_end": "2023-03-01", "train_months": 3, "n_candidates": 1,
-           "steps_first_window": 512, "steps_per_window": 256, "num_envs": 8, "n_steps": 32, "episode_length": 64,
-           "warmup_bars": 1500, "ablation": False}
-    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
-    store = tmp_path / "store"
-    result = CliRunner().invoke(cli, ["wfo", "--config", str(tmp_path / "cfg.json"), "--out", str(tmp_path / "a"),
-                                      "--mlflow", str(store)])
-    assert result.exit_code == 0, result.output
-    client = _mlflow_client(store)
-    experiment = client.get_experiment_by_name("himari")
-    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
-    parent = runs.pop(f"wfo: {tmp_path.joinpath('a').name}")
-    assert set(runs) == {"window 0 candidate 0", "window 1 candidate 0"}
-    assert parent.data.params["train_months"] == "3" and "tracking" not in json.dumps(parent.data.params)
-    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
-    assert parent.data.metrics["sharpe"] == pytest.approx(metrics["sharpe"])
-    windows = json.loads((tmp_path / "a" / "windows.json").read_text())
-    history = client.get_metric_history(parent.info.run_id, "window/test_return")
-    assert [(m.step, m.value) for m in history] == [(w["window"], pytest.approx(w["test_return"])) for w in windows]
-    curve = client.get_metric_history(runs["window 1 candidate 0"].info.run_id, "rollout_mean_reward")
-    assert [m.step for m in curve] == [256]  # the fine-tuning window's budget
-    assert not (tmp_path / "a" / "tensorboard").exists()  # TensorBoard stays off unless asked for
