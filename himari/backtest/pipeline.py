@@ -141,7 +141,7 @@ def run_wfo_to_dir(
         window_rows.append(r.row())
         atomic_write_json(root / "windows.json", window_rows)
         if tracker is not None:
-            tracker.log_window(window_rows[-1]["window"], window_rows[-1])
+            tracker.log_window(window_rows[-1].get("window", len(window_rows) - 1), window_rows[-1])
 
     with activate(tracker):
         result = run_wfo(config, bars_by_symbol, backend=backend, pretrained=pretrained, progress=progress,

@@ -219,3 +219,17 @@ def test_readme_experiment_example_and_errors_are_real(tmp_path, monkeypatch) ->
         Path("experiment.yaml").write_text(yaml.safe_dump({"walk_forward": {section_name: bad}}))
         result = CliRunner().invoke(cli, ["run", "experiment.yaml", "--out", "r"])
         assert result.exit_code == 2 and result.output.strip() == line, result.output
+
+
+def test_run_json_of_a_walk_forward_run_is_an_experiment(tmp_path) -> None:
+    wfo = WFOConfig.parse(PRESETS["quick"]).to_dict()
+    run = {"command": "pipeline --preset quick", "config": {"wfo": wfo, "backend": "local"}, "seed": 0,
+           "data": {"BTCUSDT": {"path": "/data/btc.csv", "sha256": "0" * 64}}}
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    exp = load_experiment(tmp_path / "run.json")
+    assert exp.walk_forward.to_dict() == wfo and exp.data == ("/data/btc.csv",)
+    (tmp_path / "train.json").write_text(json.dumps({"command": "train", "config": {"policy": "mlp"}}))
+    with pytest.raises(ConfigError, match=r"train\.json: not the run\.json of a walk-forward run"):
+        load_experiment(tmp_path / "train.json")
+    result = CliRunner().invoke(cli, ["wfo", "--config", str(tmp_path / "train.json"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "holds no walk-forward config" in result.output
