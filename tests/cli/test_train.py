@@ -68,3 +68,16 @@ def test_run_json_of_a_walk_forward_run_is_not_a_train_config(tmp_path) -> None:
     result = CliRunner().invoke(cli, ["train", "--config", str(run), "--out", str(tmp_path / "o")])
     assert result.exit_code != 0 and "not a train config" in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_run_json_of_an_offline_run_reruns_it(tmp_path) -> None:
+    runner = CliRunner()
+    args = ["--train-start", "2023-01-01", "--train-end", "2023-03-01", "--val-end", "2023-04-01"]
+    first = runner.invoke(cli, ["train", "--policy", "mlp-classifier", "--out", str(tmp_path / "a"), "--steps", "200",
+                                "--seed", "4", *args])
+    assert first.exit_code == 0, first.output
+    again = runner.invoke(cli, ["train", "--config", str(tmp_path / "a" / "run.json"), "--out", str(tmp_path / "b")])
+    assert again.exit_code == 0, again.output
+    a, b = (json.loads((tmp_path / d / "run.json").read_text()) for d in "ab")
+    assert a["config"] == b["config"] and a["seed"] == b["seed"] == 4
+    assert (tmp_path / "a" / "metrics.json").read_bytes() == (tmp_path / "b" / "metrics.json").read_bytes()
