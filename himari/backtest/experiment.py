@@ -289,7 +289,12 @@ def template(walk_forward: Mapping[str, Any] | None = None, data: tuple[str, ...
             used = "not used by" if (name != "offline" or wf.policy not in OFFLINE_KINDS) else "options of"
             if name == "policy_config" and wf.policy in STACK_KINDS:
                 used = "direction / sizer configs of"
-            lines.append(f"  {name}: {_yaml_value(given)}  # {used} the {wf.policy} policy")
+            keys = ""
+            if name == "offline" and wf.policy in OFFLINE_KINDS:
+                from himari.training.offline import OPTION_KEYS
+
+                keys = f" (keys: {', '.join(sorted(OPTION_KEYS))}; see himari.training.offline.train_offline)"
+            lines.append(f"  {name}: {_yaml_value(given)}  # {used} the {wf.policy} policy{keys}")
             continue
         skip: dict[str, str] = {}
         if name == "sim":
