@@ -256,12 +256,12 @@ def _render(config: FrozenConfig, indent: int, commented: bool, active: Mapping[
 
 
 def template(walk_forward: Mapping[str, Any] | None = None, data: tuple[str, ...] | None = None,
-             description: str = "") -> str:
+             description: str = "", title: str | None = None) -> str:
     """The fully commented experiment file of every key and its default, with the walk-forward values
     ``walk_forward`` (e.g. a pipeline preset) and ``data``. Parsing it gives exactly that experiment."""
     from himari.agents.registry import OFFLINE_KINDS, STACK_KINDS, policy_class
 
-    exp = ExperimentConfig.model_validate({"walk_forward": dict(walk_forward or {}),
+    exp = ExperimentConfig.model_validate({"walk_forward": dict(walk_forward or {}), "title": title,
                                            **({"data": list(data)} if data else {})})
     wf = exp.walk_forward
     lines = [HEADER.rstrip("\n")]

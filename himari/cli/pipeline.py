@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from himari.agents.registry import WALK_FORWARD_KINDS
-from himari.cli.run import tracking_options, tracking_overrides
+from himari.cli.run import QUICK_TITLE, tracking_options, tracking_overrides
 
 
 def _read_json(path: str) -> dict:
@@ -137,7 +137,7 @@ def pipeline_cmd(preset, data_specs, out, seed, max_windows, steps_scale, risk_c
     if preset == "quick":
         bars = _load(tuple(data_specs) if data_specs else ("BTCUSDT",))
         metrics = run_wfo_to_dir(cfg, bars, out, command=f"pipeline --preset {preset}",
-                                 title="HIMARI quick pipeline: walk-forward PPO with sizing and risk")
+                                 title=QUICK_TITLE)
     else:
         metrics = run_full_pipeline(cfg, tuple(data_specs) if data_specs else ("BTCUSDT", "ETHUSDT", "SOLUSDT"), out,
                                     steps_scale=steps_scale)

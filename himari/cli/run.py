@@ -9,6 +9,8 @@ import click
 
 from himari.agents.registry import WALK_FORWARD_KINDS
 
+QUICK_TITLE = "HIMARI quick pipeline: walk-forward PPO with sizing and risk"  # the main job's report title
+
 
 def tracking_options(func):  # type: ignore[no-untyped-def]
     """``--tensorboard`` and ``--mlflow [URI]`` (shared by run, wfo and pipeline)."""
@@ -55,9 +57,10 @@ def run_cmd(experiment: str | None, out: str | None, print_defaults: bool, prese
         base = dict(PRESETS["quick"]) if preset == "quick" else {}
         if policy is not None:
             base["policy"] = policy
-        note = ("walk_forward: the main job of the README (himari pipeline --preset quick)" if preset == "quick"
-                else "")
-        click.echo(template(base, description=note), nl=False)
+        quick = preset == "quick"
+        note = "walk_forward: the main job of the README (himari pipeline --preset quick)" if quick else ""
+        title = QUICK_TITLE if quick else None
+        click.echo(template(base, description=note, title=title), nl=False)
         return
     if experiment is None:
         raise click.UsageError("give an EXPERIMENT file (or --print-defaults)")

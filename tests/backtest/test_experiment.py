@@ -18,6 +18,7 @@ from himari.backtest.experiment import ExperimentConfig, load_experiment, parse_
 from himari.backtest.pipeline import PRESETS
 from himari.backtest.wfo import WFOConfig
 from himari.cli.main import cli
+from himari.cli.run import QUICK_TITLE
 from himari.config import FrozenConfig
 from himari.env.sim import SimConfig
 from himari.errors import ConfigError
@@ -124,76 +125,62 @@ def test_cli_print_defaults_writes_the_main_job(tmp_path) -> None:
     result = CliRunner().invoke(cli, ["run", "--print-defaults", "--preset", "quick"])
     assert result.exit_code == 0, result.output
     (tmp_path / "quick.yaml").write_text(result.output)
-    assert load_experiment(tmp_path / "quick.yaml").walk_forward == WFOConfig.parse(PRESETS["quick"])
+    quick = load_experiment(tmp_path / "quick.yaml")
+    assert quick.walk_forward == WFOConfig.parse(PRESETS["quick"]) and quick.title == QUICK_TITLE
     usage = CliRunner().invoke(cli, ["run", str(tmp_path / "quick.yaml")])
     assert usage.exit_code == 2 and "--out" in usage.output
 
 
-TINY_EXPERIMENT = """\
-data: [BTCUSDT]
-walk_forward:
-  test_start: 2023-01-01
-  test_end: 2023-02-01
-  train_months: 3
-  n_candidates: 1
-  steps_first_window: 512
-  num_envs: 8
-  n_steps: 32
-  episode_length: 64
-  warmup_bars: 1500
-  ablation: false
-  sizing:
-    decision_every_bars: 24
-"""
-
-
-def test_run_repeats_from_its_own_experiment_yaml(tmp_path, monkeypatch) -> None:
-    """RUN/experiment.yaml is the resolved experiment: running it again gives the same metrics.json byte for byte;
-    an existing run directory is not overwritten. The run is tracked to TensorBoard and to a local MLflow store
-    (when mlflow is installed): the window's training curves and its validation/test figures."""
-    (tmp_path / "exp.yaml").write_text(TINY_EXPERIMENT)
+@pytest.mark.slow
+def test_run_repeats_the_main_job_from_its_experiment_yaml(tmp_path, monkeypatch) -> None:
+    """The main job (pipeline --preset quick, one window, small budget) writes RUN/experiment.yaml; `himari run` of
+    it gives the same metrics.json byte for byte; an existing run directory is not overwritten. The job is tracked
+    to TensorBoard and to a local MLflow store (when mlflow is installed): each window candidate's training curves
+    and the window's validation/test figures."""
     runner = CliRunner()
     store = tmp_path / "mlruns"
     with_mlflow = importlib.util.find_spec("mlflow") is not None
     monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
-    first = runner.invoke(cli, ["run", str(tmp_path / "exp.yaml"), "--out", str(tmp_path / "a"), "--tensorboard",
+    first = runner.invoke(cli, ["pipeline", "--preset", "quick", "--max-windows", "1", "--steps-scale", "0.005",
+                                "--out", str(tmp_path / "a"), "--tensorboard",
                                 *(["--mlflow", str(store)] if with_mlflow else [])])
     assert first.exit_code == 0, first.output
     written = load_experiment(tmp_path / "a" / "experiment.yaml")
-    assert written.walk_forward == load_experiment(tmp_path / "exp.yaml").walk_forward
+    assert written.walk_forward == WFOConfig.parse(PRESETS["quick"], max_windows=1, steps_first_window=600,
+                                                   steps_per_window=200)
     assert written.tracking.tensorboard and written.data == ("BTCUSDT",)
     again = runner.invoke(cli, ["run", str(tmp_path / "a" / "experiment.yaml"), "--out", str(tmp_path / "b")])
     assert again.exit_code == 0, again.output
     assert (tmp_path / "a" / "metrics.json").read_bytes() == (tmp_path / "b" / "metrics.json").read_bytes()
-    taken = runner.invoke(cli, ["run", str(tmp_path / "exp.yaml"), "--out", str(tmp_path / "a")])
+    taken = runner.invoke(cli, ["run", str(tmp_path / "a" / "experiment.yaml"), "--out", str(tmp_path / "a")])
     assert taken.exit_code != 0 and "already holds a run" in taken.output
-    # the walk-forward run's run.json names the same configuration for himari wfo --config
+    # the walk-forward run's run.json names the same configuration (himari wfo --config RUN/run.json)
     run = json.loads((tmp_path / "a" / "run.json").read_text())
     assert run["config"]["wfo"] == written.walk_forward.to_dict()
-    # the TensorBoard events: the window's training curves and its validation/test figures
+    # TensorBoard: the candidates' training curves and the window's validation/test figures
     events = {p.parent.name for p in (tmp_path / "a" / "tensorboard").rglob("events.out.tfevents.*")}
-    assert events == {"window_0_candidate_0", "walk_forward"}
+    assert events == {"window_0_candidate_0", "window_0_candidate_1", "walk_forward"}
     if not with_mlflow:
         return
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=store.resolve().as_uri())
-    runs = {r.info.run_name: r for r in client.search_runs([client.get_experiment_by_name("himari").experiment_id])}
     every = client.search_runs([client.get_experiment_by_name("himari").experiment_id])
-    # both runs track (the second because its experiment.yaml says so): a parent and a child each
-    assert sorted(r.info.run_name for r in every) == sorted([
-        f"run {tmp_path / 'exp.yaml'}: a", f"run {tmp_path / 'a' / 'experiment.yaml'}: b", *["window 0 candidate 0"] * 2])
-    parent = runs[f"run {tmp_path / 'exp.yaml'}: a"]
+    # both runs track (the second because its experiment.yaml says so): a parent and two children each
+    children = ["window 0 candidate 0", "window 0 candidate 1"] * 2
+    assert sorted(r.info.run_name for r in every) == sorted(
+        ["pipeline --preset quick: a", f"run {tmp_path / 'a' / 'experiment.yaml'}: b", *children])
+    parent = next(r for r in every if r.info.run_name == "pipeline --preset quick: a")
     assert parent.data.params["sizing.decision_every_bars"] == "24" and parent.info.status == "FINISHED"
     metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
     assert parent.data.metrics["sharpe"] == pytest.approx(metrics["sharpe"])
     window = json.loads((tmp_path / "a" / "windows.json").read_text())[0]
     history = client.get_metric_history(parent.info.run_id, "window/test_return")
     assert [(m.step, m.value) for m in history] == [(0, pytest.approx(window["test_return"]))]
-    children = [r for r in runs.values() if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert [c.info.run_name for c in children] == ["window 0 candidate 0"]
-    curve = client.get_metric_history(children[0].info.run_id, "rollout_mean_reward")
-    assert [m.step for m in curve] == [256, 512]
+    mine = [r for r in every if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(c.info.run_name for c in mine) == children[:2]
+    curve = client.get_metric_history(mine[0].info.run_id, "rollout_mean_reward")
+    assert [m.step for m in curve] == [4096]  # one update of 64 envs x 64 steps
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {
         "metrics.json", "report.html", "experiment.yaml", "windows.json"}
 
