@@ -220,3 +220,16 @@ def test_run_json_of_a_walk_forward_run_is_an_experiment(tmp_path) -> None:
         load_experiment(tmp_path / "train.json")
     result = CliRunner().invoke(cli, ["wfo", "--config", str(tmp_path / "train.json"), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "holds no walk-forward config" in result.output
+
+
+def test_tracking_is_not_part_of_the_method() -> None:
+    """Tracking settings stay out of to_dict() (run.json, the config hash, the trials ledger) but survive replace()
+    (the full preset derives its stage configs with it)."""
+    from himari.config import config_hash
+
+    plain = WFOConfig.parse({"policy": "mlp"})
+    tracked = WFOConfig.parse({"policy": "mlp"}, tracking={"tensorboard": True, "mlflow": True})
+    assert "tracking" not in tracked.to_dict() and config_hash(tracked) == config_hash(plain)
+    stage = tracked.replace(policy="lstm", window=None)
+    assert stage.policy == "lstm" and stage.tracking == tracked.tracking
+    assert tracked.replace(tracking={"tensorboard": False}).tracking == TrackingConfig()
