@@ -40,8 +40,13 @@ class FrozenConfig(BaseModel):
         return self.model_dump(mode="json")
 
     def replace(self: C, **changes: Any) -> C:
-        """A validated copy with some fields changed."""
-        return type(self).parse(self.to_dict(), **changes)
+        """A validated copy with some fields changed (fields left out of :meth:`to_dict` are kept too)."""
+        data = self.to_dict()
+        for name, info in type(self).model_fields.items():
+            if info.exclude and name not in changes:
+                value = getattr(self, name)
+                data[name] = value.to_dict() if isinstance(value, FrozenConfig) else value
+        return type(self).parse(data, **changes)
 
 
 def config_hash(config: FrozenConfig | dict[str, Any]) -> str:

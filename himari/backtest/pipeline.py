@@ -24,12 +24,14 @@ from typing import Any, Literal
 import numpy as np
 
 from himari.backtest.backtester import evaluate
+from himari.backtest.experiment import write_run_experiment
 from himari.backtest.outputs import write_outputs
 from himari.backtest.wfo import WFOConfig, WFOResult, run_wfo, write_final_bundle
 from himari.data.bars import Bars
 from himari.evaluation.trials import load_ledger, trial_from_metrics, write_ledger
 from himari.utils.io import atomic_write_json
 from himari.utils.rundir import create_run_dir
+from himari.utils.tracking import activate, open_tracker
 
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {
@@ -131,14 +133,20 @@ def run_wfo_to_dir(
         {s: b.source for s, b in bars_by_symbol.items() if b.source}, extra=extra_meta,
     )
     atomic_write_json(root / "wfo_config.json", config.to_dict())  # himari wfo --config RUN/wfo_config.json reruns it
+    if pretrained is None:  # himari run RUN/experiment.yaml repeats it (a pre-trained start is not in the file)
+        write_run_experiment(root, config, bars_by_symbol, backend, title)
+    tracker = open_tracker(config.tracking, root, f"{command}: {root.name}", config.to_dict())
     window_rows: list[dict[str, Any]] = []
 
     def on_window(r: Any) -> None:
         window_rows.append(r.row())
         atomic_write_json(root / "windows.json", window_rows)
+        if tracker is not None:
+            tracker.log_window(window_rows[-1].get("window", len(window_rows) - 1), window_rows[-1])
 
-    result = run_wfo(config, bars_by_symbol, backend=backend, pretrained=pretrained, progress=progress,
-                     on_window=on_window, ray_address=ray_address)
+    with activate(tracker):
+        result = run_wfo(config, bars_by_symbol, backend=backend, pretrained=pretrained, progress=progress,
+                         on_window=on_window, ray_address=ray_address)
     window_rows = result.window_rows()
     atomic_write_json(root / "windows.json", window_rows)
     stitched = result.stitched
@@ -211,6 +219,8 @@ def run_wfo_to_dir(
                   "data": {s: b.source for s, b in bars_by_symbol.items()}},
         windows=window_rows, stages=stages, notes=notes,
     )
+    if tracker is not None:
+        tracker.finish(metrics, [root / n for n in ("metrics.json", "report.html", "experiment.yaml", "windows.json")])
     return metrics
 
 

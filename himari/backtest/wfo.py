@@ -50,6 +50,7 @@ from himari.tactical.pipeline import TacticalConfig
 from himari.trading.bundle import Bundle
 from himari.training.config import validate_sections
 from himari.utils.seeding import child_seeds
+from himari.utils.tracking import TrackingConfig
 
 CONFIGURABLE: frozenset[str] = frozenset({
     "policy", "pool", "offline", "window", "episode_length", "num_envs", "n_steps", "sim", "ppo", "policy_config", "tactical",
@@ -120,6 +121,8 @@ class WFOConfig(FrozenConfig):
     workers: int = Field(1, ge=1, le=64, description="processes fitting a window's configurations in parallel "
                          "(fork; one thread each); the results equal the sequential ones")
     seed: int = 0
+    # where curves and figures go (not part of the method: left out of to_dict(), the config hash and the ledger)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, exclude=True)
 
     @model_validator(mode="before")
     @classmethod

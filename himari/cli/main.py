@@ -36,6 +36,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "himari.cli.backtest",
     "himari.cli.train",
     "himari.cli.pipeline",
+    "himari.cli.run",
     "himari.cli.offline",
 )
 
@@ -45,12 +46,12 @@ EXTRAS: dict[str, str] = {
     "fastapi": "serve", "uvicorn": "serve", "prometheus_client": "serve", "httpx": "serve", "uvloop": "serve",
     "httptools": "serve", "transformers": "llm", "peft": "llm", "ray": "dist", "stable_baselines3": "baselines",
     "sb3_contrib": "baselines", "hmmlearn": "baselines", "tensorboard": "tensorboard", "ccxt": "exchange",
-    "duckdb": "store", "gym_anytrading": "bench",
+    "duckdb": "store", "gym_anytrading": "bench", "mlflow": "mlflow",
 }
 
 
 # Files a command may have written before failing that do not make a run worth keeping.
-_SCAFFOLD_FILES = {"run.json", "wfo_config.json", "windows.json"}
+_SCAFFOLD_FILES = {"run.json", "wfo_config.json", "windows.json", "experiment.yaml"}
 _OUT_OPTIONS = ("--out", "--run-dir")
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from himari.agents.registry import WALK_FORWARD_KINDS
+from himari.cli.run import QUICK_TITLE, tracking_options, tracking_overrides
 
 
 def _read_json(path: str) -> dict:
@@ -17,6 +18,23 @@ def _read_json(path: str) -> dict:
         return json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read JSON config: {exc}") from None
+
+
+def _read_wfo_config(path: str) -> dict:
+    """WFOConfig fields from a JSON file of them (RUN/wfo_config.json), a walk-forward run's run.json, or an
+    experiment file (its walk_forward section)."""
+    from himari.errors import ConfigError
+
+    if Path(path).suffix.lower() in (".yaml", ".yml", ".toml"):
+        from himari.backtest.experiment import load_experiment
+
+        return load_experiment(path).walk_forward.to_dict()
+    payload = _read_json(path)
+    if isinstance(payload, dict) and "command" in payload and isinstance(payload.get("config"), dict):
+        if not isinstance(payload["config"].get("wfo"), dict):
+            raise ConfigError(f"{path}: the run.json of a {payload['command']!r} run holds no walk-forward config")
+        return payload["config"]["wfo"]
+    return payload
 
 
 def _risk(path: str) -> dict:
@@ -61,14 +79,15 @@ def _load(data_specs: tuple[str, ...]) -> dict:
               help="Processes fitting a window's configurations in parallel (results equal the sequential ones).")
 @click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True)
 @click.option("--config", "config_file", default=None,
-              help="JSON file with WFOConfig fields, e.g. RUN/wfo_config.json of an earlier run (options given on the "
-                   "command line override it).")
+              help="WFOConfig fields: RUN/wfo_config.json or RUN/run.json of an earlier run, or an experiment file's "
+                   "walk_forward (options given on the command line override it).")
 @click.option("--risk-config", default=None, help="RiskConfig JSON (e.g. from 'himari risk calibrate').")
 @click.option("--ray-address", default=None, help="Ray cluster address for --backend ray (default: a local Ray instance).")
 @click.option("--seed", default=0, show_default=True)
+@tracking_options
 def wfo_cmd(data_specs, out, policy, test_start, test_end, train_months, validation_months, test_months, step_months,
-            max_windows, seeds, configurations_file, steps_first, steps, no_transfer, expanding, first_train_start, workers, backend, config_file, risk_config, ray_address,
-            seed) -> None:
+            max_windows, seeds, configurations_file, steps_first, steps, no_transfer, expanding, first_train_start,
+            workers, backend, config_file, risk_config, ray_address, seed, tensorboard, mlflow_uri) -> None:
     """Walk-forward optimization: fit on train, select on validation, trade test; stitched out-of-sample report."""
     from himari.backtest.outputs import print_summary
     from himari.backtest.pipeline import run_wfo_to_dir
@@ -76,7 +95,7 @@ def wfo_cmd(data_specs, out, policy, test_start, test_end, train_months, validat
     from himari.utils.threads import configure_torch_threads
 
     configure_torch_threads()
-    base = _read_json(config_file) if config_file else {}
+    base = _read_wfo_config(config_file) if config_file else {}
     options = {"policy": policy, "test_start": test_start, "test_end": test_end, "train_months": train_months,
                "validation_months": validation_months, "test_months": test_months, "step_months": step_months,
                "max_windows": max_windows, "seeds": seeds, "steps_first_window": steps_first,
@@ -91,7 +110,8 @@ def wfo_cmd(data_specs, out, policy, test_start, test_end, train_months, validat
                 if not base or ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
     if configurations_file:
         explicit["configurations"] = _read_json(configurations_file)
-    cfg = WFOConfig.parse(base, **explicit, **({"risk": _risk(risk_config)} if risk_config else {}))
+    cfg = WFOConfig.parse(base, **explicit, **({"risk": _risk(risk_config)} if risk_config else {}),
+                          tracking=tracking_overrides(tensorboard, mlflow_uri))
     bars = _load(data_specs)
     metrics = run_wfo_to_dir(cfg, bars, out, command="wfo", backend=backend, ray_address=ray_address)
     print_summary(metrics)
@@ -106,7 +126,8 @@ def wfo_cmd(data_specs, out, policy, test_start, test_end, train_months, validat
 @click.option("--max-windows", default=None, type=int, help="Limit the walk-forward windows (smoke runs).")
 @click.option("--steps-scale", default=1.0, show_default=True, help="Scale the PPO step budgets (smoke runs: 0.05).")
 @click.option("--risk-config", default=None, help="RiskConfig JSON (e.g. from 'himari risk calibrate').")
-def pipeline_cmd(preset, data_specs, out, seed, max_windows, steps_scale, risk_config) -> None:
+@tracking_options
+def pipeline_cmd(preset, data_specs, out, seed, max_windows, steps_scale, risk_config, tensorboard, mlflow_uri) -> None:
     """The end-to-end job: features, regimes, PPO with sizing and risk, walk-forward out-of-sample report."""
     from himari.backtest.full import run_full_pipeline
     from himari.backtest.outputs import print_summary
@@ -120,11 +141,11 @@ def pipeline_cmd(preset, data_specs, out, seed, max_windows, steps_scale, risk_c
     params["steps_per_window"] = max(1, int(params["steps_per_window"] * steps_scale))
     if risk_config:
         params["risk"] = _risk(risk_config)
-    cfg = WFOConfig.parse(params, seed=seed, max_windows=max_windows)
+    cfg = WFOConfig.parse(params, seed=seed, max_windows=max_windows, tracking=tracking_overrides(tensorboard, mlflow_uri))
     if preset == "quick":
         bars = _load(tuple(data_specs) if data_specs else ("BTCUSDT",))
         metrics = run_wfo_to_dir(cfg, bars, out, command=f"pipeline --preset {preset}",
-                                 title="HIMARI quick pipeline: walk-forward PPO with sizing and risk")
+                                 title=QUICK_TITLE)
     else:
         metrics = run_full_pipeline(cfg, tuple(data_specs) if data_specs else ("BTCUSDT", "ETHUSDT", "SOLUSDT"), out,
                                     steps_scale=steps_scale)
@@ -173,7 +194,7 @@ def ablate_cmd(preset, config_file, variant_specs, data_specs, test_start, test_
     from himari.utils.threads import configure_torch_threads
 
     configure_torch_threads()
-    base = _read_json(config_file) if config_file else dict(PRESETS[preset])
+    base = _read_wfo_config(config_file) if config_file else dict(PRESETS[preset])
     for key, value in (("test_start", test_start), ("test_end", test_end), ("max_windows", max_windows)):
         if value is not None:
             base[key] = value

@@ -18,9 +18,28 @@ from himari.errors import ConfigError, RunDirError
 SECTION_FILE_KEYS = {"ppo", "policy", "sim", "tactical", "offline", "sizing", "risk"}
 
 
+def _from_run_json(payload: dict[str, Any], path: str) -> dict[str, Any]:
+    """The :class:`TrainRunConfig` fields of a train run's ``run.json`` (PPO kinds store them as they are; offline
+    kinds store their resolved options, labels and simulator)."""
+    config = payload["config"]
+    if "policy" in config:
+        return dict(config)
+    if "policy_kind" in config:
+        options = dict(config.get("options") or {})
+        for key in ("labels", "sim"):
+            if config.get(key) is not None:
+                options[key] = config[key]
+        return {"policy": config["policy_kind"], "data": config.get("data") or ["BTCUSDT"],
+                "train_start": config["train_start"], "train_end": config["train_end"], "val_end": config["val_end"],
+                "steps": config["steps"], "seed": payload.get("seed", 0), "offline": options}
+    raise ConfigError(f"{path}: the run.json of a {payload.get('command')!r} run is not a train config "
+                      "(himari run / himari wfo --config take walk-forward runs)")
+
+
 def _load_config_file(path: str | None) -> dict[str, Any]:
-    """A train config: either ``RUN/config.json`` of an earlier run (every :class:`TrainRunConfig` field) or a file of
-    override sections (ppo, policy, sim, tactical, sizing, risk, offline)."""
+    """A train config: ``RUN/config.json`` or ``RUN/run.json`` of an earlier train run (every
+    :class:`TrainRunConfig` field) or a file of override sections (ppo, policy, sim, tactical, sizing, risk,
+    offline)."""
     if path is None:
         return {}
     try:
@@ -29,6 +48,8 @@ def _load_config_file(path: str | None) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read JSON config: {exc}") from None
     if not isinstance(payload, dict):
         raise ConfigError(f"{path}: a train config is a JSON object")
+    if "command" in payload and isinstance(payload.get("config"), dict):  # a run directory's run.json
+        return _from_run_json(payload, path)
     if set(payload) <= SECTION_FILE_KEYS:  # sections only
         return {("policy_config" if k == "policy" else k): v for k, v in payload.items()}
     return payload
@@ -76,19 +97,24 @@ def _echo_offline_summary(run: Path) -> None:
 @click.option("--size", type=click.Choice(["small", "seeds"]), default="small", show_default=True,
               help="transformer: small CPU default or the seeds' 3 layers / 4 heads / d=256 / 100-step context.")
 @click.option("--config", "config_file", default=None, type=click.Path(dir_okay=False, exists=True),
-              help="RUN/config.json of an earlier run (options given here override it), or a JSON file of sections "
+              help="RUN/config.json or RUN/run.json of an earlier run (options given here override it), or a JSON "
+                   "file of sections "
                    "ppo, policy, sim, tactical, sizing, risk (field overrides) and offline (options of the offline "
                    "kinds: labels, model, sim, tactical, behaviour_policy, loop, ...). A typo is an error.")
 @click.option("--no-tensorboard", is_flag=True, help="Metrics only as metrics.jsonl (no TensorBoard events).")
+@click.option("--mlflow", "mlflow_uri", default=None, is_flag=False, flag_value="mlruns", metavar="[STORE]",
+              help="PPO kinds: also track in MLflow (a local store directory, default ./mlruns, or a tracking URI).")
 def train_cmd(
     policy_kind: str, data_specs: tuple[str, ...], out: str, train_start: str, train_end: str, val_end: str,
     steps: int, seed: int, resume: bool, pretrain_synthetic: int, num_envs: int, n_steps: int | None,
     learning_rate: float | None, episode_length: int | None, window: int | None, size: str,
-    config_file: str | None, no_tensorboard: bool,
+    config_file: str | None, no_tensorboard: bool, mlflow_uri: str | None,
 ) -> None:
     """Train a policy; writes run.json, config.json, metrics, checkpoints and RUN/bundle for `himari backtest --run RUN`."""
     from himari.training.config import TrainRunConfig
 
+    if resume and config_file is None and (Path(out) / "run.json").exists():
+        config_file = str(Path(out) / "run.json")  # --resume continues the run's own config (options override it)
     base = _load_config_file(config_file)
     ctx = click.get_current_context()
     options = {"policy": policy_kind, "data": list(data_specs), "train_start": train_start, "train_end": train_end,
@@ -143,17 +169,35 @@ def train_cmd(
     if resume:
         meta = load_run_meta(out_dir)
         if meta.get("config_hash") != config_hash(resolved):
-            raise RunDirError(f"{out_dir}: --resume with a different config than the interrupted run "
-                              f"({meta.get('config_hash')} vs {config_hash(resolved)})")
+            previous = dict(meta.get("config") or {})
+            changed = sorted(k for k in set(previous) | set(resolved) if previous.get(k) != resolved.get(k))
+            if changed != ["steps"]:
+                raise RunDirError(f"{out_dir}: --resume with a different config than the run's: "
+                                  f"{', '.join(changed)} differ (only --steps may grow, to extend a run)")
+            if cfg.steps < int(previous["steps"]):
+                raise RunDirError(f"{out_dir}: the run was set up for {previous['steps']} steps; --steps "
+                                  f"{cfg.steps} cannot shrink it (give more to extend it)")
+            if cfg.policy in STACK_KINDS or cfg.pretrain_synthetic:
+                raise RunDirError(f"{out_dir}: only a plain PPO run can be extended with more --steps")
+            click.echo(f"extending {out_dir} from {previous['steps']} to {cfg.steps} steps: training continues from "
+                       "its last checkpoint; the learning-rate and entropy schedules are stretched over the new total")
     elif (out_dir / "run.json").exists():
         raise RunDirError(f"{out_dir}: already holds a run; use --resume to continue it or choose a new --out")
     data = prepare_training_data(list(cfg.data), cfg.train_start, cfg.train_end, cfg.val_end, cfg.tactical or None)
     create_run_dir(out_dir, "train", resolved, cfg.seed, data_files={s: p for s, p in data.data_files.items()},
                    extra={"data_summary": data.describe()})
     atomic_write_json(out_dir / "config.json", resolved)  # himari train --config RUN/config.json reruns it
+    from himari.utils.tracking import TrackingConfig, activate, open_tracker
+
+    tracker = open_tracker(TrackingConfig(mlflow=True, mlflow_tracking_uri=mlflow_uri) if mlflow_uri else None,
+                           out_dir, f"train: {out_dir.name}", resolved)
     if cfg.policy in STACK_KINDS:
-        stacked = train_stack(data, out_dir, steps=cfg.steps, seed=cfg.seed, num_envs=cfg.num_envs,
-                              ppo_overrides=cfg.ppo, policy_config=cfg.policy_config, sim_overrides=cfg.sim_overrides())
+        with activate(tracker):
+            stacked = train_stack(data, out_dir, steps=cfg.steps, seed=cfg.seed, num_envs=cfg.num_envs,
+                                  ppo_overrides=cfg.ppo, policy_config=cfg.policy_config,
+                                  sim_overrides=cfg.sim_overrides())
+        if tracker is not None:
+            tracker.finish(stacked.metrics, [out_dir / "metrics.json"])
         sm = stacked.metrics
         l2 = (f"L2 {sm['direction_global_step']} steps" if "direction_global_step" in sm
               else f"L2 {cfg.policy_config.get('direction_kind')} fitted offline")
@@ -161,16 +205,23 @@ def train_cmd(
                    f"L2 {sm.get('direction_best_metric', 'n/a')}, L3 {sm['sizer_best_metric']}")
         click.echo(f"bundle: {stacked.bundle_dir}")
         return
-    result = train_ppo(
-        cfg.policy, data, out_dir, steps=cfg.steps, seed=cfg.seed, resume=resume, num_envs=cfg.num_envs,
-        ppo_overrides=cfg.ppo, policy_config=cfg.policy_config, sim_overrides=cfg.sim_overrides(),
-        pretrain_synthetic_steps=cfg.pretrain_synthetic, tensorboard=not no_tensorboard,
-    )
+    with activate(tracker):
+        result = train_ppo(
+            cfg.policy, data, out_dir, steps=cfg.steps, seed=cfg.seed, resume=resume, num_envs=cfg.num_envs,
+            ppo_overrides=cfg.ppo, policy_config=cfg.policy_config, sim_overrides=cfg.sim_overrides(),
+            pretrain_synthetic_steps=cfg.pretrain_synthetic, tensorboard=not no_tensorboard,
+        )
     m = result.metrics
-    click.echo(f"trained {policy_kind}: {m['global_step']} steps ({m['steps_per_s']:,.0f} steps/s), "
-               f"best validation mean reward {m['best_val_mean_reward']}")
+    if tracker is not None:
+        tracker.finish(m, [out_dir / "metrics.json"])
+    if result.train.history:
+        click.echo(f"trained {cfg.policy}: {m['global_step']} steps ({m['steps_per_s']:,.0f} steps/s), "
+                   f"best validation mean reward {m['best_val_mean_reward']}")
+    else:
+        click.echo(f"{out_dir} is already complete at {m['global_step']} steps: nothing to train (resume with a "
+                   f"larger --steps to extend it); best validation mean reward {m['best_val_mean_reward']}")
     if "validation" in m:
-        click.echo(f"validation [{train_end}, {val_end}): mean reward/bar {m['validation']['mean_reward']:+.6f}, "
+        click.echo(f"validation [{cfg.train_end}, {cfg.val_end}): mean reward/bar {m['validation']['mean_reward']:+.6f}, "
                    f"summed {m['validation']['mean_return']:+.4f} per env")
     if "synthetic_pretraining" in m:
         sp = m["synthetic_pretraining"]

@@ -28,6 +28,7 @@ from himari.env.sim import SimConfig, SimVecEnv
 from himari.errors import ConfigError
 from himari.trading.bundle import Bundle, save_bundle
 from himari.utils.io import atomic_write_json
+from himari.utils.tracking import training_callbacks
 
 
 def default_sim_config(kind: str, train_bars: int, overrides: dict[str, Any] | None = None) -> SimConfig:
@@ -86,6 +87,7 @@ def _train_stage(
     trainer = PPOTrainer(
         policy, env, config, seed=seed, eval_env=eval_env, run_dir=run_dir, run_config=run_config,
         progress=progress, tensorboard=tensorboard, description=description,
+        callbacks=training_callbacks(description),  # the active tracker's curves (himari.utils.tracking)
     )
     has_checkpoint = run_dir is not None and latest_checkpoint(run_dir / "checkpoints") is not None
     return trainer.train(resume=resume and has_checkpoint)
@@ -332,7 +334,8 @@ def train_ppo(
         "policy": kind,
         "global_step": result.global_step,
         "updates": result.updates,
-        "steps_per_s": result.steps_per_s,
+        # speed of the last session that trained (a resumed finished run trains nothing and keeps the figure)
+        "steps_per_s": result.steps_per_s if result.history else _previous_speed(out_dir),
         "best_val_mean_reward": result.best_metric,
         "best_update": result.best_update,
         "stopped_early": result.stopped_early,
@@ -364,6 +367,16 @@ def train_ppo(
             bundle_dir = save_bundle(out_dir / "bundle", bundle)
         atomic_write_json(out_dir / "metrics.json", metrics)
     return PPORunResult(policy, sim, result, metrics, bundle_dir, extra)
+
+
+def _previous_speed(out_dir: Path | None) -> float | None:
+    path = None if out_dir is None else out_dir / "metrics.json"
+    if path is None or not path.exists():
+        return None
+    from himari.utils.io import read_json
+
+    value = read_json(path).get("steps_per_s")
+    return float(value) if isinstance(value, int | float) else None
 
 
 def _pretrain_and_compare(

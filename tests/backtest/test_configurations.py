@@ -215,7 +215,7 @@ def test_pooled_training_chains_other_assets_into_the_training_market(btc_bars):
     from himari.backtest.wfo import _history
 
     fit_bars = {"BTCUSDT": _history(bars["BTCUSDT"], window.train.start, window.validation.end, cfg.warmup_bars)}
-    market, (lo, hi), lineage = _pooled_training_market(cfg, window, fit_bars, {}, 8)
+    _, (lo, hi), lineage = _pooled_training_market(cfg, window, fit_bars, {}, 8)
     eth = load_bars("ETHUSDT").between(window.train.start, window.train.end)
     btc_train = fit_bars["BTCUSDT"].between(window.train.start, window.train.end)
     assert hi - lo == len(btc_train) + len(eth)  # both assets' training rows, nothing else

@@ -14,6 +14,12 @@ Loop per update ``u``::
 Reproducibility: at every checkpoint boundary (``u % checkpoint_every == 0``) the training env is reset with a seed
 derived from (seed, u), recurrent state is re-initialized and the sampling/minibatch generators are re-seeded. A run
 resumed from a checkpoint therefore continues bit-identically to an uninterrupted run on CPU.
+
+Extension: resuming a finished run with a larger ``total_steps`` (everything else equal) continues from its final
+checkpoint (weights, optimizer, observation normalizer, best validation score) up to the new total. The learning-rate
+and entropy schedules are functions of ``update / num_updates``, so they are stretched over the new total and jump
+back up where the extension starts: an extended run is not the run trained for the new total from the start.
+Early stopping starts afresh; the selected policy is the best on validation over both parts.
 """
 
 from __future__ import annotations
@@ -178,11 +184,13 @@ class PPOTrainer:
         self.num_envs = int(env.num_envs)
         self.num_updates = config.num_updates(self.num_envs)
         self.batch_size = config.batch_size(self.num_envs)
-        self.config_hash = config_hash(
-            {"ppo": {k: v for k, v in config.to_dict().items() if k != "device"},  # same run on any device
-             "policy": policy.metadata()["config"], "kind": policy.kind,
-             "obs_spec": policy.spec.to_dict(), "seed": self.seed, "run": run_config or {}}
-        )
+        hashed = {"ppo": {k: v for k, v in config.to_dict().items() if k != "device"},  # same run on any device
+                  "policy": policy.metadata()["config"], "kind": policy.kind,
+                  "obs_spec": policy.spec.to_dict(), "seed": self.seed, "run": run_config or {}}
+        self.config_hash = config_hash(hashed)
+        # the same run but for its budget: a finished run may be extended to a larger total_steps
+        self.extend_hash = config_hash({**hashed, "ppo": {k: v for k, v in hashed["ppo"].items() if k != "total_steps"}})
+        self.extended_from: int | None = None  # global step of the run this one extends
         self.logger = MetricsLogger(self.run_dir, tensorboard=tensorboard)
         self._params = [p for p in policy.module.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(
@@ -386,6 +394,7 @@ class PPOTrainer:
             "bad_evals": self.bad_evals,
             "stopped_early": self.stopped_early,
             "config_hash": self.config_hash,
+            "extend_hash": self.extend_hash,
             "num_updates": self.num_updates,
         }
 
@@ -405,7 +414,14 @@ class PPOTrainer:
         if directory is None:
             return False
         weights, optimizer_state, state = load_checkpoint(directory)
-        if state.get("config_hash") != self.config_hash:
+        extending = state.get("config_hash") != self.config_hash and state.get("extend_hash") == self.extend_hash
+        if extending and int(state["next_update"]) > self.num_updates:
+            raise RunDirError(
+                f"{directory}: the run already trained {state['global_step']} steps ({state['next_update']} updates); "
+                f"total_steps {self.config.total_steps} gives only {self.num_updates} updates: give more steps to "
+                "extend it"
+            )
+        if state.get("config_hash") != self.config_hash and not extending:
             raise RunDirError(
                 f"{directory}: checkpoint was written with config {state.get('config_hash')}, this run's config is "
                 f"{self.config_hash}; resume with the same config or use a new --out"
@@ -418,6 +434,9 @@ class PPOTrainer:
         self.best_update = state["best_update"]
         self.bad_evals = int(state["bad_evals"])
         self.stopped_early = bool(state["stopped_early"])
+        if extending:  # more steps were asked for: early stopping starts afresh, the best so far stays the reference
+            self.extended_from = self.global_step
+            self.stopped_early, self.bad_evals = False, 0
         best_dir = self.run_dir / "best_policy" if self.run_dir is not None else None
         if self.best_update is not None and best_dir is not None and (best_dir / "weights.safetensors").exists():
             self._best_state = type(self.policy).load(best_dir).state_dict()
@@ -464,8 +483,8 @@ class PPOTrainer:
             bar.advance(self.global_step)
             update = start_update
             while update < self.num_updates and not self.stopped_early:
-                if update % c.checkpoint_every_updates == 0:
-                    self._boundary_reset(update)
+                if update % c.checkpoint_every_updates == 0 or (update == start_update and self.extended_from is not None):
+                    self._boundary_reset(update)  # an extension starts from the final (maybe mid-period) checkpoint
                 elif update == start_update:  # checkpoints are only written at boundaries (or when finished)
                     raise RunDirError(f"cannot resume at update {update}: not a checkpoint boundary")
                 t0 = time.perf_counter()

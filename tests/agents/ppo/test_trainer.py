@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -143,3 +146,25 @@ def test_transfer_weights_copies_network_not_normalizer() -> None:
     assert not torch.equal(source.obs_norm.mean, target.obs_norm.mean)
     with pytest.raises(ConfigError):
         transfer_weights(small_policy("lstm", env), target)
+
+
+def test_finished_run_extends_to_a_larger_budget(tmp_path) -> None:
+    """Resuming a finished run with more total steps (same config otherwise) continues from its final checkpoint:
+    the first updates are the finished run's, the extension adds the rest; a smaller budget is refused; resuming
+    with nothing left to train reports no speed (no NaN)."""
+    first = _trainer("mlp", run_dir=tmp_path, updates=3, checkpoint_every_updates=2)  # ends mid-period (update 3)
+    done = first.train()
+    finished = first.policy.state_dict()
+    again = _trainer("mlp", run_dir=tmp_path, updates=3, checkpoint_every_updates=2).train(resume=True)
+    assert again.history == [] and again.global_step == done.global_step and math.isnan(again.steps_per_s)
+    extended = _trainer("mlp", run_dir=tmp_path, updates=5, checkpoint_every_updates=2)
+    result = extended.train(resume=True)
+    assert result.updates == 5 and extended.global_step == 16 * 8 * 5 and extended.extended_from == 16 * 8 * 3
+    assert [h["update"] for h in result.history] == [3, 4]
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["update"] for r in records] == [0, 1, 2, 3, 4]
+    assert not all(torch.equal(finished[k], extended.policy.state_dict()[k]) for k in finished)
+    with pytest.raises(RunDirError, match="give more steps"):
+        _trainer("mlp", run_dir=tmp_path, updates=4, checkpoint_every_updates=2).train(resume=True)
+    with pytest.raises(RunDirError, match="same config"):  # another setting than the budget is another run
+        _trainer("mlp", run_dir=tmp_path, updates=6, checkpoint_every_updates=2, gamma=0.9).train(resume=True)
