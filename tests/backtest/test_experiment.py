@@ -181,7 +181,7 @@ def test_run_repeats_the_main_job_from_its_experiment_yaml(tmp_path, monkeypatch
     history = client.get_metric_history(parent.info.run_id, "window/test_return")
     assert [(m.step, m.value) for m in history] == [(0, pytest.approx(window["test_return"]))]
     mine = [r for r in every if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert sorted(c.info.run_name for c in mine) == children[:2]
+    assert len(mine) == len(trainings) and all(c.info.run_name in children for c in mine)
     curve = client.get_metric_history(mine[0].info.run_id, "rollout_mean_reward")
     assert [m.step for m in curve] == [4096]  # one update of 64 envs x 64 steps
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {
