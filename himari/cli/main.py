@@ -37,6 +37,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "himari.cli.train",
     "himari.cli.pipeline",
     "himari.cli.offline",
+    "himari.cli.robustness",
 )
 
 

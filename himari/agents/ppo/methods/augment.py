@@ -59,18 +59,23 @@ def _with_prices(bars: Bars, ohlc: np.ndarray, volume: np.ndarray, source: str) 
                             ohlc[:, 3], volume, symbol=bars.symbol, timeframe=bars.timeframe, source=source)
 
 
-def block_factors(n_bars: int, block: int, low: float, high: float, rng: np.random.Generator) -> np.ndarray:
-    """(n_bars,) one factor ~ U[low, high] per block of ``block`` bars."""
-    draws = rng.uniform(low, high, size=-(-n_bars // block))
-    return np.repeat(draws, block)[:n_bars]
+def block_factors(n_bars: int, block: int, lows: Sequence[float], highs: Sequence[float],
+                  rng: np.random.Generator) -> np.ndarray:
+    """(n_bars, K) factors ~ U[lows[k], highs[k]], one row per block of ``block`` bars. Drawn block by block (a row
+    of K per block), so the factors of the first bars do not depend on how many bars follow (truncation
+    invariance)."""
+    lo, hi = np.asarray(lows, dtype=np.float64), np.asarray(highs, dtype=np.float64)
+    draws = lo + (hi - lo) * rng.random(size=(-(-n_bars // block), lo.size))
+    return np.repeat(draws, block, axis=0)[:n_bars]
 
 
 def augment_bars(bars: Sequence[Bars], config: AugmentConfig, rng: np.random.Generator) -> list[Bars]:
     """K3: the assets' bars with every relative move scaled by a per-block factor (the same for every asset, which
     keeps their co-movement) and volume scaled by another."""
     n = len(bars[0])
-    k = block_factors(n, config.block_bars, config.vol_scale_low, config.vol_scale_high, rng)
-    kv = block_factors(n, config.block_bars, config.volume_scale_low, config.volume_scale_high, rng)
+    factors = block_factors(n, config.block_bars, (config.vol_scale_low, config.volume_scale_low),
+                            (config.vol_scale_high, config.volume_scale_high), rng)
+    k, kv = factors[:, 0], factors[:, 1]
     out = []
     for b in bars:
         moves = relative_moves(b) * k[:, None]

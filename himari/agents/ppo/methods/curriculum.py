@@ -61,10 +61,10 @@ def stage_pools(market: MarketData, env: SimVecEnv, config: CurriculumConfig) ->
 
 def stage_at(update: int, num_updates: int, fractions: tuple[float, ...]) -> int:
     """Stage of update ``update`` (0-based) of ``num_updates``: stage k covers updates in
-    ``[num_updates · F_{k-1}, num_updates · F_k)`` with F the cumulative ``fractions``."""
-    edges = np.cumsum(fractions) * num_updates
+    ``[round(num_updates · F_{k-1}), round(num_updates · F_k))`` with F the cumulative ``fractions``."""
+    edges = np.rint(np.cumsum(fractions) * num_updates)
     for k, edge in enumerate(edges):
-        if update < edge - 1e-9:
+        if update < edge:
             return k
     return len(fractions) - 1
 
