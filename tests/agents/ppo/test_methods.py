@@ -117,7 +117,7 @@ def _fit(ppo: dict, run_dir=None, resume=False, callbacks_crash_at=None, seed=2)
 
 
 def test_methods_off_train_exactly_as_before():
-    policy, result = _fit({})
+    policy, _result = _fit({})
     market = _market()
     cfg = PPOConfig.parse({"total_steps": 8 * 16 * 6, "n_steps": 16, "n_minibatches": 2, "n_epochs": 1,
                            "checkpoint_every_updates": 2})
@@ -162,7 +162,7 @@ def test_aux_targets_never_read_past_the_training_end_and_gradients_reach_the_en
     market = _market()
     cfg = AuxConfig(vol_horizon=5)
     t = np.array([10, 990, 994, 995, 999])
-    ret, logvol, regime, valid = aux_targets(market, t, 1000, cfg)
+    ret, logvol, _regime, valid = aux_targets(market, t, 1000, cfg)
     assert valid.tolist() == [True, True, True, False, False]
     r = market.log_return.mean(axis=1)
     assert np.isclose(ret[0], r[11] / market.volatility.mean(axis=1)[10])
@@ -213,7 +213,7 @@ def test_reptile_on_quadratic_tasks_reaches_the_known_optimum():
 
 
 def test_reptile_phase_in_the_run_assembly_uses_part_of_the_budget():
-    policy, result = _fit({"meta": {"tasks": 2, "inner_updates": 1, "budget_fraction": 0.5}})
+    _policy, result = _fit({"meta": {"tasks": 2, "inner_updates": 1, "budget_fraction": 0.5}})
     assert result.global_step == 8 * 16 * 3  # the other half went to the meta phase
 
 
@@ -272,3 +272,37 @@ def test_reward_presets_hold_the_seeds_coefficients():
     adaptive = RewardConfig.parse({"preset": "seeds_adaptive", "scale": 2.0})
     assert adaptive.regime_trade_cost == (0.40, 0.40, 0.60, 0.40) and adaptive.regime_weight == (1.0, 1.0, 0.5, 0.5)
     assert adaptive.scale == 2.0 and "preset" not in adaptive.to_dict()
+
+
+def test_augmentation_needs_the_runs_bars_and_pipelines():
+    from himari.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="augment_source"):
+        _fit({"augment": {}})
+
+
+def test_train_with_augmentation_and_rare_events_then_robustness_cli(tmp_path):
+    """Tiny end to end: augmented and stress-spliced markets recomputed by the run's pipelines, then the
+    robustness report of the trained bundle from the CLI (clean row first, flip rate grows from 0)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from himari.agents.training import prepare_training_data
+    from himari.cli.main import cli
+    from himari.training.ppo import train_ppo
+
+    data = prepare_training_data(["BTCUSDT"], "2022-01-01", "2022-02-15", "2022-03-01", warmup_bars=600)
+    result = train_ppo("mlp", data, tmp_path / "run", steps=256, seed=0, num_envs=8, eval_envs=2, tensorboard=False,
+                       ppo_overrides={"n_steps": 16, "augment": {"rate": 0.25},
+                                      "rare_events": {"rate": 0.25, "segments": 2, "segment_bars": 24}},
+                       sim_overrides={"episode_length": 48})
+    assert result.train.global_step == 256
+    out = CliRunner().invoke(cli, ["robustness", "--run", str(tmp_path / "run"), "--eps", "0.05,0.5", "--steps", "2",
+                                   "--start", "2022-02-15", "--end", "2022-02-20", "--out", str(tmp_path / "rob")])
+    assert out.exit_code == 0, out.output
+    rows = json.loads((tmp_path / "rob" / "robustness.json").read_text())["rows"]
+    assert [r["eps"] for r in rows] == [0.0, 0.05, 0.5] and rows[0]["flip_rate"] == 0.0
+    assert rows[2]["flip_rate"] >= rows[1]["flip_rate"] and rows[0]["decisions"] > 100
+    bad = CliRunner().invoke(cli, ["robustness", "--run", str(tmp_path / "run"), "--eps", "x"])
+    assert bad.exit_code != 0 and "Traceback" not in bad.output and "--eps" in bad.output
