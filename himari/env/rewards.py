@@ -24,6 +24,9 @@ Kinds (R_t = net log return of equity over the step, after fees, slippage and fu
 Optional penalties added to every kind: ``drawdown_penalty`` * (increase of drawdown this step) and
 ``turnover_penalty`` * turnover_t (sum over assets of |position change|). The final reward is
 ``scale * base - penalties``; every term is returned so training logs can show them.
+
+Presets (:data:`REWARD_PRESETS`, ``RewardConfig.parse({"preset": "seeds_sortino"})``): the coefficients the seeds
+give for the Sortino shaper and seed 003's adaptive reward, mapped to these fields as the comment there says.
 """
 
 from __future__ import annotations
