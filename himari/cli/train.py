@@ -165,10 +165,10 @@ def train_cmd(
         pretrain_synthetic_steps=cfg.pretrain_synthetic, tensorboard=not no_tensorboard,
     )
     m = result.metrics
-    click.echo(f"trained {policy_kind}: {m['global_step']} steps ({m['steps_per_s']:,.0f} steps/s), "
+    click.echo(f"trained {cfg.policy}: {m['global_step']} steps ({m['steps_per_s']:,.0f} steps/s), "
                f"best validation mean reward {m['best_val_mean_reward']}")
     if "validation" in m:
-        click.echo(f"validation [{train_end}, {val_end}): mean reward/bar {m['validation']['mean_reward']:+.6f}, "
+        click.echo(f"validation [{cfg.train_end}, {cfg.val_end}): mean reward/bar {m['validation']['mean_reward']:+.6f}, "
                    f"summed {m['validation']['mean_return']:+.4f} per env")
     if "synthetic_pretraining" in m:
         sp = m["synthetic_pretraining"]
