@@ -126,6 +126,10 @@ def fit_ppo(
     if ppo.meta is not None:  # Reptile phase on sub-windows, then the main training with the rest of the budget
         from himari.agents.ppo.methods.reptile import meta_initialize
 
+        if direction_policy is not None:
+            raise ConfigError("ppo.meta (Reptile) is not available for a stack's L3 sizer (its tasks would run "
+                              "without the L2 direction)")
+
         resuming = resume and run_dir is not None and latest_checkpoint(run_dir / "checkpoints") is not None
         if not resuming:  # a resumed run restores its weights from the checkpoint
             meta_initialize(policy, market, sim, ppo, train_range, num_envs, seed)
