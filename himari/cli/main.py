@@ -38,6 +38,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "himari.cli.pipeline",
     "himari.cli.run",
     "himari.cli.offline",
+    "himari.cli.robustness",
 )
 
 

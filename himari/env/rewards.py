@@ -24,6 +24,9 @@ Kinds (R_t = net log return of equity over the step, after fees, slippage and fu
 Optional penalties added to every kind: ``drawdown_penalty`` * (increase of drawdown this step) and
 ``turnover_penalty`` * turnover_t (sum over assets of |position change|). The final reward is
 ``scale * base - penalties``; every term is returned so training logs can show them.
+
+Presets (:data:`REWARD_PRESETS`, ``RewardConfig.parse({"preset": "seeds_sortino"})``): the coefficients the seeds
+give for the Sortino shaper and seed 003's adaptive reward, mapped to these fields as the comment there says.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from __future__ import annotations
 from typing import Literal, NamedTuple
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from himari.config import FrozenConfig
 from himari.env.protocol import REGIME_NAMES
@@ -40,7 +43,24 @@ RewardKind = Literal["pnl", "dsr", "ddr", "sortino_shaper", "regime_adaptive"]
 N_REGIMES = len(REGIME_NAMES)
 
 
+# The seeds' reward coefficients as named presets (``RewardConfig(preset=...)``; explicit fields override them).
+# seeds_sortino: the seeds' Sortino shaper "0.0005 / 0.25 / 200", read as cost per unit traded 0.0005, drawdown
+# weight 0.25 and a 200-bar window for the trailing downside deviation (eta = 1/200).
+# seeds_adaptive: seed 003's adaptive reward fractions "0.40 / 0.40 / 0.60 / 0.40 / 1.0 / 0.50", read as the
+# trade-cost fraction per regime (LOW_VOL, TRENDING, HIGH_VOL, CRISIS) = 0.40, 0.40, 0.60, 0.40 and the PnL weight
+# of the calm regimes 1.0 and of the stressed regimes (HIGH_VOL, CRISIS) 0.50. The seeds name the numbers, not the
+# fields: this mapping is ours.
+REWARD_PRESETS: dict[str, dict[str, object]] = {
+    "seeds_sortino": {"kind": "sortino_shaper", "trade_cost": 0.0005, "dd_weight": 0.25, "eta": 1 / 200},
+    "seeds_adaptive": {"kind": "regime_adaptive", "regime_trade_cost": (0.40, 0.40, 0.60, 0.40),
+                       "regime_weight": (1.0, 1.0, 0.50, 0.50)},
+}
+
+
 class RewardConfig(FrozenConfig):
+    """``{"preset": NAME, ...}`` as input fills in the coefficients of :data:`REWARD_PRESETS` (fields given
+    explicitly override them); the parsed config holds the values only."""
+
     kind: RewardKind = "pnl"
     scale: float = Field(1.0, gt=0.0)
     drawdown_penalty: float = Field(0.0, ge=0.0)
@@ -55,6 +75,19 @@ class RewardConfig(FrozenConfig):
     regime_trade_cost: tuple[float, float, float, float] = (0.05, 0.05, 0.1, 0.2)
     regime_hold_cost: tuple[float, float, float, float] = (0.0, 0.02, 0.0, 0.0)
     initial_abs_normalized: float = Field(0.8, gt=0.0)  # prior for M_k (E|z| of a standard normal ~ 0.8)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: object) -> object:
+        if isinstance(data, dict) and "preset" in data:
+            rest = {k: v for k, v in data.items() if k != "preset"}
+            name = data["preset"]
+            if name is None:
+                return rest
+            if name not in REWARD_PRESETS:
+                raise ValueError(f"unknown reward preset {name!r}; known: {', '.join(REWARD_PRESETS)}")
+            return {**REWARD_PRESETS[str(name)], **rest}
+        return data
 
     def model_post_init(self, __context: object) -> None:
         for name in ("regime_weight", "regime_trade_cost", "regime_hold_cost"):

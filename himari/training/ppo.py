@@ -17,6 +17,8 @@ from typing import Any
 
 from himari.agents.ppo.checkpoint import latest_checkpoint
 from himari.agents.ppo.config import PPOConfig
+from himari.agents.ppo.methods.assembly import training_env, training_methods
+from himari.agents.ppo.methods.augment import AugmentSource
 from himari.agents.ppo.networks import ObsSpec
 from himari.agents.ppo.policies import PPOPolicy, make_policy
 from himari.agents.ppo.trainer import PPOTrainer, TrainResult, evaluate_policy, transfer_weights
@@ -82,11 +84,11 @@ def _eval_env(data: TrainingData, sim: SimConfig, num_envs: int) -> tuple[SimVec
 def _train_stage(
     policy: PPOPolicy, env: SimVecEnv, config: PPOConfig, seed: int, eval_env: SimVecEnv | None,
     run_dir: Path | None, run_config: dict[str, Any], resume: bool, progress: bool | None, tensorboard: bool,
-    description: str,
+    description: str, methods: list[Any] | None = None,
 ) -> TrainResult:
     trainer = PPOTrainer(
         policy, env, config, seed=seed, eval_env=eval_env, run_dir=run_dir, run_config=run_config,
-        progress=progress, tensorboard=tensorboard, description=description,
+        progress=progress, tensorboard=tensorboard, description=description, methods=methods or (),
         callbacks=training_callbacks(description),  # the active tracker's curves (himari.utils.tracking)
     )
     has_checkpoint = run_dir is not None and latest_checkpoint(run_dir / "checkpoints") is not None
@@ -112,6 +114,7 @@ def fit_ppo(
     progress: bool | None = None,
     tensorboard: bool = False,
     description: str = "",
+    augment_source: AugmentSource | None = None,
 ) -> tuple[PPOPolicy, TrainResult]:
     """The one PPO run assembly: environments on ``market`` (episodes inside ``train_range``), a fresh policy built
     from the PPO and policy settings, optional initial weights, training with checkpoint selection on ``eval_env``.
@@ -120,9 +123,13 @@ def fit_ppo(
     data), or a network state dict (keys ``net.*``) of one. ``direction_policy``: a frozen L2 policy choosing the
     direction of this (L3, delta) policy's positions in training and evaluation (:class:`StackEnv`). ``himari
     train``, walk-forward windows, the full preset and synthetic pre-training all build their PPO runs here.
+
+    Training methods (``ppo.curriculum / meta / augment / aux / adversarial / rare_events``,
+    :mod:`himari.agents.ppo.methods`) are assembled here; ``augment_source`` (the bars and fitted pipelines the
+    market was built from) is needed by augmentation and rare events only.
     """
-    lo, hi = train_range
-    env: Any = SimVecEnv(market, sim, num_envs, seed=seed, start_index=lo, end_index=hi)
+    env: Any
+    env, real_env = training_env(market, sim, ppo, train_range, num_envs, seed, augment_source)
     if direction_policy is not None:
         env = StackEnv(env, direction_policy)
         eval_env = None if eval_env is None else StackEnv(eval_env, direction_policy)
@@ -133,8 +140,20 @@ def fit_ppo(
     elif init is not None:
         net_state = {k: v for k, v in init.items() if k.startswith("net.")}
         policy.module.load_state_dict({**policy.module.state_dict(), **net_state})
+    if ppo.meta is not None:  # Reptile phase on sub-windows, then the main training with the rest of the budget
+        from himari.agents.ppo.methods.reptile import meta_initialize
+
+        if direction_policy is not None:
+            raise ConfigError("ppo.meta (Reptile) is not available for a stack's L3 sizer (its tasks would run "
+                              "without the L2 direction)")
+
+        resuming = resume and run_dir is not None and latest_checkpoint(run_dir / "checkpoints") is not None
+        if not resuming:  # a resumed run restores its weights from the checkpoint
+            meta_initialize(policy, market, sim, ppo, train_range, num_envs, seed)
+        ppo = ppo.replace(total_steps=max(1, ppo.total_steps - int(ppo.total_steps * ppo.meta.budget_fraction)))
+    methods = training_methods(policy, env, real_env, ppo, seed)
     result = _train_stage(policy, env, ppo, seed, eval_env, run_dir, run_config or {}, resume, progress, tensorboard,
-                          description or f"ppo {kind}")
+                          description or f"ppo {kind}", methods)
     return policy, result
 
 
@@ -329,6 +348,7 @@ def train_ppo(
             kind, data.market, sim, ppo, train_range=data.train_range, seed=seed, num_envs=num_envs,
             eval_env=eval_env, policy_config=policy_config, init=init_policy, run_dir=out_dir, run_config=run_config,
             resume=resume, progress=progress, tensorboard=tensorboard, description=f"ppo {kind}",
+            augment_source=AugmentSource([data.bars[s] for s in data.symbols], [data.pipelines[s] for s in data.symbols]),
         )
     metrics: dict[str, Any] = {
         "policy": kind,

@@ -51,3 +51,24 @@ def test_ablate_cli_runs_each_variant_on_the_same_windows(tmp_path):
     bad = CliRunner().invoke(cli, ["ablate", "--config", str(cfg), "--out", str(tmp_path / "x"),
                                    "--variant", 'v={"nope": 1}'])
     assert bad.exit_code != 0 and "variant 'v'" in bad.output and "Traceback" not in bad.output
+
+
+def test_ablate_switches_training_methods_through_the_ppo_section(tmp_path):
+    """Every trainer method is a WFOConfig override of the one run assembly; a typo in it is a one-line error."""
+    cfg = tmp_path / "base.json"
+    cfg.write_text(json.dumps({
+        "test_start": "2023-01-01", "test_end": "2023-02-01", "train_months": 2, "n_candidates": 1,
+        "steps_first_window": 256, "steps_per_window": 128, "num_envs": 8, "n_steps": 16, "episode_length": 48,
+        "warmup_bars": 1500, "ablation": False, "test_months": 1,
+    }))
+    out = tmp_path / "abl"
+    methods = {"ppo": {"curriculum": {}, "aux": {}, "adversarial": {"eps": 0.05, "steps": 2},
+                       "meta": {"tasks": 2, "inner_updates": 1}}, "sim": {"reward": {"preset": "seeds_sortino"}}}
+    result = CliRunner().invoke(cli, ["ablate", "--config", str(cfg), "--out", str(out),
+                                      "--variant", f"methods={json.dumps(methods)}"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "methods" / "wfo_config.json").read_text())
+    assert saved["ppo"]["adversarial"]["steps"] == 2 and saved["ppo"]["meta"]["tasks"] == 2
+    bad = CliRunner().invoke(cli, ["ablate", "--config", str(cfg), "--out", str(tmp_path / "x"),
+                                   "--variant", 'v={"ppo": {"curriculum": {"stage_fractions": [0.5, 0.6, 0.1]}}}'])
+    assert bad.exit_code != 0 and "stage_fractions" in bad.output and "Traceback" not in bad.output

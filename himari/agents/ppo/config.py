@@ -11,6 +11,14 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from himari.agents.ppo.methods.config import (
+    AdversarialConfig,
+    AugmentConfig,
+    AuxConfig,
+    CurriculumConfig,
+    MetaConfig,
+    RareEventConfig,
+)
 from himari.config import FrozenConfig
 
 
@@ -52,6 +60,14 @@ class PPOConfig(FrozenConfig):
         description="where the policy, rollout storage and update run: auto = CUDA when available, else CPU "
         "(with a TorchSimVecEnv the environment's device); not part of the run's config hash",
     )
+
+    # optional training methods (the seeds' Part K; himari.agents.ppo.methods), all off by default
+    curriculum: CurriculumConfig | None = Field(None, description="K1 three-stage curriculum")
+    meta: MetaConfig | None = Field(None, description="K2 Reptile meta-learning of the initial weights")
+    augment: AugmentConfig | None = Field(None, description="K3 causal data augmentation")
+    aux: AuxConfig | None = Field(None, description="K4 auxiliary heads (multi-task)")
+    adversarial: AdversarialConfig | None = Field(None, description="K6 adversarial training (FGSM/PGD)")
+    rare_events: RareEventConfig | None = Field(None, description="K8 rare-event injection")
 
     def batch_size(self, num_envs: int) -> int:
         return self.n_steps * num_envs

@@ -40,6 +40,7 @@ from himari.agents.ppo.checkpoint import latest_checkpoint, load_checkpoint, sav
 from himari.agents.ppo.config import PPOConfig
 from himari.agents.ppo.device import is_tensor_env, resolve_device
 from himari.agents.ppo.gae import compute_gae, compute_gae_torch
+from himari.agents.ppo.methods.base import TrainingMethod
 from himari.agents.ppo.metrics_log import MetricsLogger
 from himari.agents.ppo.networks import ObsSpec, observation_tensor
 from himari.agents.ppo.policies import PPOPolicy
@@ -66,6 +67,9 @@ class TrainResult:
 
 
 EVAL_SEED_STREAM = 1 << 40  # seed-sequence key of the validation runs (disjoint from update indices)
+METHOD_SEED_STREAM = 1 << 41  # seed-sequence key of the training methods' own draws (+ update index)
+METHOD_PREFIX = "method."  # checkpoint weight keys of the training methods' own state
+METHOD_FIELDS = ("curriculum", "meta", "aux", "adversarial", "augment", "rare_events")  # PPOConfig method sections
 
 # A callback receives (trainer, metrics of the update) and returns False to stop training.
 Callback = Callable[["PPOTrainer", dict[str, Any]], bool | None]
@@ -155,6 +159,7 @@ class PPOTrainer:
         progress: bool | None = None,
         tensorboard: bool = True,
         description: str | None = None,
+        methods: Sequence[TrainingMethod] = (),
     ) -> None:
         spec = ObsSpec.from_env(env)
         if spec != policy.spec:
@@ -184,7 +189,9 @@ class PPOTrainer:
         self.num_envs = int(env.num_envs)
         self.num_updates = config.num_updates(self.num_envs)
         self.batch_size = config.batch_size(self.num_envs)
-        hashed = {"ppo": {k: v for k, v in config.to_dict().items() if k != "device"},  # same run on any device
+        self.methods = list(methods)  # optional training methods (himari.agents.ppo.methods), hooks below
+        hashed = {"ppo": {k: v for k, v in config.to_dict().items()  # same run on any device; methods off: as before
+                          if k != "device" and not (k in METHOD_FIELDS and v is None)},
                   "policy": policy.metadata()["config"], "kind": policy.kind,
                   "obs_spec": policy.spec.to_dict(), "seed": self.seed, "run": run_config or {}}
         self.config_hash = config_hash(hashed)
@@ -193,6 +200,7 @@ class PPOTrainer:
         self.extended_from: int | None = None  # global step of the run this one extends
         self.logger = MetricsLogger(self.run_dir, tensorboard=tensorboard)
         self._params = [p for p in policy.module.parameters() if p.requires_grad]
+        self._params += [p for m in self.methods for p in m.parameters()]
         self.optimizer = torch.optim.Adam(
             self._params, lr=config.learning_rate, eps=config.adam_eps, foreach=True
         )
@@ -233,6 +241,8 @@ class PPOTrainer:
         self._episode_start = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
         self.sample_gen.manual_seed(sample_seed)
         self.batch_gen.manual_seed(batch_seed)
+        for i, method in enumerate(self.methods):
+            method.reseed(derived_seeds(self.seed, METHOD_SEED_STREAM + update, len(self.methods))[i])
 
     def collect_rollout(self) -> dict[str, float]:
         """Fill the buffer with ``n_steps`` transitions; returns rollout statistics."""
@@ -252,6 +262,8 @@ class PPOTrainer:
             episode_start = self._episode_start
             raw_seen = torch.empty((buf.n_steps, *obs_raw.shape), dtype=torch.float32, device=dev)
             for t in range(buf.n_steps):
+                for method in self.methods:
+                    method.before_env_step(self, t)
                 raw_seen[t] = obs_raw
                 x = policy.obs_norm(obs_raw)
                 params, value, state = net.forward_step(x, state)
@@ -334,7 +346,10 @@ class PPOTrainer:
             else:
                 batches = buf.flat_minibatches(c.n_minibatches, self.batch_gen)
             for mb in batches:
-                params, new_value = net.forward_sequence(mb.obs, mb.state0, mb.episode_starts)
+                mb_obs = mb.obs
+                for method in self.methods:
+                    mb_obs = method.minibatch_obs(self, mb_obs, mb)
+                params, new_value = net.forward_sequence(mb_obs, mb.state0, mb.episode_starts)
                 actions = mb.actions.reshape(-1, *mb.actions.shape[-1:])
                 new_logp, entropy_per_sample = head.log_prob_entropy(params, actions)
                 old_logp = mb.log_probs.reshape(-1)
@@ -353,6 +368,10 @@ class PPOTrainer:
                     v_loss = 0.5 * (new_value - returns).square().mean()
                 entropy = entropy_per_sample.mean()
                 loss = pg_loss - ent_coef * entropy + c.vf_coef * v_loss
+                for method in self.methods:
+                    extra = method.extra_loss(self)
+                    if extra is not None:
+                        loss = loss + extra
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 nn.utils.clip_grad_norm_(self._params, c.max_grad_norm, foreach=True)
@@ -378,6 +397,8 @@ class PPOTrainer:
         out = {k: float(np.mean(v)) for k, v in host.items() if k != "ratio_dev"}
         out["ratio_max_dev"] = float(np.max(host["ratio_dev"]))
         out.update(learning_rate=lr, ent_coef=ent_coef, explained_variance=explained)
+        for method in self.methods:
+            out.update(method.metrics())
         return out
 
     # ------------------------------------------------------------------------------------------ checkpoints
@@ -401,9 +422,11 @@ class PPOTrainer:
     def save_checkpoint(self) -> Path | None:
         if self.checkpoint_root is None:
             return None
+        weights = self.policy.state_dict()
+        for method in self.methods:  # e.g. auxiliary heads, saved and restored with the policy
+            weights.update({f"{METHOD_PREFIX}{method.name}.{k}": v for k, v in method.state_dict().items()})
         return save_checkpoint(
-            self.checkpoint_root, self.next_update, self.policy.state_dict(), self.optimizer.state_dict(),
-            self._trainer_state(),
+            self.checkpoint_root, self.next_update, weights, self.optimizer.state_dict(), self._trainer_state(),
         )
 
     def restore(self) -> bool:
@@ -426,7 +449,10 @@ class PPOTrainer:
                 f"{directory}: checkpoint was written with config {state.get('config_hash')}, this run's config is "
                 f"{self.config_hash}; resume with the same config or use a new --out"
             )
-        self.policy.load_state_dict(weights)
+        for method in self.methods:
+            prefix = f"{METHOD_PREFIX}{method.name}."
+            method.load_state_dict({k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)})
+        self.policy.load_state_dict({k: v for k, v in weights.items() if not k.startswith(METHOD_PREFIX)})
         self.optimizer.load_state_dict(optimizer_state)
         self.next_update = int(state["next_update"])
         self.global_step = int(state["global_step"])
@@ -483,6 +509,8 @@ class PPOTrainer:
             bar.advance(self.global_step)
             update = start_update
             while update < self.num_updates and not self.stopped_early:
+                for method in self.methods:
+                    method.start_update(self, update)
                 if update % c.checkpoint_every_updates == 0 or (update == start_update and self.extended_from is not None):
                     self._boundary_reset(update)  # an extension starts from the final (maybe mid-period) checkpoint
                 elif update == start_update:  # checkpoints are only written at boundaries (or when finished)
