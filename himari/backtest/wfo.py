@@ -430,6 +430,7 @@ def _fit_configuration(
 ) -> tuple[Bundle, ConfigurationResult]:
     """One configuration's seed ensemble in one window, and its validation result through the full stack."""
     from himari.agents.ppo.config import PPOConfig
+    from himari.agents.ppo.methods.augment import AugmentSource
     from himari.agents.seed_ensemble import ensemble_members, seed_ensemble
     from himari.training.ppo import STACK_L2_OFFLINE_KINDS, fit_offline_direction, fit_stack, stack_kinds
 
@@ -471,7 +472,9 @@ def _fit_configuration(
             starts = ensemble_members(previous) if previous is not None else [None]
             for k, seed in enumerate(seeds):
                 p, r = _fit_single(cfg, train_market, market, sim_cfg, ppo_cfg, tr, va, seed,
-                                   starts[k % len(starts)], progress, f"window {window.index} {name} s{k}")
+                                   starts[k % len(starts)], progress, f"window {window.index} {name} s{k}",
+                                   None if cfg.pool else AugmentSource([fit_bars[s] for s in symbols],
+                                                                       [tactical[s] for s in symbols]))
                 members.append(p)
                 trained.append(r)
             policy = seed_ensemble(members)
@@ -491,7 +494,7 @@ def _fit_configuration(
 
 def _fit_single(config: WFOConfig, train_market: Any, market: Any, sim_cfg: SimConfig, ppo_cfg: Any,
                 train_range: tuple[int, int], val_range: tuple[int, int], seed: int, init: Any, progress: bool,
-                description: str) -> tuple[Any, Any]:
+                description: str, augment_source: Any = None) -> tuple[Any, Any]:
     """One PPO policy (one seed of a configuration) trained on ``train_market`` (the window's market, or the pooled
     one), with checkpoint selection on the validation range of ``market``."""
     from himari.training.ppo import evaluation_env, fit_ppo
@@ -500,6 +503,7 @@ def _fit_single(config: WFOConfig, train_market: Any, market: Any, sim_cfg: SimC
     return fit_ppo(
         config.policy, train_market, sim_cfg, ppo_cfg, train_range=train_range, seed=seed, num_envs=config.num_envs,
         eval_env=eval_env, policy_config=config.policy_config, progress=progress, init=init, description=description,
+        augment_source=augment_source,  # the window's bars and pipelines (causal augmentation, rare events)
     )
 
 

@@ -225,3 +225,13 @@ def test_pooled_training_chains_other_assets_into_the_training_market(btc_bars):
     assert any("ETHUSDT" in p["what"] for p in result.final_bundle.meta["lineage"])
     with pytest.raises(ConfigError, match="pool"):
         WFOConfig.parse({**BASE, "policy": "mlp-classifier", "pool": ["ETHUSDT"]})
+
+
+def test_walk_forward_passes_its_bars_to_causal_augmentation(btc_bars):
+    from himari.backtest.wfo import run_wfo
+
+    bars = {"BTCUSDT": btc_bars.between("2022-06-01", "2023-02-01")}
+    cfg = WFOConfig.parse({**BASE, "test_end": "2023-02-01", "seeds": 1, "steps_first_window": 256,
+                           "ppo": {"augment": {"rate": 0.5}}})
+    result = run_wfo(cfg, bars, progress=False)
+    assert np.isfinite(result.stitched.strategy.net_returns).all()
