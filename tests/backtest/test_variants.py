@@ -57,7 +57,7 @@ def test_ablate_switches_training_methods_through_the_ppo_section(tmp_path):
     """Every trainer method is a WFOConfig override of the one run assembly; a typo in it is a one-line error."""
     cfg = tmp_path / "base.json"
     cfg.write_text(json.dumps({
-        "test_start": "2023-01-01", "test_end": "2023-02-01", "train_months": 2, "n_candidates": 1,
+        "test_start": "2023-01-01", "test_end": "2023-02-01", "train_months": 2, "seeds": 1,
         "steps_first_window": 256, "steps_per_window": 128, "num_envs": 8, "n_steps": 16, "episode_length": 48,
         "warmup_bars": 1500, "ablation": False, "test_months": 1,
     }))
