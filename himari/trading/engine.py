@@ -32,6 +32,7 @@ from himari.sizing.context import DecisionContext, PolicySignal, continuous_sign
 from himari.sizing.positioning import discrete_directions
 from himari.sizing.sizer import SizingConfig
 from himari.trading.bundle import Bundle
+from himari.trading.stream import ColdStart, MarketStream
 
 # Trailing bars of returns handed to sizing/risk (EVT refits use up to 2000 bars).
 RISK_LOOKBACK_BARS = 2000
@@ -138,7 +139,8 @@ def account_from_state(state: SimState) -> AccountSnapshot:
 class DecisionEngine:
     """Decides for one bar from a bundle: the shared core of backtest, paper trading and serving."""
 
-    def __init__(self, bundle: Bundle, history_bars: int = 3000) -> None:
+    def __init__(self, bundle: Bundle, history_bars: int = 3000, incremental: bool = True,
+                 cold_start: ColdStart = "batch") -> None:
         self.bundle = bundle
         self.symbols = tuple(bundle.symbols)
         self.policy = bundle.policy
@@ -157,6 +159,12 @@ class DecisionEngine:
         )
         self.history_bars = int(history_bars)
         self.model_id = bundle.model_id
+        # trailing-history markets (paper trading, the API) fold each new bar into per-symbol tactical streams
+        # instead of re-transforming the history (himari.trading.stream); ``cold_start`` says what a history that
+        # does not continue the kept one gets: an anchored rebuild (sessions) or a batch transform (the API)
+        self.incremental = bool(incremental)
+        self.cold_start: ColdStart = cold_start
+        self._streams: dict[int, MarketStream] = {}
 
     @property
     def sizing_config(self) -> SizingConfig:
@@ -168,6 +176,8 @@ class DecisionEngine:
         """Transform bars (through each symbol's fitted tactical pipeline) into MarketData.
 
         ``history_bars`` keeps only the trailing bars (paper trading / serving); None keeps everything (backtests).
+        With trailing bars (and ``incremental``), the tactical rows come from :class:`MarketStream` (one new bar:
+        one stream update) rather than from a transform of the whole trailing history.
         ``eval_start``: the first bar whose decisions are claimed out of sample; a tactical pipeline fitted on data
         after it raises :class:`~himari.errors.LeakageError` (walk-forward test periods pass it always).
         """
@@ -186,6 +196,16 @@ class DecisionEngine:
                     f"(warm-up of features needs more: send >= {self.history_bars})"
                 )
             bars_list.append(bars)
+        if history_bars is not None and eval_start is None and self.incremental:
+            stream = self._streams.get(int(history_bars))
+            if stream is None:
+                stream = self._streams.setdefault(
+                    int(history_bars), MarketStream(self.bundle.tactical, self.symbols, int(history_bars))
+                )
+            market = stream.market(dict(zip(self.symbols, bars_list, strict=True)), self.cold_start)
+            if market is not None:
+                return market
+        for symbol, bars in zip(self.symbols, bars_list, strict=True):
             frames.append(self.bundle.tactical[symbol].transform(bars, eval_start=eval_start))
         return MarketData.from_frames(bars_list, frames, join="union")
 
