@@ -165,6 +165,10 @@ class DecisionEngine:
         self.incremental = bool(incremental)
         self.cold_start: ColdStart = cold_start
         self._streams: dict[int, MarketStream] = {}
+        # bars a streamed market holds: every trailing window a decision and its fill read (risk returns, σ, the
+        # observation, volatility), plus the first row whose return is undefined
+        self.market_bars = self.risk_lookback_bars + max(self.policy_config.window, sizing.vol_lookback_bars,
+                                                         MarketData.vol_window) + 2
 
     @property
     def sizing_config(self) -> SizingConfig:
@@ -202,7 +206,8 @@ class DecisionEngine:
                 stream = self._streams.setdefault(
                     int(history_bars), MarketStream(self.bundle.tactical, self.symbols, int(history_bars))
                 )
-            market = stream.market(dict(zip(self.symbols, bars_list, strict=True)), self.cold_start)
+            market = stream.market(dict(zip(self.symbols, bars_list, strict=True)), self.cold_start,
+                                   market_bars=self.market_bars)
             if market is not None:
                 return market
         for symbol, bars in zip(self.symbols, bars_list, strict=True):

@@ -32,6 +32,7 @@ from typing import Literal
 import numpy as np
 
 from himari.data.bars import Bars
+from himari.data.timeframe import Timeframe
 from himari.env.market import MarketData
 from himari.tactical.incremental import TacticalStream
 from himari.tactical.pipeline import TacticalPipeline
@@ -49,6 +50,46 @@ class StreamFrame:
     feature_names: tuple[str, ...]
     regime_posterior: np.ndarray
     valid: np.ndarray
+
+
+@dataclass(frozen=True)
+class BarArrays:
+    """The arrays of one symbol's :class:`Bars` that :meth:`MarketData.from_frames` reads, extracted once."""
+
+    symbol: str
+    timeframe: Timeframe
+    source: str
+    timestamps_ns: np.ndarray
+    ohlcv: np.ndarray  # (T, 5) open, high, low, close, volume
+
+    @classmethod
+    def of(cls, bars: Bars) -> BarArrays:
+        ohlcv = bars.frame.to_numpy(dtype=np.float64)  # columns OHLCV_COLUMNS, one pass over the frame
+        return cls(bars.symbol, bars.timeframe, bars.source, bars.timestamps_ns, ohlcv)
+
+    def __len__(self) -> int:
+        return int(self.timestamps_ns.shape[0])
+
+    def since(self, timestamp_ns: int) -> BarArrays:
+        """The bars at or after ``timestamp_ns``."""
+        i = int(np.searchsorted(self.timestamps_ns, timestamp_ns))
+        return BarArrays(self.symbol, self.timeframe, self.source, self.timestamps_ns[i:], self.ohlcv[i:])
+
+    @property
+    def open(self) -> np.ndarray:
+        return self.ohlcv[:, 0]
+
+    @property
+    def high(self) -> np.ndarray:
+        return self.ohlcv[:, 1]
+
+    @property
+    def low(self) -> np.ndarray:
+        return self.ohlcv[:, 2]
+
+    @property
+    def close(self) -> np.ndarray:
+        return self.ohlcv[:, 3]
 
 
 def anchor_period(history_bars: int, anchor_every: int = ANCHOR_EVERY_BARS) -> int:
@@ -127,11 +168,11 @@ class SymbolStream:
         self._append(row.timestamp_ns, row.features, row.regime_posterior, row.valid)
         self.last_ts, self.last_ohlcv = int(ts[i]), ohlcv[i].copy()
 
-    def advance(self, bars: Bars, cold: ColdStart) -> StreamFrame | None:
-        """Fold ``bars`` (the trailing history, last row = the newest bar) in and return the rows; None when the
-        bars do not continue the kept stream and ``cold == "batch"`` (the caller transforms them in batch)."""
-        ts = bars.timestamps_ns
-        ohlcv = _ohlcv(bars)
+    def advance(self, bars: Bars, arrays: BarArrays, cold: ColdStart) -> StreamFrame | None:
+        """Fold ``bars`` (the trailing history, last row = the newest bar; ``arrays`` its arrays) in and return the
+        rows; None when the bars do not continue the kept stream and ``cold == "batch"`` (the caller transforms
+        them in batch)."""
+        ts, ohlcv = arrays.timestamps_ns, arrays.ohlcv
         bar_ns = bars.timeframe.nanoseconds
         k = self.continues(ts, ohlcv)
         if k is None:
@@ -162,23 +203,27 @@ class MarketStream:
         self.streams = {s: SymbolStream(pipelines[s], history_bars, anchor_every) for s in self.symbols}
         self._lock = threading.Lock()
 
-    def market(self, bars_by_symbol: Mapping[str, Bars], cold: ColdStart = "anchored") -> MarketData | None:
+    def market(self, bars_by_symbol: Mapping[str, Bars], cold: ColdStart = "anchored",
+               market_bars: int | None = None) -> MarketData | None:
         """MarketData of the (already trimmed) bars with the streamed rows; None (kept state untouched) when
-        ``cold == "batch"`` and some symbol's bars do not continue its stream."""
+        ``cold == "batch"`` and some symbol's bars do not continue its stream. ``market_bars``: the market holds
+        only the trailing bars (the streams still see all of them); a decision that reads no row before them
+        decides exactly as on the whole history."""
         bars_list = [bars_by_symbol[s] for s in self.symbols]
+        arrays = [BarArrays.of(b) for b in bars_list]
         with self._lock:
             if cold == "batch":
-                for s, bars in zip(self.symbols, bars_list, strict=True):
+                for s, arr in zip(self.symbols, arrays, strict=True):
                     st = self.streams[s]
-                    if st.stream is not None and st.continues(bars.timestamps_ns, _ohlcv(bars)) is None:
+                    if st.stream is not None and st.continues(arr.timestamps_ns, arr.ohlcv) is None:
                         return None
             frames = []
-            for s, bars in zip(self.symbols, bars_list, strict=True):
-                frame = self.streams[s].advance(bars, cold)
+            for s, bars, arr in zip(self.symbols, bars_list, arrays, strict=True):
+                frame = self.streams[s].advance(bars, arr, cold)
                 assert frame is not None
                 frames.append(frame)
-            return MarketData.from_frames(bars_list, frames, join="union")
-
-
-def _ohlcv(bars: Bars) -> np.ndarray:
-    return np.column_stack([bars.open, bars.high, bars.low, bars.close, bars.volume])
+            if market_bars is not None:  # every symbol's bars from the earliest of their last market_bars bars
+                cut = min(int(a.timestamps_ns[-min(market_bars, len(a))]) for a in arrays)
+                arrays = [a.since(cut) for a in arrays]
+            # under the lock: the frames are views of the kept rows
+            return MarketData.from_frames(arrays, frames, join="union")  # type: ignore[arg-type]  # Bars' arrays
