@@ -108,9 +108,24 @@ class Decision:
         }
 
 
-def sim_state_from_account(account: AccountSnapshot, t: int, config: SimConfig | None = None) -> SimState:
-    """A one-episode :class:`SimState` at decision bar ``t`` holding ``account``."""
+def sim_state_from_account(
+    account: AccountSnapshot, t: int, config: SimConfig | None = None, template: SimState | None = None
+) -> SimState:
+    """A one-episode :class:`SimState` at decision bar ``t`` holding ``account``.
+
+    ``template``: a state this function returned before for the same config; its fresh stack and reward state
+    (never written in place by ``observe`` or ``step``) are shared instead of allocated again (one per bar in a
+    backtest)."""
     a = len(account.position)
+    if template is not None:
+        return template._replace(
+            t=np.array([t], dtype=np.int64),
+            equity=np.array([account.equity], dtype=np.float64),
+            peak_equity=np.array([account.peak_equity], dtype=np.float64),
+            position=np.asarray(account.position, dtype=np.float64).reshape(1, a),
+            entry_price=np.asarray(account.entry_price, dtype=np.float64).reshape(1, a),
+            time_in_position=np.asarray(account.time_in_position, dtype=np.int64).reshape(1, a),
+        )
     return SimState(
         t=np.array([t], dtype=np.int64),
         start=np.array([t], dtype=np.int64),
@@ -165,6 +180,7 @@ class DecisionEngine:
         self.incremental = bool(incremental)
         self.cold_start: ColdStart = cold_start
         self._streams: dict[int, MarketStream] = {}
+        self._state_templates: dict[int, SimState] = {}
         # bars a streamed market holds: every trailing window a decision and its fill read (risk returns, σ, the
         # observation, volatility), plus the first row whose return is undefined
         self.market_bars = self.risk_lookback_bars + max(self.policy_config.window, sizing.vol_lookback_bars,
@@ -173,6 +189,15 @@ class DecisionEngine:
     @property
     def sizing_config(self) -> SizingConfig:
         return self.manager.sizing_config
+
+    def account_state(self, account: AccountSnapshot, t: int, config: SimConfig) -> SimState:
+        """:func:`sim_state_from_account` with this engine's cached fresh stack/reward state for ``config`` (the
+        policy's or the execution config)."""
+        template = self._state_templates.get(id(config))
+        state = sim_state_from_account(account, t, config, template)
+        if template is None:
+            self._state_templates[id(config)] = state
+        return state
 
     # -- market data ------------------------------------------------------------------------------------------
     def build_market(self, bars_by_symbol: Mapping[str, Bars], history_bars: int | None = None,
@@ -252,7 +277,7 @@ class DecisionEngine:
     def observation(self, market: MarketData, t: int, account: AccountSnapshot) -> Observation:
         if t < self.policy_config.window - 1:
             raise DataError(f"decision bar {t} has fewer than window={self.policy_config.window} bars of history")
-        return observe(sim_state_from_account(account, t, self.policy_config), market, self.policy_config)
+        return observe(self.account_state(account, t, self.policy_config), market, self.policy_config)
 
     def decide_at(
         self,

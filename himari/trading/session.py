@@ -35,7 +35,6 @@ from himari.trading.engine import (
     Decision,
     DecisionEngine,
     account_from_state,
-    sim_state_from_account,
 )
 
 STATE_FORMAT = 1
@@ -153,7 +152,7 @@ class TradingSession:
                     "the bar after the last decision is missing from the feed (expected the bar following "
                     f"{self.pending_timestamp_ns}); bars must arrive in order without skipping"
                 )
-            state = sim_state_from_account(self.account, p, self.engine.exec_config)
+            state = self.engine.account_state(self.account, p, self.engine.exec_config)
             pre = pre_fill_positions(state, market, self.engine.exec_config)
             order = apply_cost_controls(
                 self.pending_target[None, :], pre, self.account.time_in_position[None, :],
