@@ -364,6 +364,10 @@ def _run_soak(run: str, cmd: list[str], key: str, port: int, symbols: list[str],
     figures["requests_per_s"] = figures["ok_200"] / max(result.elapsed_s, 1e-9)
     figures["server_counted"] = [line for line in metrics.splitlines()
                                  if line.startswith('himari_http_requests_total{route="/v1/decide"')]
+    for line in metrics.splitlines():  # the server's longest GC pause per generation (the GIL is held meanwhile)
+        if line.startswith("himari_gc_pause_max_seconds{"):
+            generation = line.split('generation="')[1].split('"')[0]
+            figures[f"gc_max_pause_gen{generation}_ms"] = float(line.rsplit(" ", 1)[1]) * 1e3
     figures.update({"scenario": scenario, "tool": "python", "connections": connections, "duration_s": duration_s,
                     "history_bars": history_bars, "symbols": symbols, "cpu_count": os.cpu_count(),
                     "body_bytes": len(body(0))})
@@ -410,7 +414,9 @@ def serve_bench(
             f"(Retry-After missing {f['missing_retry_after']:.0f}), other 5xx {f['server_5xx_other']:.0f}, "
             f"dropped {f['dropped']:.0f}; 200s p50 {f['p50_ms']:.0f} ms, p99 {f['p99_ms']:.0f} ms, "
             f"{f['requests_per_s']:.1f} decisions/s; /health during load p50 {f['health_p50_ms']:.1f} ms, "
-            f"p99 {f['health_p99_ms']:.1f} ms, max {f['health_max_ms']:.1f} ms ({f['health_failures']:.0f} failed)"
+            f"p99 {f['health_p99_ms']:.1f} ms, max {f['health_max_ms']:.1f} ms ({f['health_failures']:.0f} failed); "
+            f"server's longest GC pause {f.get('gc_max_pause_gen2_ms', float('nan')):.1f} ms (full), "
+            f"{f.get('gc_max_pause_gen1_ms', float('nan')):.1f} ms (gen 1)"
         )
         return
     if raw:
