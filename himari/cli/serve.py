@@ -74,6 +74,7 @@ def serve_cmd(
     )
     bars = int(engine.history_bars)
     self_check(engine, tuple(bundle.symbols), bundle.timeframe, bars)  # refuse a bundle that cannot decide
+    engine.reset_streams()  # the self-check's synthetic bars are not the feed the streams follow
     config = serve_config_from_bundle(bundle, bars, allow_gaps, paper_db).replace(
         decision_cache=max(0, decision_cache), workers=workers, max_pending=max_pending,
         request_timeout_s=request_timeout,

@@ -190,6 +190,10 @@ class DecisionEngine:
     def sizing_config(self) -> SizingConfig:
         return self.manager.sizing_config
 
+    def reset_streams(self) -> None:
+        """Forget the tactical streams (after a self-check on synthetic bars, before serving real ones)."""
+        self._streams.clear()
+
     def account_state(self, account: AccountSnapshot, t: int, config: SimConfig) -> SimState:
         """:func:`sim_state_from_account` with this engine's cached fresh stack/reward state for ``config`` (the
         policy's or the execution config)."""

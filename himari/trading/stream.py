@@ -17,8 +17,9 @@ later bar of the epoch is one :meth:`TacticalStream.update`. The rows at bar t t
 once per P bars (0.4 % of bars at P = 256).
 
 A history that does not continue the kept one (another client's bars, a reset) is either rebuilt the anchored way
-(``cold="anchored"``: trading sessions) or transformed in batch without touching the kept stream
-(``cold="batch"``: the API, whose requests may carry unrelated histories). Rows equal the batch transform's to
+(``cold="anchored"``: trading sessions) or, with ``cold="batch"`` (the API, whose requests may carry unrelated
+histories), transformed in batch without touching the kept stream unless it ends after the kept one (the feed
+moved on: the stream is rebuilt the anchored way and follows it). Rows equal the batch transform's to
 float roundoff (``tests/trading/test_stream.py`` checks the decisions on real data).
 """
 
@@ -149,6 +150,12 @@ class SymbolStream:
             return None
         return k
 
+    def moves_on(self, ts: np.ndarray) -> bool:
+        """Whether a history that does not continue the kept stream should replace it under ``cold="batch"``: no
+        stream yet, or the history ends after the kept one (the feed moved on, e.g. after a reset of the kept
+        bars); an older or equally recent history (another client's bars) is transformed in batch instead."""
+        return self.stream is None or self.last_ts is None or int(ts[-1]) > self.last_ts
+
     def _rebuild(self, bars: Bars, ts: np.ndarray, ohlcv: np.ndarray, anchor: int) -> None:
         """Batch state and rows at bar ``anchor`` from the ``anchor_window`` bars ending there."""
         lo = max(0, anchor - self.anchor_window + 1)
@@ -176,7 +183,7 @@ class SymbolStream:
         bar_ns = bars.timeframe.nanoseconds
         k = self.continues(ts, ohlcv)
         if k is None:
-            if cold == "batch" and self.stream is not None:
+            if cold == "batch" and not self.moves_on(ts):
                 return None
             epochs = self._epochs(ts, bar_ns)
             anchor = int(np.searchsorted(epochs, epochs[-1]))  # the first bar of the newest bar's epoch
@@ -215,7 +222,7 @@ class MarketStream:
             if cold == "batch":
                 for s, arr in zip(self.symbols, arrays, strict=True):
                     st = self.streams[s]
-                    if st.stream is not None and st.continues(arr.timestamps_ns, arr.ohlcv) is None:
+                    if st.continues(arr.timestamps_ns, arr.ohlcv) is None and not st.moves_on(arr.timestamps_ns):
                         return None
             frames = []
             for s, bars, arr in zip(self.symbols, bars_list, arrays, strict=True):

@@ -102,3 +102,22 @@ def test_batch_cold_start_leaves_the_kept_stream_alone(bundle: Bundle, history: 
     nxt = engine.build_market({"BTCUSDT": history.head(start + 1)}, HISTORY)
     assert stream.last_ts == int(nxt.timestamps_ns[-1])
     np.testing.assert_array_equal(nxt.features[:-1][-20:], first.features[-20:])
+
+
+def test_batch_cold_start_follows_a_feed_that_moved_on(bundle: Bundle, history: Bars) -> None:
+    """A history that ends after the kept stream (e.g. the kept bars were reset and refilled) replaces it, with the
+    rows a fresh anchored stream gives; the API's engine then continues bar by bar again."""
+    engine = DecisionEngine(bundle, history_bars=HISTORY)
+    history = history.between("2018-04-01", None)
+    start = _replay_start(history)
+    engine.build_market({"BTCUSDT": history.head(start)}, HISTORY)
+    frame = history.head(start + 40).frame.copy()
+    frame.iloc[start - 1, frame.columns.get_loc("volume")] += 1.0  # the stream's last bar differs: no continuation
+    later = history.with_frame(frame)
+    moved = engine.build_market({"BTCUSDT": later}, HISTORY)
+    fresh = MarketStream(bundle.tactical, bundle.symbols, HISTORY).market(
+        {"BTCUSDT": later.with_frame(later.frame.iloc[-HISTORY:])})
+    assert fresh is not None
+    np.testing.assert_array_equal(moved.features, fresh.features)
+    stream = engine._streams[HISTORY].streams["BTCUSDT"]
+    assert stream.last_ts == int(later.timestamps_ns[-1])
