@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -166,7 +167,7 @@ def run_serve_bench(
 
     meta = read_json(find_bundle_dir(run) / "bundle.json")
     symbols = list(meta["symbols"])
-    if tool == "wrk" and not scenario.startswith("soak") and shutil.which("wrk") is None:
+    if tool == "wrk" and scenario in ("hot", "decide") and shutil.which("wrk") is None:
         raise ConfigError("wrk is not installed (apt-get install -y wrk), or use --tool python")
     key = secrets.token_hex(16)
     port = _free_port()
@@ -192,6 +193,8 @@ def run_serve_bench(
         cmd += ["--decision-cache", "0"]
     if scenario.startswith("soak"):
         return _run_soak(run, cmd, key, port, symbols, scenario, connections, duration_s, history_bars)
+    if scenario == "new-bar":
+        return _run_new_bar(cmd, key, port, symbols, history_bars, new_bars=max(10, int(duration_s * 10)))
     server = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -299,6 +302,67 @@ def run_serve_bench(
     return figures
 
 
+def _run_new_bar(cmd: list[str], key: str, port: int, symbols: list[str], history_bars: int,
+                 new_bars: int) -> dict[str, Any]:
+    """``new-bar``: the server keeps ``history_bars`` bars per symbol; one client pushes each next bar
+    (``POST /v1/bars``) and asks for the decision (``POST /v1/decide {"symbols": ...}``), one bar after another:
+    the latency a live feed sees per new bar (features streamed bar by bar, then the decision)."""
+    import httpx
+
+    from himari.data.loaders import load_bars
+
+    base = f"http://127.0.0.1:{port}"
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for symbol in symbols:
+        bars = load_bars(symbol)
+        bars = bars.with_frame(bars.frame.iloc[-(history_bars + new_bars):])
+        ms = (bars.timestamps_ns // 1_000_000).tolist()
+        rows[symbol] = [{"timestamp": int(t), "open": o, "high": h, "low": lo, "close": c, "volume": v}
+                        for t, o, h, lo, c, v in zip(ms, bars.open, bars.high, bars.low, bars.close, bars.volume,
+                                                     strict=True)]
+    server = _start(cmd, {**os.environ, "HIMARI_API_KEY": key}, base)
+    headers = {"X-API-Key": key, "Content-Type": "application/json"}
+    decide_body = json.dumps({"symbols": symbols})
+    pair_ms, decide_ms, sources = [], [], Counter()
+    try:
+        with httpx.Client(base_url=base, headers=headers, timeout=120) as client:
+            for symbol in symbols:
+                seed = client.post("/v1/bars", content=json.dumps({"symbol": symbol, "bars": rows[symbol][:history_bars],
+                                                                   "reset": True}))
+                if seed.status_code != 200:
+                    raise ConfigError(f"seeding bars for {symbol} failed: {seed.text[:300]}")
+            warm = client.post("/v1/decide", content=decide_body)  # the first decision builds the streams
+            if warm.status_code != 200:
+                raise ConfigError(f"warm-up decision failed: {warm.text[:300]}")
+            for i in range(history_bars, history_bars + new_bars):
+                t0 = time.perf_counter()
+                for symbol in symbols:
+                    pushed = client.post("/v1/bars", content=json.dumps({"symbol": symbol,
+                                                                         "bars": [rows[symbol][i]]}))
+                    if pushed.status_code != 200:
+                        raise ConfigError(f"pushing a bar failed: {pushed.text[:300]}")
+                t1 = time.perf_counter()
+                answer = client.post("/v1/decide", content=decide_body)
+                t2 = time.perf_counter()
+                if answer.status_code != 200:
+                    raise ConfigError(f"decision failed: {answer.text[:300]}")
+                sources[answer.json().get("cache", "?")] += 1
+                pair_ms.append((t2 - t0) * 1e3)
+                decide_ms.append((t2 - t1) * 1e3)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    pair, dec = np.asarray(pair_ms), np.asarray(decide_ms)
+    return {"scenario": "new-bar", "tool": "python", "connections": 1, "history_bars": history_bars,
+            "symbols": symbols, "new_bars": new_bars, "cache": dict(sources),
+            "p50_ms": float(np.percentile(pair, 50)), "p99_ms": float(np.percentile(pair, 99)),
+            "max_ms": float(pair.max()), "decide_p50_ms": float(np.percentile(dec, 50)),
+            "decide_p99_ms": float(np.percentile(dec, 99)), "cpu_count": os.cpu_count()}
+
+
 def _start(cmd: list[str], env: dict[str, str], base: str) -> subprocess.Popen[str]:
     import httpx
 
@@ -364,6 +428,10 @@ def _run_soak(run: str, cmd: list[str], key: str, port: int, symbols: list[str],
     figures["requests_per_s"] = figures["ok_200"] / max(result.elapsed_s, 1e-9)
     figures["server_counted"] = [line for line in metrics.splitlines()
                                  if line.startswith('himari_http_requests_total{route="/v1/decide"')]
+    for line in metrics.splitlines():  # the server's longest GC pause per generation (the GIL is held meanwhile)
+        if line.startswith("himari_gc_pause_max_seconds{"):
+            generation = line.split('generation="')[1].split('"')[0]
+            figures[f"gc_max_pause_gen{generation}_ms"] = float(line.rsplit(" ", 1)[1]) * 1e3
     figures.update({"scenario": scenario, "tool": "python", "connections": connections, "duration_s": duration_s,
                     "history_bars": history_bars, "symbols": symbols, "cpu_count": os.cpu_count(),
                     "body_bytes": len(body(0))})
@@ -374,8 +442,9 @@ def _run_soak(run: str, cmd: list[str], key: str, port: int, symbols: list[str],
 @click.option(
     "--run", "run", required=True, help="Run directory with a bundle (e.g. a quick pipeline or train run)."
 )
-@click.option("--scenario", type=click.Choice(["hot", "decide", "soak-new", "soak-same"]), default="hot",
-              show_default=True)
+@click.option("--scenario", type=click.Choice(["hot", "decide", "soak-new", "soak-same", "new-bar"]), default="hot",
+              show_default=True, help="new-bar: one client pushes 10 x --duration new bars one at a time, each "
+              "followed by a decision on the kept history.")
 @click.option("--tool", type=click.Choice(["wrk", "python"]), default="wrk", show_default=True)
 @click.option("--connections", default=50, show_default=True, type=int)
 @click.option("--duration", default=10.0, show_default=True, type=float, help="Seconds of load.")
@@ -402,6 +471,15 @@ def serve_bench(
     if as_json:
         click.echo(json.dumps(figures, sort_keys=True))
         return
+    if scenario == "new-bar":
+        f = figures
+        click.echo(
+            f"serve new-bar: {history_bars} bars kept, {f['new_bars']} new bars pushed one at a time "
+            f"(POST /v1/bars, then POST /v1/decide): p50 {f['p50_ms']:.1f} ms, p99 {f['p99_ms']:.1f} ms, "
+            f"max {f['max_ms']:.1f} ms; the decide request alone p50 {f['decide_p50_ms']:.1f} ms, "
+            f"p99 {f['decide_p99_ms']:.1f} ms"
+        )
+        return
     if scenario.startswith("soak"):
         f = figures
         click.echo(
@@ -410,7 +488,9 @@ def serve_bench(
             f"(Retry-After missing {f['missing_retry_after']:.0f}), other 5xx {f['server_5xx_other']:.0f}, "
             f"dropped {f['dropped']:.0f}; 200s p50 {f['p50_ms']:.0f} ms, p99 {f['p99_ms']:.0f} ms, "
             f"{f['requests_per_s']:.1f} decisions/s; /health during load p50 {f['health_p50_ms']:.1f} ms, "
-            f"p99 {f['health_p99_ms']:.1f} ms, max {f['health_max_ms']:.1f} ms ({f['health_failures']:.0f} failed)"
+            f"p99 {f['health_p99_ms']:.1f} ms, max {f['health_max_ms']:.1f} ms ({f['health_failures']:.0f} failed); "
+            f"server's longest GC pause {f.get('gc_max_pause_gen2_ms', float('nan')):.1f} ms (full), "
+            f"{f.get('gc_max_pause_gen1_ms', float('nan')):.1f} ms (gen 1)"
         )
         return
     if raw:

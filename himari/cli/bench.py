@@ -21,6 +21,7 @@ BENCH_MODULES: tuple[str, ...] = (
     "himari.bench.serve",
     "himari.bench.inference",
     "himari.bench.cli",
+    "himari.bench.trading",
 )
 
 

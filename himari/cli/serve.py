@@ -74,10 +74,17 @@ def serve_cmd(
     )
     bars = int(engine.history_bars)
     self_check(engine, tuple(bundle.symbols), bundle.timeframe, bars)  # refuse a bundle that cannot decide
+    engine.reset_streams()  # the self-check's synthetic bars are not the feed the streams follow
     config = serve_config_from_bundle(bundle, bars, allow_gaps, paper_db).replace(
         decision_cache=max(0, decision_cache), workers=workers, max_pending=max_pending,
         request_timeout_s=request_timeout,
     )
+    import gc
+
+    # the loaded model and pipelines move to the permanent generation: shorter GC pauses per request (before the
+    # app exists, so this one long collection is not counted among the serving pauses in /metrics)
+    gc.collect()
+    gc.freeze()
     app = create_app(engine, config, keys)
     auth = "API key required" if keys.enabled else "OPEN (no API key, loopback only)"
     click.echo(f"serving {config.model_id} ({', '.join(config.symbols)} {config.timeframe}) on http://{host}:{port} - {auth}")
@@ -94,14 +101,11 @@ def serve_cmd(
         extra["http"] = "httptools"
     except ImportError:
         pass
-    import gc
     import sys
 
     # worker threads hand the GIL back to the event loop after 1 ms instead of 5 ms: /health and accept() stay
     # prompt while decisions run (measured with himari bench serve --scenario soak-new)
     sys.setswitchinterval(0.001)
-    gc.collect()
-    gc.freeze()  # the loaded model and pipelines move to the permanent generation: shorter GC pauses per request
     # backlog: connections waiting for accept() under a burst of clients (the kernel caps it at somaxconn)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log, backlog=4096, **extra)
 

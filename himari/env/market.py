@@ -43,7 +43,7 @@ from himari.env.protocol import REGIME_NAMES
 from himari.errors import DataError
 from himari.risk.config import RiskConfig
 from himari.risk.evt import tail_es_columns
-from himari.sizing.positioning import rolling_vol_per_bar
+from himari.sizing.positioning import rolling_vol_per_bar, trailing_vol_per_bar
 
 N_REGIMES = len(REGIME_NAMES)
 
@@ -151,6 +151,18 @@ class MarketData:
             sigma.flags.writeable = False
             cache[key] = sigma
         return cache[key]
+
+    def sizing_sigma_at(self, lookback: int, min_bars: int, rows: np.ndarray) -> np.ndarray:
+        """``sizing_sigma(lookback, min_bars)[rows]``; for a few rows of a market not yet cached (one trading
+        decision on a market built for it) only those rows' windows are computed: the same kernel, the same floats
+        (a row depends only on its window)."""
+        key = (int(lookback), int(min_bars))
+        rows = np.asarray(rows)
+        if key in self._sigma_cache or rows.size > 4:
+            return self.sizing_sigma(lookback, min_bars)[rows]
+        returns = self.risk_returns
+        flat = [trailing_vol_per_bar(returns[: t + 1], *key) for t in rows.reshape(-1).tolist()]
+        return np.stack(flat).reshape((*rows.shape, returns.shape[1])) if flat else np.empty((0, returns.shape[1]))
 
     def tail_es(self, risk: RiskConfig) -> tuple[np.ndarray, np.ndarray]:
         """(T, A) expected shortfall of a unit long / short position in force at each bar under ``risk``'s EVT

@@ -324,7 +324,7 @@ def step_params(config: SimConfig, market: MarketData) -> np.ndarray:
 
 def sized_base(market: MarketData, sizing: SizingConfig, t: np.ndarray) -> np.ndarray:
     """(N, A) vol-targeted base position of the positioning layer at decision bars ``t``."""
-    sigma = market.sizing_sigma(sizing.vol_lookback_bars, sizing.vol_min_bars)[t]
+    sigma = market.sizing_sigma_at(sizing.vol_lookback_bars, sizing.vol_min_bars, t)
     return vol_target_position(sigma, sizing.target_vol_annual, market.timeframe.periods_per_year, sizing.max_position)
 
 

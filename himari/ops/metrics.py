@@ -14,13 +14,20 @@ Names (all prefixed ``himari_``), used by the Grafana dashboard and alert rules 
 - ``http_rejected_total`` (503 + Retry-After, by reason: queue_full, timeout) and ``worker_pool_pending`` /
   ``worker_pool_capacity`` / ``worker_pool_workers`` (the API's bounded worker pool).
 
+- ``gc_pause_seconds`` (histogram, by generation) and ``gc_pause_max_seconds`` (gauge, by generation): the garbage
+  collector's pauses while this process served (:meth:`Metrics.watch_gc`): a collection holds the GIL, so a pause
+  delays every thread, ``/health`` on the event loop included.
+
 ``http_requests_total`` counts the status each client was actually sent (``client_closed`` when it left first).
 """
 
 from __future__ import annotations
 
+import gc
 import math
+import threading
 import time
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -118,6 +125,25 @@ class Metrics:
             "himari_last_decision_timestamp_seconds", "Unix time of the last decision", registry=r
         )
 
+        self.gc_pause = Histogram("himari_gc_pause", "Garbage-collector pauses (the GIL is held)", ["generation"],
+                                  buckets=LATENCY_BUCKETS_S, unit="seconds", registry=r)
+        self.gc_pause_max = Gauge("himari_gc_pause_max_seconds", "Longest garbage-collector pause", ["generation"],
+                                  registry=r)
+        self._gc_max = [0.0, 0.0, 0.0]
+
+    def watch_gc(self) -> None:
+        """Record every garbage collection's pause in :attr:`gc_pause` / :attr:`gc_pause_max` while this object
+        lives (one process-wide ``gc.callbacks`` hook, shared by all watching :class:`Metrics`)."""
+        _GC_WATCHERS.add(self)
+        if _gc_hook not in gc.callbacks:
+            gc.callbacks.append(_gc_hook)
+
+    def _observe_gc(self, generation: int, pause_s: float) -> None:
+        self.gc_pause.labels(generation=str(generation)).observe(pause_s)
+        if pause_s > self._gc_max[generation]:
+            self._gc_max[generation] = pause_s
+            self.gc_pause_max.labels(generation=str(generation)).set(pause_s)
+
     def set_model(self, model_id: str, model_version: str) -> None:
         self.model_info.labels(model_id=model_id, model_version=model_version).set(1)
 
@@ -176,3 +202,21 @@ class Metrics:
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+_GC_WATCHERS: weakref.WeakSet[Metrics] = weakref.WeakSet()
+_GC_STARTED = threading.local()
+
+
+def _gc_hook(phase: str, info: dict[str, int]) -> None:
+    """``gc.callbacks`` hook: time each collection (it runs in the thread that triggered it, holding the GIL)."""
+    if phase == "start":
+        _GC_STARTED.t = time.perf_counter()
+        return
+    started = getattr(_GC_STARTED, "t", None)
+    if started is None:
+        return
+    pause = time.perf_counter() - started
+    generation = int(info.get("generation", 2))
+    for metrics in list(_GC_WATCHERS):
+        metrics._observe_gc(generation, pause)

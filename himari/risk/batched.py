@@ -62,7 +62,8 @@ def batched_covariance(window: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """(N, A, A) covariance over the rows where every valid asset is finite (invalid assets: zero rows/cols)."""
     usable = np.isfinite(window) | ~valid[:, None, :]
     rows = usable.all(axis=2)  # (N, W)
-    x = np.where(valid[:, None, :] & rows[:, :, None], np.nan_to_num(window), 0.0)
+    # every valid asset is finite on a usable row, so the raw values can be taken there (no nan_to_num pass)
+    x = np.where(valid[:, None, :] & rows[:, :, None], window, 0.0)
     count = rows.sum(axis=1).astype(np.float64)  # (N,)
     mean = x.sum(axis=1) / np.maximum(count, 1.0)[:, None]
     centered = np.where(rows[:, :, None] & valid[:, None, :], x - mean[:, None, :], 0.0)
@@ -75,7 +76,7 @@ def batched_historical_var(x: np.ndarray, window: np.ndarray, valid: np.ndarray,
     """(N,) q-quantile (linear interpolation, as ``numpy.quantile``) of the portfolio losses ``-Σ_a x_a expm1(r_a)``
     over the rows of ``window`` (N, W, A) where every valid asset is finite; NaN where no row is usable."""
     usable = (np.isfinite(window) | ~valid[:, None, :]).all(axis=2)  # (N, W)
-    clean = np.where(valid[:, None, :], np.nan_to_num(window), 0.0)
+    clean = np.where(valid[:, None, :] & np.isfinite(window), window, 0.0)  # non-finite only on unusable rows
     losses = np.where(usable, -np.einsum("nwa,na->nw", np.expm1(clean), x), np.nan)
     ordered = np.sort(losses, axis=1)  # NaN last
     count = usable.sum(axis=1)
@@ -205,7 +206,7 @@ def batched_risk(
     # 4. drawdown brake
     reference = peak if brake_peak is None else np.fmin(peak, brake_peak)
     dd = np.clip(1.0 - eq / np.where(reference > 0, reference, np.nan), 0.0, 1.0)
-    steps = np.searchsorted(np.asarray(cfg.drawdown_thresholds), np.nan_to_num(dd, nan=1.0), side="right")
+    steps = np.searchsorted(np.asarray(cfg.drawdown_thresholds), np.where(np.isnan(dd), 1.0, dd), side="right")
     cuts = np.concatenate([[0.0], np.asarray(cfg.drawdown_cuts)])
     dd_scale = np.where(np.isfinite(dd), 1.0 - cuts[steps], 0.0)
     gates["drawdown_brake"] = ones * dd_scale[:, None] if cfg.drawdown_enabled else ones
@@ -229,7 +230,8 @@ def batched_risk(
     gates["safe_margin"] = ones * scale_to_limit(usage, 1.0 - cfg.margin_buffer)[:, None] if cfg.margin_enabled else ones
     details.update(margin_usage=usage)
     # 7. regime leverage cap: the most cautious asset holding a position (all assets when none does)
-    per_asset = np.nan_to_num(post @ np.asarray(cfg.leverage_by_regime), nan=0.0)  # (N, A)
+    per_asset = post @ np.asarray(cfg.leverage_by_regime)  # (N, A); ±inf is clipped below like nan_to_num's ±max
+    per_asset = np.where(np.isnan(per_asset), 0.0, per_asset)
     active = x != 0
     pick = np.where(active.any(axis=1, keepdims=True), active, True)
     lev_cap = np.where(pick, per_asset, np.inf).min(axis=1)

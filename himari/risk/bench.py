@@ -75,6 +75,7 @@ def run_decisions(
 
 
 def bench(n_assets: int = 1, bars: int = 5000, seed: int = 0) -> dict[str, float]:
+    run_decisions(n_assets, 20, 10**9, seed)  # warm-up: numba's first dispatch in the process is not a decision
     with_refit = run_decisions(n_assets, bars, RiskConfig().evt_refit_every_bars, seed)
     no_refit = run_decisions(n_assets, bars, 10**9, seed)
     return {

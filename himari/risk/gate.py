@@ -21,5 +21,4 @@ def scale_to_limit(exposure: np.ndarray, limit: np.ndarray | float) -> np.ndarra
     e = np.asarray(exposure, dtype=np.float64)
     s = np.ones_like(e)
     np.divide(limit, e, out=s, where=e > limit)  # broadcasts an array of limits
-    s[np.isnan(e)] = 0.0
-    return s
+    return np.where(np.isnan(e), 0.0, s)

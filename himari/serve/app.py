@@ -333,6 +333,7 @@ def create_app(
 ) -> FastAPI:
     """The API around a loaded decision engine (``engine.decide(bars_by_symbol, account) -> Decision``)."""
     metrics = Metrics()
+    metrics.watch_gc()  # GC pauses hold the GIL: /metrics shows how long (himari_gc_pause_max_seconds)
     metrics.set_model(config.model_id, config.model_version)
     timeframe = Timeframe.parse(config.timeframe)
 

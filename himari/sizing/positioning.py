@@ -32,16 +32,19 @@ HOLD_CODE, LONG_CODE, SHORT_CODE = 0, 1, 2
 
 
 @njit(nogil=True, error_model="numpy")
-def rolling_vol_kernel(returns: np.ndarray, lookback: int, min_bars: int, out: np.ndarray) -> None:
+def rolling_vol_kernel(
+    returns: np.ndarray, lookback: int, min_bars: int, out: np.ndarray, first_row: int = 0
+) -> None:
     """``out[t, a]``: sample std (ddof 1) of the finite ``returns[t-lookback+1 .. t, a]``; NaN with < min_bars.
 
     Two passes per window (mean, then squared deviations) in index order, so the result for a row depends only on
-    the window's values and never on how long the series before it is.
+    the window's values and never on how long the series before it is. Rows before ``first_row`` are not written
+    (a trading decision needs only the last row: the same arithmetic, one window instead of L).
     """
     n_t, n_a = returns.shape
     need = max(min_bars, 2)
     for a in range(n_a):
-        for t in range(n_t):
+        for t in range(first_row, n_t):
             lo = max(0, t - lookback + 1)
             n = 0
             s = 0.0
@@ -81,7 +84,10 @@ def trailing_vol_per_bar(returns: np.ndarray, lookback: int, min_bars: int) -> n
         window = window[:, None]
     if window.shape[0] == 0:
         return np.full(window.shape[1], np.nan)
-    return rolling_vol_per_bar(window, lookback, min_bars)[-1]
+    window = np.ascontiguousarray(window)
+    out = np.empty_like(window)
+    rolling_vol_kernel(window, int(lookback), int(min_bars), out, window.shape[0] - 1)
+    return out[-1]
 
 
 def vol_target_position(

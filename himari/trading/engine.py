@@ -32,6 +32,7 @@ from himari.sizing.context import DecisionContext, PolicySignal, continuous_sign
 from himari.sizing.positioning import discrete_directions
 from himari.sizing.sizer import SizingConfig
 from himari.trading.bundle import Bundle
+from himari.trading.stream import ColdStart, MarketStream
 
 # Trailing bars of returns handed to sizing/risk (EVT refits use up to 2000 bars).
 RISK_LOOKBACK_BARS = 2000
@@ -107,9 +108,24 @@ class Decision:
         }
 
 
-def sim_state_from_account(account: AccountSnapshot, t: int, config: SimConfig | None = None) -> SimState:
-    """A one-episode :class:`SimState` at decision bar ``t`` holding ``account``."""
+def sim_state_from_account(
+    account: AccountSnapshot, t: int, config: SimConfig | None = None, template: SimState | None = None
+) -> SimState:
+    """A one-episode :class:`SimState` at decision bar ``t`` holding ``account``.
+
+    ``template``: a state this function returned before for the same config; its fresh stack and reward state
+    (never written in place by ``observe`` or ``step``) are shared instead of allocated again (one per bar in a
+    backtest)."""
     a = len(account.position)
+    if template is not None:
+        return template._replace(
+            t=np.array([t], dtype=np.int64),
+            equity=np.array([account.equity], dtype=np.float64),
+            peak_equity=np.array([account.peak_equity], dtype=np.float64),
+            position=np.asarray(account.position, dtype=np.float64).reshape(1, a),
+            entry_price=np.asarray(account.entry_price, dtype=np.float64).reshape(1, a),
+            time_in_position=np.asarray(account.time_in_position, dtype=np.int64).reshape(1, a),
+        )
     return SimState(
         t=np.array([t], dtype=np.int64),
         start=np.array([t], dtype=np.int64),
@@ -138,7 +154,8 @@ def account_from_state(state: SimState) -> AccountSnapshot:
 class DecisionEngine:
     """Decides for one bar from a bundle: the shared core of backtest, paper trading and serving."""
 
-    def __init__(self, bundle: Bundle, history_bars: int = 3000) -> None:
+    def __init__(self, bundle: Bundle, history_bars: int = 3000, incremental: bool = True,
+                 cold_start: ColdStart = "batch") -> None:
         self.bundle = bundle
         self.symbols = tuple(bundle.symbols)
         self.policy = bundle.policy
@@ -157,10 +174,34 @@ class DecisionEngine:
         )
         self.history_bars = int(history_bars)
         self.model_id = bundle.model_id
+        # trailing-history markets (paper trading, the API) fold each new bar into per-symbol tactical streams
+        # instead of re-transforming the history (himari.trading.stream); ``cold_start`` says what a history that
+        # does not continue the kept one gets: an anchored rebuild (sessions) or a batch transform (the API)
+        self.incremental = bool(incremental)
+        self.cold_start: ColdStart = cold_start
+        self._streams: dict[int, MarketStream] = {}
+        self._state_templates: dict[int, SimState] = {}
+        # bars a streamed market holds: every trailing window a decision and its fill read (risk returns, σ, the
+        # observation, volatility), plus the first row whose return is undefined
+        self.market_bars = self.risk_lookback_bars + max(self.policy_config.window, sizing.vol_lookback_bars,
+                                                         MarketData.vol_window) + 2
 
     @property
     def sizing_config(self) -> SizingConfig:
         return self.manager.sizing_config
+
+    def reset_streams(self) -> None:
+        """Forget the tactical streams (after a self-check on synthetic bars, before serving real ones)."""
+        self._streams.clear()
+
+    def account_state(self, account: AccountSnapshot, t: int, config: SimConfig) -> SimState:
+        """:func:`sim_state_from_account` with this engine's cached fresh stack/reward state for ``config`` (the
+        policy's or the execution config)."""
+        template = self._state_templates.get(id(config))
+        state = sim_state_from_account(account, t, config, template)
+        if template is None:
+            self._state_templates[id(config)] = state
+        return state
 
     # -- market data ------------------------------------------------------------------------------------------
     def build_market(self, bars_by_symbol: Mapping[str, Bars], history_bars: int | None = None,
@@ -168,6 +209,8 @@ class DecisionEngine:
         """Transform bars (through each symbol's fitted tactical pipeline) into MarketData.
 
         ``history_bars`` keeps only the trailing bars (paper trading / serving); None keeps everything (backtests).
+        With trailing bars (and ``incremental``), the tactical rows come from :class:`MarketStream` (one new bar:
+        one stream update) rather than from a transform of the whole trailing history.
         ``eval_start``: the first bar whose decisions are claimed out of sample; a tactical pipeline fitted on data
         after it raises :class:`~himari.errors.LeakageError` (walk-forward test periods pass it always).
         """
@@ -186,6 +229,17 @@ class DecisionEngine:
                     f"(warm-up of features needs more: send >= {self.history_bars})"
                 )
             bars_list.append(bars)
+        if history_bars is not None and eval_start is None and self.incremental:
+            stream = self._streams.get(int(history_bars))
+            if stream is None:
+                stream = self._streams.setdefault(
+                    int(history_bars), MarketStream(self.bundle.tactical, self.symbols, int(history_bars))
+                )
+            market = stream.market(dict(zip(self.symbols, bars_list, strict=True)), self.cold_start,
+                                   market_bars=self.market_bars)
+            if market is not None:
+                return market
+        for symbol, bars in zip(self.symbols, bars_list, strict=True):
             frames.append(self.bundle.tactical[symbol].transform(bars, eval_start=eval_start))
         return MarketData.from_frames(bars_list, frames, join="union")
 
@@ -227,7 +281,7 @@ class DecisionEngine:
     def observation(self, market: MarketData, t: int, account: AccountSnapshot) -> Observation:
         if t < self.policy_config.window - 1:
             raise DataError(f"decision bar {t} has fewer than window={self.policy_config.window} bars of history")
-        return observe(sim_state_from_account(account, t, self.policy_config), market, self.policy_config)
+        return observe(self.account_state(account, t, self.policy_config), market, self.policy_config)
 
     def decide_at(
         self,

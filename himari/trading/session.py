@@ -8,7 +8,8 @@ For each newly closed bar t, :meth:`TradingSession.process` does, in order:
    waits, pending, to be filled at bar t+1.
 
 The backtester calls ``process(market, t)`` on one market built from the whole history; paper trading calls
-:meth:`on_bar` with the bars received so far, which builds the market from a trailing history and calls the same
+:meth:`on_bar` with the bars received so far, which builds the market from a trailing history (tactical rows
+updated bar by bar: :mod:`himari.trading.stream`) and calls the same
 ``process``. ``state_dict`` / ``load_state_dict`` make the session resumable (JSON only).
 """
 
@@ -34,7 +35,6 @@ from himari.trading.engine import (
     Decision,
     DecisionEngine,
     account_from_state,
-    sim_state_from_account,
 )
 
 STATE_FORMAT = 1
@@ -42,7 +42,8 @@ STATE_FORMAT = 1
 
 class SessionConfig(FrozenConfig):
     initial_equity: float = 10_000.0
-    history_bars: int = 3000  # bars of history used to rebuild features in on_bar (paper trading, serving)
+    history_bars: int = 3000  # bars of history on_bar builds the market from (paper trading, serving)
+    incremental: bool = True  # on_bar folds each new bar into tactical streams (False: re-transform the history)
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,8 @@ class TradingSession:
 
     def __init__(self, bundle: Bundle, config: SessionConfig | None = None) -> None:
         self.config = config or SessionConfig()
-        self.engine = DecisionEngine(bundle, history_bars=self.config.history_bars)
+        self.engine = DecisionEngine(bundle, history_bars=self.config.history_bars,
+                                     incremental=self.config.incremental, cold_start="anchored")
         self.symbols = self.engine.symbols
         n = len(self.symbols)
         self.account = AccountSnapshot.flat(n, equity=1.0)  # equity tracked as a multiple of the initial equity
@@ -150,7 +152,7 @@ class TradingSession:
                     "the bar after the last decision is missing from the feed (expected the bar following "
                     f"{self.pending_timestamp_ns}); bars must arrive in order without skipping"
                 )
-            state = sim_state_from_account(self.account, p, self.engine.exec_config)
+            state = self.engine.account_state(self.account, p, self.engine.exec_config)
             pre = pre_fill_positions(state, market, self.engine.exec_config)
             order = apply_cost_controls(
                 self.pending_target[None, :], pre, self.account.time_in_position[None, :],
