@@ -7,9 +7,10 @@ strategy, baselines, statistics, verdict), ``report.html``, ``equity.csv``, ``de
 
 Presets (``himari pipeline --preset``):
 
-- ``quick`` — the README's main job: bundled BTC, MLP PPO trained and traded through the positioning layer and risk
-  gates, positions changed once a day, monthly walk-forward over 2023-2024 (6 months train, 1 validation, 1 test),
-  two seeds per window ensembled, the DSR counting the trials ledger ``ledgers/quick.json``.
+- ``quick`` — the README's main job: bundled BTC, the stack (L2 MLP PPO direction -> L3 bounded-delta sizer around
+  the vol-targeted base with regime multipliers -> risk gates), trained and traded through the positioning layer and
+  risk gates, positions changed once a day, monthly walk-forward over 2023-2024 (6 months train, 1 validation,
+  1 test), each layer an ensemble of two seeds, the DSR counting the trials ledger ``ledgers/quick.json``.
 - ``full`` — the seeds' pipeline: synthetic stress pre-training, then walk-forward MLP PPO (48 monthly windows over
   2021-2024, fine-tuned from the pre-trained weights), LSTM PPO and multi-asset (BTC/ETH/SOL) stages.
 """
@@ -35,7 +36,10 @@ from himari.utils.tracking import activate, open_tracker
 
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {
-        "policy": "mlp",
+        # the stack: L2 direction (MLP PPO) -> L3 bounded-delta sizer around the vol-targeted base -> risk gates;
+        # chosen on the 2022 walk-forward (trials ledger "quick"): positions change once a day, the
+        # long-short configuration, each layer an ensemble of 2 seeds
+        "policy": "stack",
         "test_start": "2023-01-01",
         "test_end": "2025-01-01",
         "train_months": 6,
@@ -43,10 +47,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "test_months": 1,
         "step_months": 1,
         "seeds": 2,
+        "configurations": {"long-short": {}},
         "steps_first_window": 120_000,
         "steps_per_window": 40_000,
-        # chosen on the 2022 walk-forward (trials ledger "quick"): positions change once a day
         "sizing": {"decision_every_bars": 24},
+        "workers": 2,
         "trials_ledger": "quick",
     },
     "full": {
