@@ -9,7 +9,7 @@ import click
 
 from himari.agents.registry import WALK_FORWARD_KINDS
 
-QUICK_TITLE = "HIMARI quick pipeline: walk-forward PPO with sizing and risk"  # the main job's report title
+QUICK_TITLE = "HIMARI quick pipeline: walk-forward stack (L2 direction, L3 sizer, risk gates)"  # the main job's report title
 
 
 def tracking_options(func):  # type: ignore[no-untyped-def]
