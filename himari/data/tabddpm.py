@@ -182,7 +182,7 @@ class TabDDPM:
             loss.backward()
             opt.step()
             if history is not None and (it % 100 == 0 or it == cfg.iters - 1):
-                history.append({"iter": float(it), "loss": float(loss)})
+                history.append({"iter": float(it), "loss": float(loss.detach())})
         net.eval()
         return model
 

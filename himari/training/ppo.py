@@ -104,6 +104,16 @@ def fit_ppo(
     direction of this (L3, delta) policy's positions in training and evaluation (:class:`StackEnv`). ``himari
     train``, walk-forward windows, the full preset and synthetic pre-training all build their PPO runs here.
     """
+    if ppo.synthetic is not None:  # pre-training on a generator's market (PPOConfig.synthetic), then the real run
+        from himari.training.synthetic import synthetic_source_market
+
+        syn = synthetic_source_market(ppo.synthetic, market, train_range, seed)
+        pre_steps = max(1, int(ppo.synthetic.steps_fraction * ppo.total_steps))
+        init, _ = fit_ppo(kind, syn, sim, ppo.replace(total_steps=pre_steps, synthetic=None),
+                          train_range=(0, syn.num_bars), seed=seed, num_envs=num_envs, policy_config=policy_config,
+                          init=init, direction_policy=direction_policy, progress=progress, tensorboard=False,
+                          description=f"{description or kind}: synthetic pre-training ({ppo.synthetic.method})")
+        ppo = ppo.replace(synthetic=None)
     lo, hi = train_range
     env: Any = SimVecEnv(market, sim, num_envs, seed=seed, start_index=lo, end_index=hi)
     if direction_policy is not None:

@@ -11,7 +11,9 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from himari.agents.ppo.augment import AugmentConfig
 from himari.config import FrozenConfig
+from himari.data.generators import SyntheticSourceConfig
 
 
 class PPOConfig(FrozenConfig):
@@ -47,6 +49,12 @@ class PPOConfig(FrozenConfig):
     early_stop_patience: int | None = Field(None, ge=1, description="evaluations without improvement before stopping")
     checkpoint_every_updates: int = Field(10, ge=1)
     torch_threads: int = Field(1, ge=1)
+    augment: AugmentConfig | None = Field(
+        None, description="online augmentation of the observations in rollouts (himari.agents.ppo.augment); None = off")
+    synthetic: SyntheticSourceConfig | None = Field(
+        None, description="pre-train on a synthetic market from a generator fitted on the training range "
+        "(himari.data.generators; run by himari.training.ppo.fit_ppo); None = off",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto",
         description="where the policy, rollout storage and update run: auto = CUDA when available, else CPU "
