@@ -46,6 +46,11 @@ class TabDDPMConfig(FrozenConfig):
     batch_size: int = Field(256, ge=2, le=65536)
     iters: int = Field(1500, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
+    recenter: bool = Field(
+        True, description="subtract the model's mean error per class (measured once after fitting on 2000 samples "
+        "per class against the class's fit mean): a small mean error compounds into a drift over a path; samples "
+        "keep their own variability; off = the model's raw output",
+    )
 
     @classmethod
     def preset(cls, size: Literal["small", "medium", "large"]) -> TabDDPMConfig:
@@ -127,8 +132,9 @@ class TabDDPM:
     """A fitted (or loaded) conditional Tab-DDPM over standardized rows; see the module docstring."""
 
     def __init__(self, config: TabDDPMConfig, n_features: int, scaler: RowScaler, net: Denoiser,
-                 transitions: np.ndarray, meta: dict | None = None) -> None:
+                 transitions: np.ndarray, class_means: np.ndarray, meta: dict | None = None) -> None:
         self.config = config
+        self.class_bias = np.asarray(class_means, dtype=np.float64)  # (K, C) standardized mean error per class
         self.n_features = n_features
         self.scaler = scaler
         self.net = net
@@ -163,7 +169,10 @@ class TabDDPM:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             net = Denoiser(rows.shape[1], cfg)
-        model = cls(cfg, rows.shape[1], scaler, net, trans,
+        z0 = x0.double().numpy()
+        class_means = np.stack([z0[c0.numpy() == k].mean(axis=0) if (c0 == k).any() else np.zeros(rows.shape[1])
+                                for k in range(cfg.n_classes)])
+        model = cls(cfg, rows.shape[1], scaler, net, trans, np.zeros_like(class_means),
                     {"fit_rows": int(keep.sum()), "class_counts": np.bincount(c0.numpy(), minlength=cfg.n_classes).tolist(),
                      "seed": seed})
         gen = torch.Generator().manual_seed(seed + 1)
@@ -184,11 +193,22 @@ class TabDDPM:
             if history is not None and (it % 100 == 0 or it == cfg.iters - 1):
                 history.append({"iter": float(it), "loss": float(loss.detach())})
         net.eval()
+        if cfg.recenter:  # the model's mean error per class (fixed seed: part of the fit)
+            probe = np.repeat(np.arange(cfg.n_classes), 2000)
+            z = model._sample_standardized(probe, seed + 2)
+            model.class_bias = np.stack([z[probe == k].mean(axis=0) - class_means[k] if (c0 == k).any()
+                                         else np.zeros(rows.shape[1]) for k in range(cfg.n_classes)])
         return model
 
     def sample(self, classes: np.ndarray, seed: int) -> np.ndarray:
         """One row per entry of ``classes`` ``(N,)``, in natural units (ancestral DDPM sampling)."""
         classes = np.asarray(classes, dtype=np.int64)
+        z = self._sample_standardized(classes, seed)
+        if self.config.recenter:
+            z = z - self.class_bias[classes]
+        return self.scaler.inverse(z)
+
+    def _sample_standardized(self, classes: np.ndarray, seed: int) -> np.ndarray:
         if classes.ndim != 1 or len(classes) == 0:
             raise DataError("TabDDPM.sample: classes must be a non-empty 1-D array")
         if classes.min() < 0 or classes.max() >= self.config.n_classes:
@@ -207,7 +227,7 @@ class TabDDPM:
                     x = mean + torch.sqrt(var) * torch.randn(x.shape, generator=gen, dtype=torch.float64)
                 else:
                     x = mean
-        return self.scaler.inverse(x.numpy())
+        return x.numpy()
 
     def sample_path(self, n_rows: int, seed: int, boost: dict[int, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(rows ``(n_rows, C)``, classes ``(n_rows,)``): a class path from the (optionally boosted) chain, then one
@@ -223,6 +243,7 @@ class TabDDPM:
         tensors = {f"net.{k}": v for k, v in self.net.state_dict().items()}
         tensors.update(scaler_tensors(self.scaler.mean, self.scaler.std))
         tensors["transitions"] = torch.as_tensor(self.transitions, dtype=torch.float64)
+        tensors["class_bias"] = torch.as_tensor(self.class_bias, dtype=torch.float64)
         return save_generator(directory, KIND, {**self.config.to_dict(), "n_features": self.n_features}, tensors,
                               self.meta)
 
@@ -238,7 +259,9 @@ class TabDDPM:
             raise RunDirError(f"{directory}: Tab-DDPM weights do not match its config ({str(exc).splitlines()[0]})") from None
         net.eval()
         scaler = RowScaler(tensors["scaler.mean"].numpy(), tensors["scaler.std"].numpy())
-        return cls(cfg, n_features, scaler, net, tensors["transitions"].numpy(), meta)
+        if "transitions" not in tensors or "class_bias" not in tensors:
+            raise RunDirError(f"{directory}: Tab-DDPM checkpoint lacks transitions / class_bias")
+        return cls(cfg, n_features, scaler, net, tensors["transitions"].numpy(), tensors["class_bias"].numpy(), meta)
 
 
 __all__ = ["TabDDPM", "TabDDPMConfig", "boosted_transitions", "markov_path", "markov_transitions"]

@@ -51,8 +51,9 @@ class TimeGANConfig(FrozenConfig):
     gamma: float = Field(1.0, ge=0, description="weight of the adversarial loss on g(Z) (unsupervised latents)")
     stride: int = Field(1, ge=1, description="rows between the starts of two training windows")
     recenter: bool = Field(
-        True, description="shift each sampled batch so its column means equal the fit means (standardized 0): "
-        "first-moment matching after sampling, a departure from the paper; off = the networks' raw output",
+        True, description="subtract the networks' mean error per column (measured once after fitting on 512 "
+        "windows): a small mean error compounds into a drift over a path; a departure from the paper; off = the "
+        "networks' raw output",
     )
 
     @classmethod
@@ -96,8 +97,9 @@ class TimeGAN:
     """A fitted (or loaded) TimeGAN over standardized bar rows; see the module docstring."""
 
     def __init__(self, config: TimeGANConfig, n_features: int, scaler: RowScaler, nets: TimeGANNets,
-                 meta: dict | None = None) -> None:
+                 meta: dict | None = None, bias: np.ndarray | None = None) -> None:
         self.config = config
+        self.bias = np.zeros(n_features) if bias is None else np.asarray(bias, dtype=np.float64)  # standardized
         self.n_features = n_features
         self.scaler = scaler
         self.nets = nets
@@ -125,10 +127,20 @@ class TimeGAN:
             noise_gen = torch.Generator().manual_seed(seed + 1)
             _train(nets, windows, cfg, rng, noise_gen, history)
         nets.eval()
-        return cls(cfg, n_features, scaler, nets, {"fit_rows": int(ok.sum()), "windows": len(windows), "seed": seed})
+        model = cls(cfg, n_features, scaler, nets, {"fit_rows": int(ok.sum()), "windows": len(windows), "seed": seed})
+        if cfg.recenter:  # mean error of the standardized output against the training windows'
+            model.bias = (model._sample_standardized(512, seed + 2).mean(axis=(0, 1))
+                          - windows.double().numpy().mean(axis=(0, 1)))
+        return model
 
     def sample_windows(self, n: int, seed: int) -> np.ndarray:
         """``n`` generated windows ``(n, seq_len, C)`` in natural units (standardized outputs clipped to +-8 sd)."""
+        z = self._sample_standardized(n, seed)
+        if self.config.recenter:
+            z = z - self.bias
+        return self.scaler.inverse(z)
+
+    def _sample_standardized(self, n: int, seed: int) -> np.ndarray:
         if n < 1:
             raise DataError(f"TimeGAN.sample_windows: n must be >= 1, got {n}")
         gen = torch.Generator().manual_seed(int(seed))
@@ -136,10 +148,7 @@ class TimeGAN:
         with torch.no_grad():
             e_hat = self.nets.generator(z)
             h_hat = self.nets.supervisor(e_hat)
-            x_hat = self.nets.recovery(h_hat).double().numpy()
-        if self.config.recenter:
-            x_hat = x_hat - x_hat.mean(axis=(0, 1), keepdims=True)
-        return self.scaler.inverse(x_hat)
+            return self.nets.recovery(h_hat).double().numpy()
 
     def sample_rows(self, n_rows: int, seed: int) -> np.ndarray:
         """A path of ``n_rows`` rows: generated windows concatenated."""
@@ -150,6 +159,7 @@ class TimeGAN:
     def save(self, directory: str | Path) -> Path:
         tensors = {f"nets.{k}": v for k, v in self.nets.state_dict().items()}
         tensors.update(scaler_tensors(self.scaler.mean, self.scaler.std))
+        tensors["bias"] = torch.as_tensor(self.bias, dtype=torch.float64)
         return save_generator(directory, KIND, {**self.config.to_dict(), "n_features": self.n_features}, tensors,
                               self.meta)
 
@@ -166,7 +176,9 @@ class TimeGAN:
             raise RunDirError(f"{directory}: TimeGAN weights do not match its config ({str(exc).splitlines()[0]})") from None
         nets.eval()
         scaler = RowScaler(tensors["scaler.mean"].numpy(), tensors["scaler.std"].numpy())
-        return cls(cfg, n_features, scaler, nets, meta)
+        if "bias" not in tensors:
+            raise RunDirError(f"{directory}: TimeGAN checkpoint lacks its bias tensor")
+        return cls(cfg, n_features, scaler, nets, meta, tensors["bias"].numpy())
 
 
 def _train(nets: TimeGANNets, windows: torch.Tensor, cfg: TimeGANConfig, rng: np.random.Generator,
