@@ -128,8 +128,8 @@ def repair_cmd(path: str, out: str, drop_duplicates: bool, sort_rows: bool, time
 @click.option("--method", type=click.Choice(["mjd", "timegan", "tabddpm"]), default="mjd", show_default=True,
               help="mjd: jump-diffusion + GARCH + regime chain (the scenario families); timegan / tabddpm: learned "
                    "generators fitted on --calibrate-from (saved to OUT/generator).")
-@click.option("--size", type=click.Choice(["small", "medium", "large"]), default="small", show_default=True,
-              help="timegan / tabddpm: network size and training budget.")
+@click.option("--size", type=click.Choice(["tiny", "small", "medium", "large"]), default="small", show_default=True,
+              help="timegan / tabddpm: network size and training budget (tiny: smoke tests only).")
 @click.option("--generator", "generator_dir", default=None,
               help="timegan / tabddpm: sample from this saved generator (OUT/generator of an earlier run) instead "
                    "of fitting one.")
@@ -292,12 +292,16 @@ def _write_generated(bars: list, method: str, seed: int, generator: dict, out: s
 @click.option("--methods", default="mjd,timegan,tabddpm", show_default=True, help="Comma-separated generators.")
 @click.option("--bars", "n_bars", default=None, type=click.IntRange(min=1000),
               help="Bars generated per method [default: as many as held out].")
-@click.option("--size", type=click.Choice(["small", "medium", "large"]), default="small", show_default=True)
+@click.option("--size", type=click.Choice(["tiny", "small", "medium", "large"]), default="small", show_default=True,
+              help="timegan / tabddpm: network size and training budget (tiny: smoke tests only).")
+@click.option("--score-iters", default=400, show_default=True, type=click.IntRange(min=1),
+              help="Training steps of the post-hoc classifier and predictor.")
 @click.option("--crisis-boost", default=1.0, show_default=True, type=click.FloatRange(min=0.01, max=100))
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out", default=None, help="Directory for report.json and report.md.")
 def synth_report_cmd(data_path: str, fit_start: str, fit_end: str, holdout_end: str, methods: str,
-                     n_bars: int | None, size: str, crisis_boost: float, seed: int, out: str | None) -> None:
+                     n_bars: int | None, size: str, score_iters: int, crisis_boost: float, seed: int,
+                     out: str | None) -> None:
     """Quality of synthetic bars (MJD/GARCH, TimeGAN, Tab-DDPM) against real held-out bars: TimeGAN's
     discriminative and predictive scores and stylized facts (kurtosis, |r| autocorrelation, leverage, drawdowns,
     tail quantiles, regime durations)."""
@@ -314,7 +318,8 @@ def synth_report_cmd(data_path: str, fit_start: str, fit_end: str, holdout_end: 
     if unknown or not chosen:
         raise ConfigError(f"--methods: unknown {unknown or methods!r}; known: {', '.join(METHODS)}")
     bars = load_bars(resolve_data_path(data_path))
-    report = quality_report(bars, fit_start, fit_end, holdout_end, chosen, n_bars, seed, size, crisis_boost)
+    report = quality_report(bars, fit_start, fit_end, holdout_end, chosen, n_bars, seed, size, crisis_boost,
+                            score_iters=score_iters)
     text = render_quality_report(report)
     click.echo(text)
     if out:

@@ -14,7 +14,7 @@ from himari.config import FrozenConfig
 
 METHODS: tuple[str, ...] = ("mjd", "timegan", "tabddpm")
 Method = Literal["mjd", "timegan", "tabddpm"]
-Size = Literal["small", "medium", "large"]
+Size = Literal["tiny", "small", "medium", "large"]
 
 
 class SyntheticSourceConfig(FrozenConfig):

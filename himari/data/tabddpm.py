@@ -53,9 +53,11 @@ class TabDDPMConfig(FrozenConfig):
     )
 
     @classmethod
-    def preset(cls, size: Literal["small", "medium", "large"]) -> TabDDPMConfig:
+    def preset(cls, size: Literal["tiny", "small", "medium", "large"]) -> TabDDPMConfig:
         """``small`` (default, well under a minute on one thread), ``medium`` (256 hidden, 3x iterations),
         ``large`` (512 hidden, 4 layers, 10x iterations)."""
+        if size == "tiny":  # smoke tests only
+            return cls(hidden=16, layers=1, diffusion_steps=20, iters=30, batch_size=64)
         if size == "small":
             return cls()
         if size == "medium":

@@ -57,9 +57,11 @@ class TimeGANConfig(FrozenConfig):
     )
 
     @classmethod
-    def preset(cls, size: Literal["small", "medium", "large"]) -> TimeGANConfig:
+    def preset(cls, size: Literal["tiny", "small", "medium", "large"]) -> TimeGANConfig:
         """``small`` (default: one GRU layer, 200 iterations per phase, about a minute on one thread), ``medium``
         (hidden 48, two layers, 3x iterations), ``large`` (hidden 96, three layers, 10x iterations)."""
+        if size == "tiny":  # smoke tests only
+            return cls(hidden=8, batch_size=16, embedding_iters=10, supervised_iters=10, joint_iters=5)
         if size == "small":
             return cls()
         mult, hidden, layers = (3, 48, 2) if size == "medium" else (10, 96, 3)

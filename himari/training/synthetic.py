@@ -240,7 +240,8 @@ REPORT_COLUMNS: tuple[tuple[str, str, str], ...] = (
 
 def quality_report(bars: Bars, fit_start: object, fit_end: object, holdout_end: object,
                    methods: tuple[str, ...] = METHODS, n_bars: int | None = None, seed: int = 0,
-                   size: str = "small", crisis_boost: float = 1.0, seq_len: int = 24) -> dict[str, Any]:
+                   size: str = "small", crisis_boost: float = 1.0, seq_len: int = 24,
+                   score_iters: int = 400) -> dict[str, Any]:
     """Fit each generator on ``[fit_start, fit_end)``, generate, and score against the real held-out bars
     ``[fit_end, holdout_end)`` (see :mod:`himari.data.synth_quality`). Rows: the held-out bars themselves, the fit
     bars (a real reference: how far another real period is), then one per method."""
@@ -270,8 +271,8 @@ def quality_report(bars: Bars, fit_start: object, fit_end: object, holdout_end: 
     real_w, fit_w = windows(hold), windows(fit)
     out_rows: list[dict[str, Any]] = [
         {"source": "real held-out", **facts(hold)},
-        {"source": "real fit window", "discriminative": discriminative_score(real_w, fit_w, seed),
-         "predictive": predictive_score(fit_w, real_w, seed), **facts(fit)},
+        {"source": "real fit window", "discriminative": discriminative_score(real_w, fit_w, seed, iters=score_iters),
+         "predictive": predictive_score(fit_w, real_w, seed, iters=score_iters), **facts(fit)},
     ]
     for method in methods:
         started = time.perf_counter()
@@ -279,10 +280,10 @@ def quality_report(bars: Bars, fit_start: object, fit_end: object, holdout_end: 
         fit_s = time.perf_counter() - started
         syn = generate_bars(gen, n_gen, seed + 1, symbol=f"SYN-{method.upper()}", crisis_boost=crisis_boost)
         syn_w = windows(syn)
-        out_rows.append({"source": method, "fit_s": fit_s, "discriminative": discriminative_score(real_w, syn_w, seed),
-                         "predictive": predictive_score(syn_w, real_w, seed), **facts(syn)})
+        out_rows.append({"source": method, "fit_s": fit_s, "discriminative": discriminative_score(real_w, syn_w, seed, iters=score_iters),
+                         "predictive": predictive_score(syn_w, real_w, seed, iters=score_iters), **facts(syn)})
     return {"symbol": bars.symbol, "fit": [str(fit.start), str(fit.end)], "held_out": [str(hold.start), str(hold.end)],
-            "generated_bars": n_gen, "seed": seed, "size": size, "crisis_boost": crisis_boost, "seq_len": seq_len,
+            "generated_bars": n_gen, "seed": seed, "score_iters": score_iters, "size": size, "crisis_boost": crisis_boost, "seq_len": seq_len,
             "rows": out_rows}
 
 
