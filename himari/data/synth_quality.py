@@ -76,7 +76,7 @@ def stylized_facts(log_returns: np.ndarray, close: np.ndarray, labels: np.ndarra
     dd = rolling_max_drawdown(np.asarray(close, dtype=np.float64), 720)
     q = np.quantile(r, [0.001, 0.01, 0.99, 0.999])
     facts: dict[str, Any] = {
-        "bars": int(len(r)),
+        "bars": len(r),
         "sd_per_bar": float(r.std()),
         "excess_kurtosis": float(np.mean(z ** 4) - 3.0),
         "acf_abs_1": _acf(a, 1), "acf_abs_24": _acf(a, 24), "acf_abs_168": _acf(a, 168),

@@ -35,7 +35,7 @@ def test_rows_invert_exactly(bars: Bars) -> None:
     back = rows_to_bars(seg, float(bars.close[0]), int(bars.timestamps_ns[1]), "1h", "X", seed=0)
     np.testing.assert_allclose(back.close, bars.close[1:700], rtol=1e-10)
     # open = previous close in generated bars; wicks reproduce high/low relative to max/min(open, close)
-    again, ok2 = bar_rows(back.open, back.high, back.low, back.close, back.gap_before)
+    again, _ok2 = bar_rows(back.open, back.high, back.low, back.close, back.gap_before)
     np.testing.assert_allclose(again[1:, 0], seg[1:, 0], atol=1e-12)
     assert (back.high >= np.maximum(back.open, back.close)).all() and (back.low <= np.minimum(back.open, back.close)).all()
 
@@ -123,7 +123,7 @@ def test_bad_generator_input(tmp_path) -> None:
         fit_generator("gan", synthetic_bars(600, seed=1))
     with pytest.raises(DataError, match=">= 500"):
         fit_generator("tabddpm", synthetic_bars(100, seed=1))
-    with pytest.raises(RunDirError, match="no generator.json"):
+    with pytest.raises(RunDirError, match=r"no generator\.json"):
         load_generator(tmp_path)
     (tmp_path / "generator.json").write_text(json.dumps({"format": "himari.generator/1", "kind": "vae"}))
     with pytest.raises(RunDirError, match="unknown generator kind"):
