@@ -18,10 +18,14 @@ exactly as without augmentation. Draws come from a ``torch.Generator`` seeded fr
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
 from pydantic import Field
 
 from himari.config import FrozenConfig
+
+if TYPE_CHECKING:  # torch is imported on use: PPOConfig (and so every run config) stays importable without it
+    import torch
 
 TRUNCATE = 3.0
 
@@ -48,11 +52,15 @@ class AugmentConfig(FrozenConfig):
 
 
 def _truncated_normal(shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    import torch
+
     return torch.randn(shape, generator=generator, device=device).clamp_(-TRUNCATE, TRUNCATE)
 
 
 def augment_features(features: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
     """Augmented copy of ``features (N, W, A, F)`` (see the module docstring)."""
+    import torch
+
     n, w, a, f = features.shape
     dev = features.device
     out = features
@@ -85,6 +93,8 @@ class ObservationAugmenter:
 
     def __init__(self, cfg: AugmentConfig | None, feature_shape: tuple[int, int, int], seed: int,
                  device: torch.device | str = "cpu") -> None:
+        import torch
+
         self.cfg = cfg
         self.window, self.n_assets, self.n_features = feature_shape
         self.generator = torch.Generator(device=device)
@@ -107,6 +117,8 @@ class ObservationAugmenter:
         f_dim = self.window * self.n_assets * self.n_features
         feats = obs[:, :f_dim].reshape(n, self.window, self.n_assets, self.n_features)
         aug = augment_features(feats, self.cfg, self.generator).reshape(n, f_dim)
+        import torch
+
         return torch.cat([aug, obs[:, f_dim:]], dim=1)
 
 
