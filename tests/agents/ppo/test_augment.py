@@ -81,3 +81,28 @@ def test_bad_strengths_are_config_errors() -> None:
     for bad in ({"jitter": -0.1}, {"scaling": 2.0}, {"noise_prob": 0.9}, {"unknown": 1}):
         with pytest.raises(ConfigError):
             PPOConfig.parse({"augment": bad})
+
+
+def test_resume_with_augmentation_is_bit_identical(tmp_path) -> None:
+    def trainer(run_dir) -> PPOTrainer:
+        env = env_for("mlp", num_envs=16, terminate_prob=0.05, episode_length=7)
+        config = PPOConfig.parse({"n_minibatches": 2, "n_epochs": 1, "total_steps": 16 * 8 * 4, "n_steps": 8,
+                                  "checkpoint_every_updates": 2, "augment": STRONG})
+        return PPOTrainer(small_policy("mlp", env, seed=3), env, config, seed=3, run_dir=run_dir, progress=False,
+                          tensorboard=False)
+
+    full = trainer(tmp_path / "full")
+    full.train()
+    part = trainer(tmp_path / "part")
+
+    def crash(_: PPOTrainer, metrics: dict) -> None:
+        if metrics["update"] == 3:
+            raise KeyboardInterrupt
+
+    part.callbacks.append(crash)
+    with pytest.raises(KeyboardInterrupt):
+        part.train()
+    resumed = trainer(tmp_path / "part")
+    resumed.train(resume=True)
+    a, b = full.policy.state_dict(), resumed.policy.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
