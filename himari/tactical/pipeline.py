@@ -444,6 +444,8 @@ def _load_autoencoder(path: Path, config: TacticalConfig, entry: dict[str, Any] 
     weights = path.parent / AUTOENCODER_FILE
     if not weights.exists():
         raise RunDirError(f"{weights}: autoencoder weights missing")
+    if weights.is_symlink():  # a bundle is untrusted: its files stay inside it
+        raise RunDirError(f"{weights}: is a symbolic link; autoencoder weights must be a plain file")
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
