@@ -125,15 +125,34 @@ def repair_cmd(path: str, out: str, drop_duplicates: bool, sort_rows: bool, time
               help="Family weights, e.g. 'mixed=0.4,crash=0.2,bear=0.2,vol_cluster=0.1,bull=0.1,flash_crash=0'.")
 @click.option("--config", "config_path", default=None, help="JSON file with SynthConfig fields.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of a table.")
+@click.option("--method", type=click.Choice(["mjd", "timegan", "tabddpm"]), default="mjd", show_default=True,
+              help="mjd: jump-diffusion + GARCH + regime chain (the scenario families); timegan / tabddpm: learned "
+                   "generators fitted on --calibrate-from (saved to OUT/generator).")
+@click.option("--size", type=click.Choice(["tiny", "small", "medium", "large"]), default="small", show_default=True,
+              help="timegan / tabddpm: network size and training budget (tiny: smoke tests only).")
+@click.option("--generator", "generator_dir", default=None,
+              help="timegan / tabddpm: sample from this saved generator (OUT/generator of an earlier run) instead "
+                   "of fitting one.")
+@click.option("--crisis-boost", default=1.0, show_default=True, type=click.FloatRange(min=0.01, max=100),
+              help="tabddpm: multiply the entries into the CRISIS regime (enrich tail states).")
 def synth_cmd(
     scenarios: int, n_bars: int, seed: int, out: str, calibrate_from: str | None, calibrate_start: str | None,
-    calibrate_end: str | None, mix: str | None, config_path: str | None, as_json: bool,
+    calibrate_end: str | None, mix: str | None, config_path: str | None, as_json: bool, method: str, size: str,
+    generator_dir: str | None, crisis_boost: float,
 ) -> None:
-    """Generate synthetic stress scenarios (jump-diffusion + GARCH + regime chain) and print their summary."""
+    """Generate synthetic markets: stress scenarios (jump-diffusion + GARCH + regime chain) or bars from a learned
+    generator (TimeGAN, Tab-DDPM), and print their summary."""
     from himari.data.synth import SynthConfig, format_summary, generate_batch, save_batch, stress_summary
     from himari.errors import ConfigError
     from himari.utils.io import read_json, to_json
     from himari.utils.progress import progress_bar
+
+    if method != "mjd":
+        _synth_learned(method, scenarios, n_bars, seed, out, calibrate_from, calibrate_start, calibrate_end, size,
+                       generator_dir, crisis_boost, as_json)
+        return
+    if generator_dir:
+        raise ConfigError("--generator needs --method timegan or tabddpm")
 
     base = read_json(config_path) if config_path else {}
     overrides: dict[str, object] = {"n_scenarios": scenarios, "n_bars": n_bars}
@@ -178,6 +197,135 @@ def synth_cmd(
         click.echo(f"{batch.n_scenarios} scenarios x {batch.n_bars} bars ({config.timeframe}), seed {seed}")
         click.echo(format_summary(summary))
     click.echo(f"wrote {', '.join(files)}", err=True)
+
+
+def _synth_learned(method: str, scenarios: int, n_bars: int, seed: int, out: str, fit_data: str | None,
+                   fit_start: str | None, fit_end: str | None, size: str, generator_dir: str | None,
+                   crisis_boost: float, as_json: bool) -> None:
+    """``data synth --method timegan|tabddpm``: fit (or load) the generator, write ``scenarios.parquet`` +
+    ``synth.json`` (+ ``generator/``)."""
+    from himari.errors import ConfigError
+    from himari.training.synthetic import fit_generator, generate_bars, load_generator, save_generator
+    from himari.utils.io import to_json
+    from himari.utils.threads import configure_torch_threads
+
+    configure_torch_threads()
+    if generator_dir:
+        gen = load_generator(generator_dir)
+        if gen.method != method:
+            raise ConfigError(f"--generator {generator_dir} holds a {gen.method} generator, not {method}")
+    else:
+        if not fit_data:
+            raise ConfigError(f"--method {method} learns from real bars: give --calibrate-from DATA "
+                              "(e.g. BTCUSDT) and optionally --calibrate-start/--calibrate-end")
+        from himari.data.loaders import load_bars
+
+        real = load_bars(resolve_data_path(fit_data))
+        if fit_start or fit_end:
+            real = real.between(fit_start, fit_end)
+        click.echo(f"fitting {method} ({size}) on {real.describe_range()}", err=True)
+        gen = fit_generator(method, real, seed=seed, size=size)
+        save_generator(gen, Path(out) / "generator")
+    bars = [generate_bars(gen, n_bars, seed + i, symbol=f"SYN-{method.upper()}-{i:05d}", crisis_boost=crisis_boost)
+            for i in range(scenarios)]
+    files = _write_generated(bars, method, seed, gen.describe(), out)
+    summary = _generated_summary(bars)
+    if as_json:
+        click.echo(to_json(summary))
+    else:
+        click.echo(f"{scenarios} scenarios x {n_bars} bars ({gen.timeframe}) from {method}, seed {seed}")
+        for row in summary[:20]:
+            click.echo(f"  {row['symbol']}: return {row['total_return']:+.1%}, max DD {row['max_drawdown']:.1%}, "
+                       f"vol {row['annual_vol']:.0%}, excess kurtosis {row['excess_kurtosis']:.1f}")
+    click.echo(f"wrote {', '.join(files)}", err=True)
+
+
+def _generated_summary(bars: list) -> list[dict[str, object]]:
+    import numpy as np
+
+    rows = []
+    for b in bars:
+        r = b.log_returns()
+        r = r[np.isfinite(r)]
+        z = (r - r.mean()) / r.std() if r.std() > 0 else r * 0
+        c = b.close
+        rows.append({"symbol": b.symbol, "total_return": float(c[-1] / b.open[0] - 1),
+                     "max_drawdown": float(np.max(1 - c / np.maximum.accumulate(c))),
+                     "annual_vol": float(r.std() * np.sqrt(b.timeframe.periods_per_year)),
+                     "excess_kurtosis": float(np.mean(z ** 4) - 3)})
+    return rows
+
+
+def _write_generated(bars: list, method: str, seed: int, generator: dict, out: str) -> list[str]:
+    """``OUT/scenarios.parquet`` (scenario, timestamp, OHLCV) and ``OUT/synth.json``, atomically."""
+    import io
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from himari.utils.io import atomic_write_bytes, atomic_write_json
+
+    table = pa.table({
+        "scenario": pa.array(np.repeat(np.arange(len(bars), dtype=np.int32), [len(b) for b in bars])),
+        "timestamp": pa.array(np.concatenate([b.timestamps_ns for b in bars]).astype("datetime64[ns]"),
+                              type=pa.timestamp("ns", tz="UTC")),
+        **{col: pa.array(np.concatenate([getattr(b, col) for b in bars]))
+           for col in ("open", "high", "low", "close", "volume")},
+    })
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd")
+    root = Path(out)
+    p1 = atomic_write_bytes(root / "scenarios.parquet", buffer.getvalue())
+    p2 = atomic_write_json(root / "synth.json", {"format": "himari.synth-learned/1", "method": method, "seed": seed,
+                                                 "generator": generator, "n_scenarios": len(bars),
+                                                 "n_bars": len(bars[0]), "summary": _generated_summary(bars)})
+    return [str(p1), str(p2)]
+
+
+@data_group.command("synth-report")
+@click.option("--data", "data_path", default="BTCUSDT", show_default=True, help="Real bars (file or bundled name).")
+@click.option("--fit-start", default="2021-01-01", show_default=True, help="Generators learn from [fit-start, fit-end).")
+@click.option("--fit-end", default="2022-01-01", show_default=True)
+@click.option("--holdout-end", default="2023-01-01", show_default=True,
+              help="Real held-out bars: [fit-end, holdout-end) (keep it before 2023: settings are chosen there).")
+@click.option("--methods", default="mjd,timegan,tabddpm", show_default=True, help="Comma-separated generators.")
+@click.option("--bars", "n_bars", default=None, type=click.IntRange(min=1000),
+              help="Bars generated per method [default: as many as held out].")
+@click.option("--size", type=click.Choice(["tiny", "small", "medium", "large"]), default="small", show_default=True,
+              help="timegan / tabddpm: network size and training budget (tiny: smoke tests only).")
+@click.option("--score-iters", default=400, show_default=True, type=click.IntRange(min=1),
+              help="Training steps of the post-hoc classifier and predictor.")
+@click.option("--crisis-boost", default=1.0, show_default=True, type=click.FloatRange(min=0.01, max=100))
+@click.option("--seed", default=0, show_default=True)
+@click.option("--out", default=None, help="Directory for report.json and report.md.")
+def synth_report_cmd(data_path: str, fit_start: str, fit_end: str, holdout_end: str, methods: str,
+                     n_bars: int | None, size: str, score_iters: int, crisis_boost: float, seed: int,
+                     out: str | None) -> None:
+    """Quality of synthetic bars (MJD/GARCH, TimeGAN, Tab-DDPM) against real held-out bars: TimeGAN's
+    discriminative and predictive scores and stylized facts (kurtosis, |r| autocorrelation, leverage, drawdowns,
+    tail quantiles, regime durations)."""
+    from himari.data.generators import METHODS
+    from himari.data.loaders import load_bars
+    from himari.errors import ConfigError
+    from himari.training.synthetic import quality_report, render_quality_report
+    from himari.utils.io import atomic_write_json, atomic_write_text
+    from himari.utils.threads import configure_torch_threads
+
+    configure_torch_threads()
+    chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
+    unknown = [m for m in chosen if m not in METHODS]
+    if unknown or not chosen:
+        raise ConfigError(f"--methods: unknown {unknown or methods!r}; known: {', '.join(METHODS)}")
+    bars = load_bars(resolve_data_path(data_path))
+    report = quality_report(bars, fit_start, fit_end, holdout_end, chosen, n_bars, seed, size, crisis_boost,
+                            score_iters=score_iters)
+    text = render_quality_report(report)
+    click.echo(text)
+    if out:
+        atomic_write_json(Path(out) / "report.json", report)
+        atomic_write_text(Path(out) / "report.md", text)
+        click.echo(f"wrote {Path(out) / 'report.json'}, {Path(out) / 'report.md'}", err=True)
 
 
 @data_group.command("fetch")

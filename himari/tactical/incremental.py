@@ -143,7 +143,12 @@ class TacticalStream:
         if cfg.normalizer == "spectral":
             assert isinstance(fitted.feature_scaler, SpectralNormalizer)
             self.raw_window = max(self.raw_window, fitted.feature_scaler.window)
-        self.n_raw = len(pipeline.feature_names)
+        self.n_raw = len(pipeline.base_feature_names)
+        # autoencoder option: the trailing base feature rows and their validity (oldest first)
+        self.ae = fitted.autoencoder
+        ae_window = 0 if self.ae is None else self.ae.config.window
+        self.ae_rows = np.zeros((ae_window, self.n_raw), dtype=np.float32)
+        self.ae_ok = np.zeros(ae_window, dtype=bool)
         lab = cfg.labeller
         self.regime_window = lab.pct_window
         # state
@@ -201,6 +206,11 @@ class TacticalStream:
         obs, _ = hmm_observations(bars, cfg.labeller, with_labels=False)
         z = fitted.hmm_scaler.transform(obs)
         stream.alpha = fitted.hmm.filter(z, gap).posterior[-1].copy()
+        if stream.ae is not None:
+            base = pipeline._transform_base(bars)
+            keep = min(n, len(stream.ae_ok))
+            stream.ae_rows[len(stream.ae_ok) - keep:] = base.features[-keep:]
+            stream.ae_ok[len(stream.ae_ok) - keep:] = base.valid[-keep:]
         stream.last_ts = int(bars.timestamps_ns[-1])
         stream.bars_seen = n
         return stream
@@ -264,6 +274,8 @@ class TacticalStream:
         self.alpha = fitted.hmm.filter_step(self.alpha, z, gap)
         posterior = fitted.hmm.regime_of_states(self.alpha).astype(np.float32)
         ok = ok and bool(np.isfinite(z).all())
+        if self.ae is not None:
+            features, ok = self._autoencode(features, ok)
         self.last_ts = ts
         self.bars_seen += 1
         return TacticalRow(ts, features, posterior, ok)
@@ -277,6 +289,21 @@ class TacticalStream:
                 bars.close.tolist(), bars.volume.tolist(), strict=True,
             )
         ]
+
+    def _autoencode(self, features: np.ndarray, ok: bool) -> tuple[np.ndarray, bool]:
+        """The autoencoder option on the new base row (as ``TacticalPipeline.with_autoencoder``)."""
+        assert self.ae is not None
+        self.ae_rows[:-1] = self.ae_rows[1:]
+        self.ae_rows[-1] = features
+        self.ae_ok[:-1] = self.ae_ok[1:]
+        self.ae_ok[-1] = ok
+        ok = bool(self.ae_ok.all())
+        n_out = len(self.pipeline.feature_names)
+        if not ok:
+            return np.zeros(n_out, dtype=np.float32), False
+        codes = self.ae.encode_window(self.ae_rows)
+        parts = [codes] if self.ae.config.mode == "replace" else [features, codes]
+        return np.concatenate(parts).astype(np.float32), True
 
     def _filter_row(self, logp: np.ndarray, pos: int) -> np.ndarray:
         """The 4 filter features of the last bar, with the arithmetic of ``TacticalPipeline._filter_features``."""
@@ -335,7 +362,8 @@ class TacticalStream:
             "ekf": None if self.ekf is None else list(self.ekf),
         }
         arrays = {"tail": self.tail, "raw": self.raw, "log_vol": self.log_vol, "crash_ret": self.crash_ret,
-                  "alpha": np.zeros(0) if self.alpha is None else self.alpha}
+                  "alpha": np.zeros(0) if self.alpha is None else self.alpha,
+                  "ae_rows": self.ae_rows, "ae_ok": self.ae_ok}
         return meta, arrays
 
     def save(self, directory: str | Path) -> Path:
@@ -375,6 +403,11 @@ class TacticalStream:
         stream.log_vol = arrays["log_vol"].astype(np.float64)
         stream.crash_ret = arrays["crash_ret"].astype(np.float64)
         stream.alpha = arrays["alpha"].astype(np.float64) if arrays["alpha"].size else None
+        if stream.ae is not None:
+            if arrays.get("ae_rows") is None or arrays["ae_rows"].shape != stream.ae_rows.shape:
+                raise RunDirError(f"{npz_path}: array 'ae_rows' missing or not of shape {stream.ae_rows.shape}")
+            stream.ae_rows = arrays["ae_rows"].astype(np.float32)
+            stream.ae_ok = arrays["ae_ok"].astype(bool)
         stream.last_ts = None if meta["last_ts"] is None else int(meta["last_ts"])
         stream.segment_position = int(meta["segment_position"])
         stream.bars_seen = int(meta["bars_seen"])

@@ -29,13 +29,15 @@ from himari.errors import DataError, LeakageError, RunDirError
 from himari.features.ekf import EKFParams, ekf_filter, fit_ekf_mle
 from himari.features.kalman import KalmanParams, fit_kalman_mle, kalman_filter
 from himari.features.normalize import FitWindow, FrozenStandardizer, SpectralNormalizer, rolling_percentile
+from himari.features.representation import ConsensusAEConfig, ConsensusAutoencoder
 from himari.features.technical import FEATURE_NAMES, compute_features
 from himari.regime.labeller import REGIME_NAMES, LabellerConfig, label_from_inputs, regime_inputs
 from himari.regime.student_t_hmm import StudentTHMM, map_states_by_means
-from himari.utils.io import atomic_write_json, read_json, sha256_array
+from himari.utils.io import atomic_write_bytes, atomic_write_json, read_json, sha256_array
 
 FILTER_FEATURE_NAMES: tuple[str, ...] = ("kf_level_dev", "kf_slope", "ekf_vol", "ekf_level_dev")
 PIPELINE_FILE = "tactical_pipeline.json"
+AUTOENCODER_FILE = "tactical_autoencoder.safetensors"
 PIPELINE_VERSION = 2
 
 
@@ -52,6 +54,10 @@ class TacticalConfig(FrozenConfig):
     hmm_dof: float | None = Field(None, gt=0.5, le=500, description="fixed Student-t dof; None = estimated (ECM)")
     hmm_em_iters: int = Field(15, ge=1, le=500)
     labeller: LabellerConfig = LabellerConfig()
+    autoencoder: ConsensusAEConfig | None = Field(
+        None, description="consensus autoencoder codes of the trailing feature window (himari.features."
+        "representation), appended to or replacing the features; None = off",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> TacticalConfig:
@@ -82,6 +88,7 @@ class _Fitted:
     hmm: StudentTHMM
     feature_scaler: FrozenStandardizer | SpectralNormalizer | None
     timeframe_seconds: int
+    autoencoder: ConsensusAutoencoder | None = None
 
 
 def _ns(value: object, name: str) -> int:
@@ -174,8 +181,16 @@ class TacticalPipeline:
 
     # ------------------------------------------------------------------------------------------------------------
     @property
-    def feature_names(self) -> tuple[str, ...]:
+    def base_feature_names(self) -> tuple[str, ...]:
+        """The normalized technical (and filter) features, before the autoencoder option."""
         return FEATURE_NAMES + (FILTER_FEATURE_NAMES if self.config.include_filters else ())
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        ae = self.config.autoencoder
+        if ae is None:
+            return self.base_feature_names
+        return ae.names() if ae.mode == "replace" else self.base_feature_names + ae.names()
 
     @property
     def fit_window(self) -> FitWindow:
@@ -263,6 +278,9 @@ class TacticalPipeline:
             hmm.state_to_regime = map_states_by_means(hmm.means, vol_col=0, trend_col=1, ret_col=2)
         hmm.meta.update({"fit_window": window.to_dict(), "observations": ["rel_log_vol", "trend_tstat", "rel_crash_return"]})
         self._fitted = _Fitted(window, kalman, ekf, hmm_scaler, hmm, scaler, bars.timeframe.seconds)
+        if cfg.autoencoder is not None:  # fitted on the fit window's rows of the (already fitted) base features
+            base = self._transform_base(history)
+            self._fitted.autoencoder = ConsensusAutoencoder.fit(base.features, base.valid, in_train, cfg.autoencoder)
         return self
 
     def transform(self, bars: Bars, eval_start: object = None) -> TacticalFrame:
@@ -276,6 +294,24 @@ class TacticalPipeline:
         fitted = self._require()
         if eval_start is not None:
             fitted.fit_window.check_evaluation_start(_ns(eval_start, "eval_start"), "TacticalPipeline")
+        base = self._transform_base(bars)
+        return self.with_autoencoder(base)
+
+    def with_autoencoder(self, base: TacticalFrame) -> TacticalFrame:
+        """``base`` (the normalized features) with the autoencoder option applied: codes of each causal window
+        appended or replacing the features; a row is valid when every row of its window is. Identity when off."""
+        ae = self._require().autoencoder
+        if ae is None:
+            return base
+        codes, good = ae.encode(base.features, base.valid)
+        ok = base.valid & good
+        parts = [codes] if ae.config.mode == "replace" else [base.features, codes]
+        features = np.where(ok[:, None], np.concatenate(parts, axis=1), 0.0).astype(np.float32)
+        return TacticalFrame(base.timestamps_ns, features, self.feature_names, base.regime_posterior, ok)
+
+    def _transform_base(self, bars: Bars) -> TacticalFrame:
+        """:meth:`transform` without the autoencoder option."""
+        fitted = self._require()
         if bars.timeframe.seconds != fitted.timeframe_seconds:
             raise DataError(
                 f"TacticalPipeline was fitted on {fitted.timeframe_seconds}s bars but got {bars.timeframe} bars "
@@ -316,7 +352,7 @@ class TacticalPipeline:
         z = fitted.hmm_scaler.transform(cached.hmm_obs)
         posterior = fitted.hmm.regime_posterior(z, bars.gap_before).astype(np.float32)
         ok &= np.isfinite(z).all(axis=1)
-        return TacticalFrame(bars.timestamps_ns, features, self.feature_names, posterior, ok)
+        return TacticalFrame(bars.timestamps_ns, features, self.base_feature_names, posterior, ok)
 
     def regime_observations(self, bars: Bars) -> tuple[np.ndarray, np.ndarray]:
         """Standardized HMM observations (T, 3) (frozen training scaler) and rule labels (T,) of ``bars``."""
@@ -343,11 +379,20 @@ class TacticalPipeline:
             "feature_scaler": None if f.feature_scaler is None else {
                 "kind": type(f.feature_scaler).__name__, **f.feature_scaler.state()
             },
+            "autoencoder": None if f.autoencoder is None else {
+                "file": AUTOENCODER_FILE, "n_features": f.autoencoder.n_features,
+                "sha256": _tensors_sha256(f.autoencoder.tensors()),
+            },
         }
 
     def save(self, directory: str | Path) -> Path:
         """Write ``directory/tactical_pipeline.json`` (atomic; plain JSON, no pickle)."""
         path = Path(directory) / PIPELINE_FILE
+        ae = self._require().autoencoder
+        if ae is not None:  # weights first: a reader never sees a pipeline file without its weights
+            from safetensors.torch import save as st_save
+
+            atomic_write_bytes(Path(directory) / AUTOENCODER_FILE, st_save(ae.tensors()))
         atomic_write_json(path, self.state_dict())
         return path
 
@@ -379,8 +424,41 @@ class TacticalPipeline:
             StudentTHMM.from_dict(payload["hmm"], str(path)),
             scaler,
             int(payload["timeframe_seconds"]),
+            _load_autoencoder(path, pipe.config, payload.get("autoencoder")),
         )
         return pipe
+
+
+def _tensors_sha256(tensors: dict[str, Any]) -> str:
+    return sha256_array(*(tensors[k].numpy() for k in sorted(tensors)))
+
+
+def _load_autoencoder(path: Path, config: TacticalConfig, entry: dict[str, Any] | None) -> ConsensusAutoencoder | None:
+    """The autoencoder saved beside ``path`` (safetensors), checked against the pipeline file's SHA-256."""
+    if config.autoencoder is None:
+        if entry is not None:
+            raise RunDirError(f"{path}: autoencoder weights recorded but the config has no autoencoder")
+        return None
+    if not isinstance(entry, dict) or entry.get("file") != AUTOENCODER_FILE:
+        raise RunDirError(f"{path}: the config has an autoencoder but the file records no weights")
+    weights = path.parent / AUTOENCODER_FILE
+    if not weights.exists():
+        raise RunDirError(f"{weights}: autoencoder weights missing")
+    if weights.is_symlink():  # a bundle is untrusted: its files stay inside it
+        raise RunDirError(f"{weights}: is a symbolic link; autoencoder weights must be a plain file")
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(str(weights))
+    except (SafetensorError, OSError) as exc:
+        raise RunDirError(f"{weights}: not a readable safetensors file ({exc})") from None
+    if _tensors_sha256(tensors) != entry.get("sha256"):
+        raise RunDirError(f"{weights}: SHA-256 differs from the one recorded in {path.name}")
+    try:
+        return ConsensusAutoencoder.from_tensors(config.autoencoder, int(entry["n_features"]), tensors)
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise RunDirError(f"{weights}: weights do not match the autoencoder config ({str(exc).splitlines()[0]})") from None
 
 
 __all__ = ["FILTER_FEATURE_NAMES", "REGIME_NAMES", "LeakageError", "TacticalConfig", "TacticalFrame", "TacticalPipeline"]

@@ -128,6 +128,16 @@ def fit_ppo(
     :mod:`himari.agents.ppo.methods`) are assembled here; ``augment_source`` (the bars and fitted pipelines the
     market was built from) is needed by augmentation and rare events only.
     """
+    if ppo.synthetic is not None:  # pre-training on a generator's market (PPOConfig.synthetic), then the real run
+        from himari.training.synthetic import synthetic_source_market
+
+        syn = synthetic_source_market(ppo.synthetic, market, train_range, seed)
+        pre_steps = max(1, int(ppo.synthetic.steps_fraction * ppo.total_steps))
+        init, _ = fit_ppo(kind, syn, sim, ppo.replace(total_steps=pre_steps, synthetic=None),
+                          train_range=(0, syn.num_bars), seed=seed, num_envs=num_envs, policy_config=policy_config,
+                          init=init, direction_policy=direction_policy, progress=progress, tensorboard=False,
+                          description=f"{description or kind}: synthetic pre-training ({ppo.synthetic.method})")
+        ppo = ppo.replace(synthetic=None)
     env: Any
     env, real_env = training_env(market, sim, ppo, train_range, num_envs, seed, augment_source)
     if direction_policy is not None:

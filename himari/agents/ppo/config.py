@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from himari.agents.ppo.augment import AugmentConfig as ObsAugmentConfig
 from himari.agents.ppo.methods.config import (
     AdversarialConfig,
     AugmentConfig,
@@ -20,6 +21,7 @@ from himari.agents.ppo.methods.config import (
     RareEventConfig,
 )
 from himari.config import FrozenConfig
+from himari.data.generators import SyntheticSourceConfig
 
 
 class PPOConfig(FrozenConfig):
@@ -55,6 +57,13 @@ class PPOConfig(FrozenConfig):
     early_stop_patience: int | None = Field(None, ge=1, description="evaluations without improvement before stopping")
     checkpoint_every_updates: int = Field(10, ge=1)
     torch_threads: int = Field(1, ge=1)
+    obs_augment: ObsAugmentConfig | None = Field(
+        None, description="A8 online augmentation of the observations in rollouts (himari.agents.ppo.augment); "
+        "None = off")
+    synthetic: SyntheticSourceConfig | None = Field(
+        None, description="pre-train on a synthetic market from a generator fitted on the training range "
+        "(himari.data.generators; run by himari.training.ppo.fit_ppo); None = off",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto",
         description="where the policy, rollout storage and update run: auto = CUDA when available, else CPU "

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from himari.agents.ppo.augment import ObservationAugmenter
 from himari.agents.ppo.buffer import RolloutBuffer
 from himari.agents.ppo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from himari.agents.ppo.config import PPOConfig
@@ -191,7 +192,7 @@ class PPOTrainer:
         self.batch_size = config.batch_size(self.num_envs)
         self.methods = list(methods)  # optional training methods (himari.agents.ppo.methods), hooks below
         hashed = {"ppo": {k: v for k, v in config.to_dict().items()  # same run on any device; methods off: as before
-                          if k != "device" and not (k in METHOD_FIELDS and v is None)},
+                          if k != "device" and not (k in (*METHOD_FIELDS, "obs_augment", "synthetic") and v is None)},
                   "policy": policy.metadata()["config"], "kind": policy.kind,
                   "obs_spec": policy.spec.to_dict(), "seed": self.seed, "run": run_config or {}}
         self.config_hash = config_hash(hashed)
@@ -208,6 +209,9 @@ class PPOTrainer:
         action_dtype = torch.int64 if policy.action_kind == "discrete" else torch.float32
         self.buffer = RolloutBuffer(config.n_steps, self.num_envs, spec.obs_dim, action_shape, action_dtype, self.device)
         self.sample_gen = torch.Generator(device=self.device)
+        # online observation augmentation (PPOConfig.obs_augment; identity when off)
+        self.augment = ObservationAugmenter(config.obs_augment, (spec.window, spec.n_assets, spec.n_features), self.seed,
+                                            self.device)
         self.batch_gen = torch.Generator()
         # early stopping / model selection
         self.best_metric: float | None = None
@@ -240,6 +244,7 @@ class PPOTrainer:
         self._state = self.policy.net.initial_state(self.num_envs)
         self._episode_start = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
         self.sample_gen.manual_seed(sample_seed)
+        self.augment.reseed(sample_seed)
         self.batch_gen.manual_seed(batch_seed)
         for i, method in enumerate(self.methods):
             method.reseed(derived_seeds(self.seed, METHOD_SEED_STREAM + update, len(self.methods))[i])
@@ -265,7 +270,7 @@ class PPOTrainer:
                 for method in self.methods:
                     method.before_env_step(self, t)
                 raw_seen[t] = obs_raw
-                x = policy.obs_norm(obs_raw)
+                x = policy.obs_norm(self.augment(obs_raw))
                 params, value, state = net.forward_step(x, state)
                 action = head.sample(params, self.sample_gen)
                 buf.obs[t] = x
