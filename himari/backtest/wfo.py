@@ -118,8 +118,9 @@ class WFOConfig(FrozenConfig):
         None, description="JSON ledger of configurations already evaluated on these data (a path, or the name of "
         "one shipped in himari/backtest/ledgers): the DSR counts them as trials; RUN/trials.json adds this run",
     )
-    workers: int = Field(1, ge=1, le=64, description="processes fitting a window's configurations in parallel "
-                         "(fork; one thread each); the results equal the sequential ones")
+    workers: int = Field(1, ge=1, le=64, description="processes fitting a window's configurations, or else a "
+                         "configuration's seeds, in parallel (fork; one thread each); the results equal the "
+                         "sequential ones")
     seed: int = 0
     # where curves and figures go (not part of the method: left out of to_dict(), the config hash and the ledger)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, exclude=True)
@@ -371,31 +372,17 @@ def fit_window(
     return WindowFit(bundles, results, select_configuration(results))
 
 
-_FORKED: dict[str, Any] = {}  # the parent's fit_one, inherited by forked workers (nothing pickled on the way in)
-
-
-def _forked_fit(name: str) -> tuple[Bundle, ConfigurationResult]:
-    from himari.utils.threads import configure_torch_threads
-
-    configure_torch_threads()
-    return _FORKED["fit_one"](name)  # type: ignore[no-any-return]
-
-
 def _fit_in_processes(config: WFOConfig, names: tuple[str, ...], fit_one: Any, fit_bars: dict[str, Bars],
                       window: WalkForwardWindow, tactical_cache: dict[str, Any]) -> dict[str, Any]:
-    """The configurations of one window fitted in ``config.workers`` forked processes (one thread each). Every
-    configuration's training is seeded on its own, so the results equal the sequential ones (tested). The tactical
-    pipelines are fitted once in the parent and shared again after the bundles come back."""
-    import multiprocessing as mp
+    """The configurations of one window fitted in ``config.workers`` forked processes
+    (:func:`himari.utils.parallel.fork_map`). Every configuration's training is seeded on its own, so the results
+    equal the sequential ones (tested). The tactical pipelines are fitted once in the parent and shared again after
+    the bundles come back."""
+    from himari.utils.parallel import fork_map
 
     for name in names:  # fit the shared tactical pipelines before forking
         _tactical_market(config.for_configuration(name), window, fit_bars, tactical_cache)
-    _FORKED["fit_one"] = fit_one
-    try:
-        with mp.get_context("fork").Pool(min(config.workers, len(names))) as pool:
-            out = dict(zip(names, pool.map(_forked_fit, names, chunksize=1), strict=True))
-    finally:
-        _FORKED.clear()
+    out = dict(zip(names, fork_map(fit_one, names, config.workers), strict=True))
     for name, (bundle, _) in out.items():
         cfg = config.for_configuration(name)
         if not cfg.is_offline:
@@ -433,6 +420,7 @@ def _fit_configuration(
     from himari.agents.ppo.methods.augment import AugmentSource
     from himari.agents.seed_ensemble import ensemble_members, seed_ensemble
     from himari.training.ppo import STACK_L2_OFFLINE_KINDS, fit_offline_direction, fit_stack, stack_kinds
+    from himari.utils.parallel import fork_map
 
     symbols = tuple(fit_bars)
     lineage = window_lineage(cfg, window, fit_bars, init, pretrained)
@@ -468,15 +456,15 @@ def _fit_configuration(
             )
             trained = stages["directions"] + stages["sizers"]  # (an offline L2 has no PPO result)
         else:
-            members, trained = [], []
             starts = ensemble_members(previous) if previous is not None else [None]
-            for k, seed in enumerate(seeds):
-                p, r = _fit_single(cfg, train_market, market, sim_cfg, ppo_cfg, tr, va, seed,
-                                   starts[k % len(starts)], progress, f"window {window.index} {name} s{k}",
-                                   None if cfg.pool else AugmentSource([fit_bars[s] for s in symbols],
-                                                                       [tactical[s] for s in symbols]))
-                members.append(p)
-                trained.append(r)
+            source = None if cfg.pool else AugmentSource([fit_bars[s] for s in symbols], [tactical[s] for s in symbols])
+
+            def fit_seed(k: int) -> tuple[Any, Any]:
+                return _fit_single(cfg, train_market, market, sim_cfg, ppo_cfg, tr, va, seeds[k],
+                                   starts[k % len(starts)], progress, f"window {window.index} {name} s{k}", source)
+
+            fitted = fork_map(fit_seed, range(len(seeds)), cfg.workers)  # seeded: equal to a sequential fit
+            members, trained = [p for p, _ in fitted], [r for _, r in fitted]
             policy = seed_ensemble(members)
         bundle = Bundle(symbols=symbols, timeframe=str(market.timeframe), tactical=tactical, policy=policy,
                         sim_config=sim_cfg.to_dict(), sizing_config=dict(cfg.sizing), risk_config=dict(cfg.risk))

@@ -200,6 +200,7 @@ def fit_stack(
     eval_market: MarketData | None = None,
     progress: bool | None = None,
     description: str = "stack",
+    workers: int = 1,
 ) -> tuple[StackPolicy, dict[str, TrainResult]]:
     """The stacked policy, trained in order on the same simulator, costs, positioning and risk: the L2 direction
     policy (``policy_config["direction_kind"]``: a discrete PPO kind, MLP by default) on its own objective, then the
@@ -207,6 +208,8 @@ def fit_stack(
     trains on the same with discrete actions. ``direction``: an already fitted L2 (an offline model, see
     :func:`fit_offline_direction`), kept frozen; only the L3 trains. ``eval_market``: the market of
     ``eval_range`` when training runs on another one (pooled training); default ``market``.
+
+    ``workers``: processes training a layer's seeds in parallel (:func:`himari.utils.parallel.fork_map`).
 
     ``seeds``: K seeds per layer, ensembled (:func:`himari.agents.seed_ensemble.seed_ensemble`): the K L2 policies
     average their action probabilities, and the K L3 sizers train under that frozen L2 ensemble and average their
@@ -223,28 +226,33 @@ def fit_stack(
         lambda s: evaluation_env(market if eval_market is None else eval_market, s, eval_range))
     init_l2 = [] if init is None else ensemble_members(init.direction)
     init_l3 = [] if init is None else ensemble_members(init.sizer)
-    directions, d_results = [], []
-    for k, s in enumerate(seed_list if direction is None else []):
-        if l2_kind not in STACK_L2_PPO_KINDS:
-            raise ConfigError(f"stack: an offline L2 ({l2_kind}) is fitted first (fit_offline_direction) and passed "
-                              "as direction=")
-        d, r = fit_ppo(
-            l2_kind, market, d_sim, ppo, train_range=train_range, seed=s, num_envs=num_envs,
+    from himari.utils.parallel import fork_map
+
+    if direction is None and l2_kind not in STACK_L2_PPO_KINDS:
+        raise ConfigError(f"stack: an offline L2 ({l2_kind}) is fitted first (fit_offline_direction) and passed "
+                          "as direction=")
+
+    def fit_direction(k: int) -> tuple[Any, TrainResult]:
+        return fit_ppo(
+            l2_kind, market, d_sim, ppo, train_range=train_range, seed=seed_list[k], num_envs=num_envs,
             eval_env=evaluation(d_sim), policy_config=cfg.get("direction"), progress=progress,
             init=init_l2[k % len(init_l2)] if init_l2 else None, description=f"{description}: L2 direction s{k}",
         )
-        directions.append(d)
-        d_results.append(r)
-    direction = seed_ensemble(directions) if direction is None else direction
-    sizers, s_results = [], []
-    for k, s in enumerate(seed_list):
-        z, r = fit_ppo(
-            l3_kind, market, sim, ppo, train_range=train_range, seed=s, num_envs=num_envs,
+
+    # each seed is trained on its own (seeded): ``workers`` processes give the sequential results
+    fitted = [] if direction is not None else fork_map(fit_direction, range(len(seed_list)), workers)
+    d_results = [r for _, r in fitted]
+    direction = seed_ensemble([d for d, _ in fitted]) if direction is None else direction
+
+    def fit_sizer(k: int) -> tuple[Any, TrainResult]:
+        return fit_ppo(
+            l3_kind, market, sim, ppo, train_range=train_range, seed=seed_list[k], num_envs=num_envs,
             eval_env=evaluation(sim), policy_config=cfg.get("sizer"), progress=progress, direction_policy=direction,
             init=init_l3[k % len(init_l3)] if init_l3 else None, description=f"{description}: L3 sizer s{k}",
         )
-        sizers.append(z)
-        s_results.append(r)
+
+    fitted = fork_map(fit_sizer, range(len(seed_list)), workers)
+    sizers, s_results = [z for z, _ in fitted], [r for _, r in fitted]
     return StackPolicy(direction, seed_ensemble(sizers)), {"direction": d_results[0] if d_results else None,
                                                            "sizer": s_results[0], "directions": d_results,
                                                            "sizers": s_results}

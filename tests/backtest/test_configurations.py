@@ -235,3 +235,23 @@ def test_walk_forward_passes_its_bars_to_causal_augmentation(btc_bars):
                            "ppo": {"augment": {"rate": 0.5}}})
     result = run_wfo(cfg, bars, progress=False)
     assert np.isfinite(result.stitched.strategy.net_returns).all()
+
+
+def test_a_configurations_seeds_fitted_in_processes_equal_the_sequential_fit(btc_bars):
+    """One configuration, a stack with two seeds per layer: ``workers=2`` trains the seeds of each layer in
+    parallel processes and gives the same ensembles as the sequential fit."""
+    import torch
+
+    from himari.agents.registry import policy_tensors
+    from himari.backtest.wfo import fit_window
+
+    bars = {"BTCUSDT": btc_bars.between("2022-06-01", "2023-02-01")}
+    base = {**BASE, "policy": "stack", "test_end": "2023-02-01", "steps_first_window": 256}
+    window = WFOConfig.parse(base).windows()[0]
+    one = fit_window(WFOConfig.parse(base), window, bars)
+    two = fit_window(WFOConfig.parse({**base, "workers": 2}), window, bars)
+    assert one.results["base"].validation_sharpe == two.results["base"].validation_sharpe
+    for layer in ("direction", "sizer"):
+        a = policy_tensors(getattr(one.bundle.policy, layer))
+        b = policy_tensors(getattr(two.bundle.policy, layer))
+        assert len(a) > 0 and a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), layer
