@@ -451,8 +451,7 @@ def _fit_configuration(
             policy, stages = fit_stack(
                 train_market, sim_cfg, ppo_cfg, train_range=tr, seeds=seeds, num_envs=cfg.num_envs, eval_range=va,
                 eval_market=market, policy_config=cfg.policy_config, progress=progress, init=previous,
-                direction=direction,
-                description=f"window {window.index} {name}",
+                direction=direction, description=f"window {window.index} {name}", workers=cfg.workers,
             )
             trained = stages["directions"] + stages["sizers"]  # (an offline L2 has no PPO result)
         else:
