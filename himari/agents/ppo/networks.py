@@ -686,16 +686,23 @@ class MultiAssetActorCritic(ActorCritic):
         return tuple(p.squeeze(-2) if p.ndim == z.ndim + 1 else p.squeeze(-1) for p in self.head(z, x))
 
 
-def regime_scale_fn(spec: ObsSpec, scales: tuple[float, ...]) -> Any:
-    """``x -> s (n, A)`` with ``s = Σ_r P(r | bar t) · scales[r]`` (the sizer's regime scaling)."""
-    table = torch.tensor(scales, dtype=torch.float32)
+class RegimeScale:
+    """``x -> s (n, A)`` with ``s = Σ_r P(r | bar t) · scales[r]`` (the sizer's regime scaling). A plain class (not
+    a closure, not a module): picklable for worker processes, and no entry in the state dict."""
 
-    def scale(x: torch.Tensor) -> torch.Tensor:
-        posterior = spec.last_regime(x)
+    def __init__(self, spec: ObsSpec, scales: tuple[float, ...]) -> None:
+        self.spec = spec
+        self.table = torch.tensor(scales, dtype=torch.float32)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        posterior = self.spec.last_regime(x)
         total = posterior.sum(-1, keepdim=True).clamp_min(1e-6)
-        return ((posterior / total) * table.to(posterior.device)).sum(-1).clamp_min(1e-3)
+        return ((posterior / total) * self.table.to(posterior.device)).sum(-1).clamp_min(1e-3)
 
-    return scale
+
+def regime_scale_fn(spec: ObsSpec, scales: tuple[float, ...]) -> Any:
+    """The sizer's regime scaling (:class:`RegimeScale`)."""
+    return RegimeScale(spec, scales)
 
 
 def to_tensor(array: np.ndarray) -> torch.Tensor:
