@@ -8,8 +8,9 @@ compared with (usually ``"without"``: the base unchanged). Each variant writes a
 ``OUT/variants.md`` hold the comparison: return, Sharpe with its bootstrap 95% CI, maximum drawdown, turnover, fees,
 exposure, and the Sharpe difference to the reference with a paired bootstrap CI over the same test bars.
 
-Every variant is a trial on these data: the rows are appended to the base configuration's trials ledger when one is
-named (``append_to_ledger``), so a later DSR counts them.
+Every variant is a trial on these data: each variant's run directory holds its ``trials.json`` (the base ledger plus
+the variant), and a choice made from the comparison must add the variants to the ledger it names, so a later DSR
+counts them (they are not added to a shipped ledger automatically).
 """
 
 from __future__ import annotations
