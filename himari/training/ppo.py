@@ -168,7 +168,7 @@ def fit_ppo(
 
 
 STACK_L2_PPO_KINDS: tuple[str, ...] = ("mlp", "lstm", "transformer")  # discrete PPO kinds that can say the direction
-STACK_L2_OFFLINE_KINDS: tuple[str, ...] = ("mlp-classifier", "cql")  # fitted on logged data first, then frozen
+STACK_L2_OFFLINE_KINDS: tuple[str, ...] = ("mlp-classifier", "cql", "dt")  # fitted on logged data first, then frozen
 STACK_L2_KINDS: tuple[str, ...] = STACK_L2_PPO_KINDS + STACK_L2_OFFLINE_KINDS
 STACK_L3_KINDS: tuple[str, ...] = ("sizer", "sizer-lstm")
 

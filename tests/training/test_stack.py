@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from himari.agents.stack import StackPolicy
@@ -32,20 +33,22 @@ def test_train_stack_backtest_and_decide(tmp_path, btc_bars) -> None:
     assert decision.actions == ("DELTA",) and abs(decision.target_position[0]) <= 3.0
 
 
-def test_stack_with_an_offline_l2_trains_frozen_sizer_and_decides(tmp_path, btc_bars) -> None:
-    """An offline L2 (the supervised classifier) is fitted first, frozen, and the L3 sizer trains under it; the
-    stack's window grows to the L2's window; the bundle reloads and backtests."""
+@pytest.mark.parametrize("l2", ["mlp-classifier", "dt"])
+def test_stack_with_an_offline_l2_trains_frozen_sizer_and_decides(tmp_path, btc_bars, l2) -> None:
+    """An offline L2 (the supervised classifier; the decision transformer, which keeps a context across bars) is
+    fitted first, frozen, and the L3 sizer trains under it; the stack's window is at least the L2's; the bundle
+    reloads and backtests."""
     runner = CliRunner()
     run = tmp_path / "stack"
     cfg = tmp_path / "cfg.json"
-    cfg.write_text(json.dumps({"policy": "stack", "policy_config": {"direction_kind": "mlp-classifier"}}))
+    cfg.write_text(json.dumps({"policy": "stack", "policy_config": {"direction_kind": l2}}))
     res = runner.invoke(cli, ["train", "--config", str(cfg), "--out", str(run), "--train-start", "2022-01-01",
                               "--train-end", "2022-03-01", "--val-end", "2022-03-15", "--steps", "256",
                               "--num-envs", "8", "--n-steps", "16", "--episode-length", "32", "--no-tensorboard"])
     assert res.exit_code == 0, res.output
     bundle = load_bundle(run)
-    assert bundle.policy.direction.kind == "mlp-classifier" and bundle.policy.sizer.kind == "sizer"
-    assert bundle.sim_config["window"] == bundle.policy.direction.window == 16  # the classifier's window
+    assert bundle.policy.direction.kind == l2 and bundle.policy.sizer.kind == "sizer"
+    assert bundle.sim_config["window"] == max(8, bundle.policy.direction.window)  # the L3's 8 bars or the L2's
     res = runner.invoke(cli, ["backtest", "--run", str(run), "--start", "2022-04-01", "--end", "2022-04-08",
                               "--out", str(tmp_path / "bt")])
     assert res.exit_code == 0, res.output
