@@ -252,7 +252,28 @@ def _render(config: FrozenConfig, indent: int, commented: bool, active: Mapping[
             lines.extend(f"{pad}{mark}  {line}" if mark else f"{pad}  {line}" for line in inner)
             continue
         lines.append(f"{pad}{mark}{name}: {_yaml_value(values[name])}  # {_doc(info)}")
+        optional = _is_config(info.annotation) if nested is None else None
+        if optional is not None:  # an optional section that is off: the keys it takes, as notes
+            lines.extend(f"{pad}#   {indent_}({key}: {value})  # {doc}" for indent_, key, value, doc in _option_notes(optional))
     return lines
+
+
+def _option_notes(config_class: type[FrozenConfig], indent: str = "") -> list[tuple[str, str, str, str]]:
+    """(indent, key, default, doc) of every field of an optional section (nested sections indented)."""
+    out = []
+    for key, info in config_class.model_fields.items():
+        if info.exclude:
+            continue
+        if info.is_required():
+            default = "required"
+        else:
+            value = info.get_default(call_default_factory=True)
+            default = _yaml_value(value.to_dict() if isinstance(value, FrozenConfig) else value)
+        out.append((indent, key, default, _doc(info)))
+        inner = _is_config(info.annotation)
+        if inner is not None:
+            out.extend(_option_notes(inner, indent + "  "))
+    return out
 
 
 def template(walk_forward: Mapping[str, Any] | None = None, data: tuple[str, ...] | None = None,
@@ -285,10 +306,11 @@ def template(walk_forward: Mapping[str, Any] | None = None, data: tuple[str, ...
             continue
         given = dict(getattr(wf, name))
         config_class = sections.get(name)
+        if name == "policy_config" and wf.policy in STACK_KINDS:
+            lines.extend(_stack_policy_config(given))
+            continue
         if config_class is None:
             used = "not used by" if (name != "offline" or wf.policy not in OFFLINE_KINDS) else "options of"
-            if name == "policy_config" and wf.policy in STACK_KINDS:
-                used = "direction / sizer configs of"
             keys = ""
             if name == "offline" and wf.policy in OFFLINE_KINDS:
                 from himari.training.offline import OPTION_KEYS
@@ -315,6 +337,29 @@ def template(walk_forward: Mapping[str, Any] | None = None, data: tuple[str, ...
         lines.extend(_render(effective, 4, True, active={k: v for k, v in given.items() if k not in skip},
                              skip=skip))
     return "\n".join(lines) + "\n"
+
+
+def _stack_policy_config(given: Mapping[str, Any]) -> list[str]:
+    """The stack's ``policy_config``: its L2 / L3 kinds and each layer's config (commented at their defaults)."""
+    from himari.agents.registry import policy_class, policy_kind
+    from himari.training.ppo import STACK_L2_KINDS, STACK_L3_KINDS, stack_kinds
+
+    l2, l3 = stack_kinds(dict(given))
+    lines = ["  policy_config:  # the stack's layers (himari.training.ppo.fit_stack)"]
+    for key, value, kinds in (("direction_kind", l2, STACK_L2_KINDS), ("sizer_kind", l3, STACK_L3_KINDS)):
+        mark = "" if key in given else "# "
+        lines.append(f"    {mark}{key}: {value}  # one of {', '.join(kinds)}")
+    for key, kind in (("direction", l2), ("sizer", l3)):
+        section = dict(given.get(key) or {})
+        if policy_kind(kind).family == "offline":
+            lines.append(f"    {'' if key in given else '# '}{key}: {_yaml_value(section)}  # options of the offline "
+                         f"{kind} model (himari.training.offline)")
+            continue
+        config_class = policy_class(kind).config_class
+        lines.append(f"    {'' if section else '# '}{key}:  # {config_class.__name__} of the {kind} layer")
+        inner = _render(config_class.parse(section), 0, False)
+        lines.extend(f"      {line}" if section else f"    #   {line}" for line in inner)
+    return lines
 
 
 def data_spec(bars: Any) -> str:

@@ -105,8 +105,8 @@ def test_stack_configuration_trains_seed_ensembles_in_both_layers(btc_bars, tmp_
     again = run_backtest(loaded, bars, start, end, show_progress=False, with_baselines=False)
     first = run_backtest(result.final_bundle, bars, start, end, show_progress=False, with_baselines=False)
     np.testing.assert_array_equal(again.strategy.net_returns, first.strategy.net_returns)
-    with pytest.raises(ConfigError, match="direction_kind 'dt'"):
-        WFOConfig.parse({**BASE, "policy": "stack", "policy_config": {"direction_kind": "dt"}})
+    with pytest.raises(ConfigError, match="direction_kind 'flag-trader'"):
+        WFOConfig.parse({**BASE, "policy": "stack", "policy_config": {"direction_kind": "flag-trader"}})
 
 
 def test_mean_ensemble_averages_member_actions():

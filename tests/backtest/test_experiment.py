@@ -57,17 +57,23 @@ def test_template_parses_to_its_experiment_and_covers_every_key(preset: str) -> 
     assert exp.walk_forward == WFOConfig.parse(base)
     assert exp.data == ("BTCUSDT",) and exp.tracking == TrackingConfig()
     keys = _keys(text)
+    layers = [policy_class("mlp").config_class] + ([policy_class("sizer").config_class] if preset == "quick" else [])
     classes = [ExperimentConfig, TrackingConfig, WFOConfig, SimConfig, PPOConfig, TacticalConfig, SizingConfig,
-               RiskConfig, policy_class("mlp").config_class]
+               RiskConfig, *layers]
     missing = {c.__name__: sorted(_field_names(c) - keys) for c in classes}
     assert not any(missing.values()), missing
     # every commented key shows its effective default: uncommenting them all changes nothing
     full = parse_experiment(yaml.safe_load(UNCOMMENT.sub(r"\1\2", text)), "uncommented")
     wf, wf_full = exp.walk_forward, full.walk_forward
     assert wf_full.sim_config() == wf.sim_config()
-    for name, config_class in (("tactical", TacticalConfig), ("sizing", SizingConfig), ("risk", RiskConfig),
-                               ("policy_config", policy_class("mlp").config_class)):
+    checks = [("tactical", TacticalConfig), ("sizing", SizingConfig), ("risk", RiskConfig)]
+    for name, config_class in checks if wf.policy == "stack" else [*checks, ("policy_config", layers[0])]:
         assert config_class.parse(getattr(wf_full, name)) == config_class.parse(getattr(wf, name)), name
+    if wf.policy == "stack":  # the stack's layers: kinds and each layer's config at their defaults
+        full_pc, pc = wf_full.policy_config, wf.policy_config
+        assert (full_pc["direction_kind"], full_pc["sizer_kind"]) == ("mlp", "sizer") and "direction_kind" not in pc
+        for key, config_class in (("direction", layers[0]), ("sizer", layers[1])):
+            assert config_class.parse(full_pc[key]) == config_class.parse(pc.get(key) or {}), key
     assert wf_full.ppo == {k: v for k, v in PPOConfig().to_dict().items()
                            if k not in ("total_steps", "n_steps")} | {"eval_every_updates": 5}
     if preset == "quick":
