@@ -23,22 +23,12 @@ from typing import Any
 import numpy as np
 
 from himari.backtest.wfo import WFOConfig
+from himari.config import merge_overrides
 from himari.data.bars import Bars
 from himari.errors import ConfigError
 from himari.utils.io import atomic_write_json, atomic_write_text
 
 ROW_KEYS = ("total_return", "sharpe", "max_drawdown", "turnover", "fees_paid", "exposure")
-
-
-def merge_overrides(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """``base`` with ``overrides`` applied; dict values are merged recursively, anything else replaces."""
-    out = dict(base)
-    for key, value in overrides.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = merge_overrides(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def paired_sharpe_difference(a: np.ndarray, b: np.ndarray, periods_per_year: float, seed: int,

@@ -41,7 +41,7 @@ from pydantic import Field, model_validator
 from himari.agents.registry import OFFLINE_KINDS, POLICY_KINDS, WALK_FORWARD_KINDS
 from himari.backtest.ablation import ablation_bundles
 from himari.backtest.backtester import BacktestResult, run_backtest
-from himari.config import FrozenConfig
+from himari.config import FrozenConfig, merge_overrides
 from himari.data.bars import Bars
 from himari.data.splits import WalkForwardWindow, walk_forward_windows
 from himari.env.sim import SimConfig
@@ -57,13 +57,6 @@ CONFIGURABLE: frozenset[str] = frozenset({
     "sizing", "risk", "steps_first_window", "steps_per_window", "transfer",
 })
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
-
-
-def _merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in overrides.items():
-        out[key] = _merge(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) else value
-    return out
 
 
 class WFOConfig(FrozenConfig):
@@ -180,7 +173,7 @@ class WFOConfig(FrozenConfig):
             return self
         if name not in self.configurations:
             raise ConfigError(f"unknown configuration {name!r}; known: {', '.join(self.configuration_names)}")
-        merged = _merge({k: v for k, v in self.to_dict().items() if k != "configurations"}, self.configurations[name])
+        merged = merge_overrides({k: v for k, v in self.to_dict().items() if k != "configurations"}, self.configurations[name])
         return WFOConfig.parse(merged)
 
     def configuration_seeds(self, name: str, window_index: int) -> list[int]:

@@ -165,8 +165,11 @@ def test_run_repeats_the_main_job_from_its_experiment_yaml(tmp_path, monkeypatch
     assert run["config"]["wfo"] == written.walk_forward.to_dict()
     # TensorBoard: the candidates' training curves and the window's validation/test figures
     events = {p.parent.name for p in (tmp_path / "a" / "tensorboard").rglob("events.out.tfevents.*")}
-    trainings = sorted(e for e in events if e.startswith("window_0_"))
-    assert "walk_forward" in events and len(trainings) >= written.walk_forward.seeds  # one per seed (and layer)
+    # one training per layer and seed of the stack's configuration
+    runs = [f"window 0 {c}: {layer} s{k}" for c in written.walk_forward.configuration_names
+            for layer in ("L2 direction", "L3 sizer") for k in range(written.walk_forward.seeds)]
+    trainings = sorted(re.sub(r"[^A-Za-z0-9_.-]+", "_", r) for r in runs)
+    assert events == {*trainings, "walk_forward"}
     if not with_mlflow:
         return
     from mlflow.tracking import MlflowClient
@@ -178,7 +181,7 @@ def test_run_repeats_the_main_job_from_its_experiment_yaml(tmp_path, monkeypatch
     parents = ["pipeline --preset quick: a", f"run {tmp_path / 'a' / 'experiment.yaml'}: b"]
     assert sorted(n for n in names if n in parents) == sorted(parents)
     children = [n for n in names if n not in parents]
-    assert len(children) == 2 * len(trainings) and all(n.startswith("window 0 ") for n in children)
+    assert sorted(children) == sorted(runs * 2)
     parent = next(r for r in every if r.info.run_name == "pipeline --preset quick: a")
     assert parent.data.params["sizing.decision_every_bars"] == "24" and parent.info.status == "FINISHED"
     metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
@@ -187,7 +190,7 @@ def test_run_repeats_the_main_job_from_its_experiment_yaml(tmp_path, monkeypatch
     history = client.get_metric_history(parent.info.run_id, "window/test_return")
     assert [(m.step, m.value) for m in history] == [(0, pytest.approx(window["test_return"]))]
     mine = [r for r in every if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert len(mine) == len(trainings) and all(c.info.run_name in children for c in mine)
+    assert sorted(c.info.run_name for c in mine) == sorted(runs)
     curve = client.get_metric_history(mine[0].info.run_id, "rollout_mean_reward")
     assert [m.step for m in curve] == [4096]  # one update of 64 envs x 64 steps
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {

@@ -7,8 +7,9 @@ import json
 import numpy as np
 from click.testing import CliRunner
 
-from himari.backtest.variants import merge_overrides, paired_sharpe_difference
+from himari.backtest.variants import paired_sharpe_difference
 from himari.cli.main import cli
+from himari.config import merge_overrides
 
 
 def test_merge_overrides_merges_sections_and_replaces_values():

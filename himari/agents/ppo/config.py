@@ -148,7 +148,20 @@ class MultiAssetConfig(FrozenConfig):
     max_position: float = Field(1.0, gt=0.0)
 
 
-class SizerConfig(FrozenConfig):
+class _SizerHead(FrozenConfig):
+    """What every L3 sizer shares: the Gaussian over the raw delta and its regime scaling."""
+
+    init_log_std: float = -0.5
+    regime_scale: tuple[float, float, float, float] = (1.0, 1.2, 0.6, 0.2)
+
+    @model_validator(mode="after")
+    def _positive_scales(self) -> _SizerHead:
+        if any(s <= 0 for s in self.regime_scale):
+            raise ValueError("regime_scale entries must be > 0")
+        return self
+
+
+class SizerConfig(_SizerHead):
     """L3 bounded-delta sizer: a Gaussian over the raw delta ``x`` (the simulator applies ``0.30·tanh(x)``).
 
     The distribution's mean and standard deviation are multiplied by the regime scale
@@ -156,28 +169,12 @@ class SizerConfig(FrozenConfig):
     """
 
     hidden_sizes: tuple[int, ...] = (64, 64)
-    init_log_std: float = -0.5
-    regime_scale: tuple[float, float, float, float] = (1.0, 1.2, 0.6, 0.2)
-
-    @model_validator(mode="after")
-    def _positive_scales(self) -> SizerConfig:
-        if any(s <= 0 for s in self.regime_scale):
-            raise ValueError("regime_scale entries must be > 0")
-        return self
 
 
-class LSTMSizerConfig(FrozenConfig):
+class LSTMSizerConfig(_SizerHead):
     """L3 bounded-delta sizer reading the observation window (the seeds: 20 bars) with an LSTM; the same Gaussian
     over the raw delta and regime scaling as :class:`SizerConfig`."""
 
     hidden_size: int = Field(32, ge=1)
     num_layers: int = Field(1, ge=1)
     head_hidden: int = Field(32, ge=1)
-    init_log_std: float = -0.5
-    regime_scale: tuple[float, float, float, float] = (1.0, 1.2, 0.6, 0.2)
-
-    @model_validator(mode="after")
-    def _positive_scales(self) -> LSTMSizerConfig:
-        if any(s <= 0 for s in self.regime_scale):
-            raise ValueError("regime_scale entries must be > 0")
-        return self
