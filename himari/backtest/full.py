@@ -1,26 +1,115 @@
-"""The ``full`` pipeline preset: the seeds' sequence, run honestly on 2 CPU cores.
+"""The ``full`` pipeline preset: the seeds' sequence of stages, end to end in one process, resumable.
 
-Stages (each writes its own run directory under ``OUT/stages/``; the base PPO walk-forward is the headline in
-``OUT``):
+Stages, in this order (each writes a complete run directory; ``OUT/stages/<stage>/`` except the headline):
 
-1. ``synthetic_pretraining`` — an MLP PPO policy trained on synthetic stress markets (``himari.data.synth``) seen
-   through the first window's fitted tactical pipeline; whether it helps is measured on the first window's
-   validation month (selected vs from-scratch candidates) and reported either way.
-2. ``base_ppo`` — walk-forward MLP PPO over 48 monthly windows (2021-2024), initialised from the pre-trained weights
-   when they helped on validation.
-3. ``lstm_ppo`` — the same walk-forward with the LSTM policy.
-4. ``multiasset_ppo`` — BTC/ETH/SOL jointly with the multi-asset policy.
+1. ``mlp_ppo`` — the seeds' base PPO: synthetic stress pre-training (the 500-scenario batch, compared with
+   training from scratch on window 0's validation and kept only if better there), then walk-forward MLP PPO over
+   48 monthly windows (2021-2024).
+2. ``lstm_ppo`` — walk-forward LSTM PPO, 2023-2024.
+3. ``multiasset_ppo`` — BTC/ETH/SOL traded jointly by the multi-asset policy, 2023-2024.
+4. ``stack`` (headline, written to ``OUT`` itself) — the main job exactly (``PRESETS["quick"]``): L2 direction ->
+   L3 sizer -> risk gates, 2023-2024, with its trials ledger.
+
+Every stage trades through the positioning layer and the risk gates with costs on, monthly windows (6 months train,
+1 validation, 1 test). ``OUT/timing.json`` is the per-stage timing table (also printed). Each walk-forward
+checkpoints its finished windows (:mod:`himari.backtest.checkpoint`): after an interruption the same command resumes
+every stage where it stopped, without fitting a finished window again (``fresh`` starts over).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from himari.backtest.pipeline import run_wfo_to_dir
-from himari.backtest.wfo import WFOConfig, fit_window
+from himari.backtest.wfo import WFOConfig
 from himari.utils.io import atomic_write_json
+
+HEADLINE = "stack"
+
+
+def stage_configs(base: Mapping[str, Any], quick: Mapping[str, Any], steps_scale: float = 1.0,
+                  max_windows: int | None = None, seed: int = 0) -> dict[str, tuple[WFOConfig, str]]:
+    """Stage -> (its walk-forward config, "first" | "all" assets). ``base``: the full preset's shared settings
+    (``PRESETS["full"]``); ``quick``: the main job's (the headline stage)."""
+    def scaled(params: Mapping[str, Any]) -> dict[str, Any]:
+        out = dict(params)
+        for key in ("steps_first_window", "steps_per_window"):
+            out[key] = max(1, int(out[key] * steps_scale))
+        if "pretrain" in out and out["pretrain"].get("steps"):
+            out["pretrain"] = {**out["pretrain"], "steps": max(1, int(out["pretrain"]["steps"] * steps_scale))}
+        return {**out, "seed": seed, "max_windows": max_windows}
+
+    stages = {k: v for k, v in base.items() if k == "stages"}["stages"]
+    shared = {k: v for k, v in base.items() if k != "stages"}
+    out: dict[str, tuple[WFOConfig, str]] = {}
+    for name, spec in stages.items():
+        overrides = {k: v for k, v in spec.items() if k != "assets"}
+        out[name] = (WFOConfig.parse(scaled({**shared, **overrides})), spec.get("assets", "first"))
+    out[HEADLINE] = (WFOConfig.parse(scaled(quick)), "first")
+    return out
+
+
+def run_full_pipeline(
+    configs: Mapping[str, tuple[WFOConfig, str]],
+    data_specs: tuple[str, ...],
+    out: str | Path,
+    fresh: bool = False,
+    progress: bool = True,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run every stage of ``configs`` (the headline last, into ``out``). Returns (headline metrics, timing)."""
+    from himari.backtest.pipeline import run_wfo_to_dir
+    from himari.data.loaders import load_bars
+
+    root = Path(out)
+    (root / "stages").mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    t = time.perf_counter()
+    all_bars = {b.symbol: b for b in (load_bars(s) for s in data_specs)}
+    first = next(iter(all_bars))
+    single = {first: all_bars[first]}
+    timing: dict[str, Any] = {"data_s": round(time.perf_counter() - t, 1), "stages": []}
+    stages: dict[str, dict[str, Any]] = {}
+    order = [n for n in configs if n != HEADLINE] + [HEADLINE]
+    for name in order:
+        cfg, assets = configs[name]
+        symbols = all_bars if assets == "all" else single
+        if assets == "all" and len(symbols) < 2:
+            continue
+        headline = name == HEADLINE
+        directory = root if headline else root / "stages" / name
+        if progress:
+            print(f"stage {name}: {cfg.policy}, {len(cfg.windows())} windows, {', '.join(symbols)}", flush=True)
+        t = time.perf_counter()
+        metrics = run_wfo_to_dir(
+            cfg, symbols, directory, command=f"pipeline --preset full ({name})",
+            title="HIMARI full pipeline: the main job (stack) with the MLP (pre-trained), LSTM and multi-asset stages"
+            if headline else f"Stage {name}",
+            stages={f"{name} (headline)": {}, **stages} if headline else None,
+            progress=progress, fresh=fresh,
+        )
+        stage_timing = _read_timing(directory)
+        timing["stages"].append({
+            "stage": name, "policy": cfg.policy, "symbols": list(symbols), "windows": len(cfg.windows()),
+            "seeds": cfg.seeds, "resumed_windows": stage_timing.get("resumed_windows", 0),
+            "pretraining_s": stage_timing.get("pretraining_s"), "wall_s": round(time.perf_counter() - t, 1),
+            "windows_s": round(sum(stage_timing.get("windows_s", [])), 1),
+        })
+        stages[name] = _headline(metrics)
+        if "pretraining" in metrics:
+            stages[name]["pretraining"] = metrics["pretraining"]
+    timing["total_s"] = round(time.perf_counter() - started, 1)
+    atomic_write_json(root / "stages" / "summary.json", stages)
+    atomic_write_json(root / "timing.json", {**_read_timing(root), "full": timing})
+    return metrics, timing
+
+
+def _read_timing(directory: Path) -> dict[str, Any]:
+    from himari.utils.io import read_json
+
+    path = directory / "timing.json"
+    return read_json(path) if path.exists() else {}
 
 
 def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -34,89 +123,14 @@ def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def pretrain_synthetic(
-    config: WFOConfig, bars: dict[str, Any], steps: int, out: Path
-) -> tuple[Any, dict[str, Any]]:
-    """Pre-train on a synthetic market and compare, on window 0's validation month, with training from scratch."""
-    from himari.agents.ppo.config import PPOConfig
-    from himari.agents.training import synthetic_market
-    from himari.backtest.wfo import _history
-    from himari.tactical.pipeline import TacticalConfig, TacticalPipeline
-    from himari.training.ppo import fit_ppo
-
-    started = time.perf_counter()
-    w0 = config.windows()[0]
-    symbol = next(iter(bars))
-    fit_bars = _history(bars[symbol], w0.train.start, w0.validation.end, config.warmup_bars)
-    tp = TacticalPipeline(TacticalConfig.parse(config.tactical)).fit(fit_bars, w0.train.start, w0.train.end)
-    sim = config.sim_config()
-    syn = synthetic_market([tp], 20_000, config.seed)
-    policy, _ = fit_ppo(
-        config.policy, syn, sim, PPOConfig.parse({"total_steps": steps, "n_steps": config.n_steps, **config.ppo}),
-        train_range=(0, syn.num_bars), seed=config.seed, num_envs=config.num_envs,
-        policy_config=config.policy_config, description="synthetic pre-training",
-    )
-    scratch = fit_window(config, w0, bars)
-    pre = fit_window(config, w0, bars, pretrained=policy)
-    v_scratch = scratch.results[scratch.selected].validation_sharpe
-    v_pre = pre.results[pre.selected].validation_sharpe
-    result = {
-        "pretrain_steps": steps,
-        "synthetic_bars": syn.num_bars,
-        "validation_sharpe_scratch": v_scratch,
-        "validation_sharpe_pretrained": v_pre,
-        "helps": bool(v_pre > v_scratch),
-        "wall_s": round(time.perf_counter() - started, 1),
-    }
-    atomic_write_json(out / "stages" / "synthetic_pretraining.json", result)
-    return policy, result
-
-
-def run_full_pipeline(
-    config: WFOConfig, data_specs: tuple[str, ...], out: str | Path, steps_scale: float = 1.0
-) -> dict[str, Any]:
-    from himari.data.loaders import load_bars
-
-    root = Path(out)
-    (root / "stages").mkdir(parents=True, exist_ok=True)
-    all_bars = {b.symbol: b for b in (load_bars(s) for s in data_specs)}
-    first = next(iter(all_bars))
-    single = {first: all_bars[first]}
-    stages: dict[str, dict[str, Any]] = {}
-    timing: dict[str, float] = {}
-
-    t = time.perf_counter()
-    pretrained, pre = pretrain_synthetic(config, single, max(1, int(200_000 * steps_scale)), root)
-    stages["synthetic_pretraining"] = {k: v for k, v in pre.items() if k != "wall_s"}
-    timing["synthetic_pretraining"] = time.perf_counter() - t
-
-    for name, policy, symbols in (("lstm_ppo", "lstm", single), ("multiasset_ppo", "multiasset", all_bars)):
-        if policy == "multiasset" and len(symbols) < 2:
-            continue
-        t = time.perf_counter()
-        cfg = config.replace(policy=policy, window=None)
-        metrics = run_wfo_to_dir(
-            cfg,
-            symbols,
-            root / "stages" / name,
-            command=f"pipeline --preset full ({name})",
-            title=f"Stage {name}",
-        )
-        stages[name] = _headline(metrics)
-        timing[name] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    metrics = run_wfo_to_dir(
-        config,
-        single,
-        root,
-        command="pipeline --preset full",
-        title="HIMARI full pipeline: synthetic pre-training, walk-forward PPO (base), LSTM and multi-asset stages",
-        pretrained=pretrained if pre["helps"] else None,
-        stages={"base_ppo (headline)": {}, **stages},
-    )
-    timing["base_ppo"] = time.perf_counter() - t
-    stages["base_ppo"] = _headline(metrics)
-    atomic_write_json(root / "stages" / "summary.json", stages)
-    atomic_write_json(root / "stages" / "timing.json", {k: round(v, 1) for k, v in timing.items()})
-    return metrics
+def timing_table(timing: Mapping[str, Any]) -> str:
+    """The per-stage timing table (Markdown) of ``timing.json``'s ``full`` section."""
+    lines = ["| stage | policy | assets | windows | seeds | pre-training | windows (fit + trade) | stage wall | "
+             "resumed windows |", "|---|---|---|---|---|---|---|---|---|"]
+    for s in timing["stages"]:
+        pre = f"{s['pretraining_s']:.0f} s" if s.get("pretraining_s") else ""
+        lines.append(f"| {s['stage']} | {s['policy']} | {'/'.join(s['symbols'])} | {s['windows']} | {s['seeds']} | "
+                     f"{pre} | {s['windows_s']:.0f} s | {s['wall_s']:.0f} s | {s['resumed_windows']} |")
+    lines.append(f"| **total** (data loading {timing['data_s']:.0f} s) | | | | | | | **{timing['total_s']:.0f} s "
+                 f"({timing['total_s'] / 60:.1f} min)** | |")
+    return "\n".join(lines)

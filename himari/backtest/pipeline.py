@@ -11,8 +11,9 @@ Presets (``himari pipeline --preset``):
   the vol-targeted base with regime multipliers -> risk gates), trained and traded through the positioning layer and
   risk gates, positions changed once a day, monthly walk-forward over 2023-2024 (6 months train, 1 validation,
   1 test), each layer an ensemble of two seeds, the DSR counting the trials ledger ``ledgers/quick.json``.
-- ``full`` — the seeds' pipeline: synthetic stress pre-training, then walk-forward MLP PPO (48 monthly windows over
-  2021-2024, fine-tuned from the pre-trained weights), LSTM PPO and multi-asset (BTC/ETH/SOL) stages.
+- ``full`` — the seeds' pipeline in one process (:mod:`himari.backtest.full`): MLP PPO after synthetic stress
+  pre-training (48 monthly windows over 2021-2024), LSTM PPO and multi-asset (BTC/ETH/SOL) stages over 2023-2024,
+  and the main job as the headline; per-stage timing in ``timing.json``; resumable.
 """
 
 from __future__ import annotations
@@ -55,21 +56,39 @@ PRESETS: dict[str, dict[str, Any]] = {
         "trials_ledger": "quick",
     },
     "full": {
-        "policy": "mlp",
-        "test_start": "2021-01-01",
+        # the settings every stage shares (himari.backtest.full); the headline stage is the main job ("quick")
+        "test_start": "2023-01-01",
         "test_end": "2025-01-01",
         "train_months": 6,
         "validation_months": 1,
         "test_months": 1,
         "step_months": 1,
-        "seeds": 3,
-        "steps_first_window": 300_000,
-        "steps_per_window": 100_000,
+        "seeds": 2,
+        "steps_first_window": 120_000,
+        "steps_per_window": 40_000,
+        "sizing": {"decision_every_bars": 24},
+        "workers": 2,
+        "stages": {
+            # the seeds' base PPO: stress-batch pre-training, then 48 monthly windows over 2021-2024
+            "mlp_ppo": {"policy": "mlp", "test_start": "2021-01-01", "pretrain": {"steps": 200_000}},
+            "lstm_ppo": {"policy": "lstm"},
+            "multiasset_ppo": {"policy": "multiasset", "assets": "all"},
+        },
     },
 }
 
 
 LEDGERS = Path(__file__).parent / "ledgers"
+
+
+def preset_config(preset: str) -> dict[str, Any]:
+    """One walk-forward config of a preset: the main job for ``quick``; for ``full``, its distinctive stage (MLP
+    PPO after stress pre-training, 2021-2024; :mod:`himari.backtest.full` runs the others)."""
+    params = dict(PRESETS[preset])
+    stages = params.pop("stages", None)
+    if stages:
+        params.update({k: v for k, v in stages["mlp_ppo"].items() if k != "assets"})
+    return params
 
 
 def ledger_path(name: str) -> Path:
@@ -127,12 +146,22 @@ def run_wfo_to_dir(
     progress: bool = True,
     extra_meta: dict[str, Any] | None = None,
     ray_address: str | None = None,
+    fresh: bool = False,
 ) -> dict[str, Any]:
-    """Run walk-forward and write the run directory (see the module docstring). Returns metrics.json's content."""
+    """Run walk-forward and write the run directory (see the module docstring). Returns metrics.json's content.
+
+    Every finished window is checkpointed in ``RUN/checkpoints`` (:mod:`himari.backtest.checkpoint`); running the
+    same walk-forward (config, data, starting weights) into the same directory again loads the finished windows
+    instead of fitting them again, so an interrupted run resumes where it stopped. ``fresh`` deletes the
+    checkpoints first."""
+    import shutil
+
     from himari.data.timeframe import Timeframe
 
     root = Path(out)
     started = time.perf_counter()
+    if fresh:
+        shutil.rmtree(root / "checkpoints", ignore_errors=True)
     create_run_dir(
         root, command, {"wfo": config.to_dict(), "backend": backend}, config.seed,
         {s: b.source for s, b in bars_by_symbol.items() if b.source}, extra=extra_meta,
@@ -151,7 +180,7 @@ def run_wfo_to_dir(
 
     with activate(tracker):
         result = run_wfo(config, bars_by_symbol, backend=backend, pretrained=pretrained, progress=progress,
-                         on_window=on_window, ray_address=ray_address)
+                         on_window=on_window, ray_address=ray_address, checkpoint_dir=root / "checkpoints")
     window_rows = result.window_rows()
     atomic_write_json(root / "windows.json", window_rows)
     stitched = result.stitched
@@ -208,7 +237,10 @@ def run_wfo_to_dir(
         "configuration_test_sharpes": {n: float(v) for n, v in zip(names, sharpes, strict=True)},
         "windows": window_rows,
     }
-    atomic_write_json(root / "timing.json", {"wall_s": round(wall, 1), "windows_s": [round(w.wall_s, 1) for w in result.windows]})
+    # windows_s: each window's own fit-and-trade time (a resumed window keeps the time it took when it ran)
+    atomic_write_json(root / "timing.json", {"wall_s": round(wall, 1), "windows_s": [round(w.wall_s, 1) for w in result.windows],
+                                             "resumed_windows": result.resumed,
+                                             "pretraining_s": None if result.pretrain_s is None else round(result.pretrain_s, 1)})
     write_final_bundle(result, root)
     notes = [
         "All numbers are out-of-sample: each test month was traded by a model fitted on the preceding training "

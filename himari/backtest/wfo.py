@@ -624,6 +624,8 @@ class WFOResult:
     windows: list[WindowResult]
     baselines: dict[str, Any] = field(default_factory=dict)  # name -> PathResult over the stitched span
     baseline_timestamps_ns: np.ndarray | None = None
+    resumed: int = 0  # windows loaded from checkpoints instead of being fitted again
+    pretrain_s: float | None = None  # seconds of synthetic stress pre-training (None: none, or loaded)
 
     @property
     def stitched(self) -> BacktestResult:
@@ -689,26 +691,42 @@ def run_wfo(
     progress: bool = True,
     on_window: Any = None,
     ray_address: str | None = None,
+    checkpoint_dir: str | Path | None = None,
 ) -> WFOResult:
     """Run every window, then the baselines over the stitched span.
 
     ``local``: sequential; each window fine-tunes from the previous one's selected weights (``config.transfer``).
     ``ray``: the fits run in parallel as Ray tasks (each from ``pretrained`` or from scratch, since a window cannot
     wait for its predecessor's weights). In both, the test periods are then traded in order on one account.
+    ``checkpoint_dir`` (local backend): every finished window is saved there (:mod:`himari.backtest.checkpoint`), and
+    windows already saved by a run with the same config, data and starting weights are loaded, not fitted again.
     """
+    from himari.backtest import checkpoint as ckpt
     from himari.backtest.backtester import baseline_results
     from himari.utils.progress import progress_bar
 
     windows = config.windows()
     results: list[WindowResult] = []
     compare = False
+    pretrain_s: float | None = None
+    ckdir = Path(checkpoint_dir) if checkpoint_dir is not None and backend == "local" else None
+    # what the windows depend on (the number of worker processes does not change results: tested)
+    fingerprint = ckpt.run_fingerprint({k: v for k, v in config.to_dict().items() if k != "workers"},
+                                       bars_by_symbol, pretrained) if ckdir is not None else ""
     if pretrained is None and int(config.pretrain.get("steps", 0)) > 0:
         from himari.training.pretrain import PretrainConfig
 
-        pretrained = pretrain_configurations(config, windows[0], bars_by_symbol, progress)
+        pretrained = ckpt.load_policies(ckdir / "pretrained", fingerprint) if ckdir is not None else None
+        if pretrained is None:
+            t_pre = time.perf_counter()
+            pretrained = pretrain_configurations(config, windows[0], bars_by_symbol, progress)
+            pretrain_s = time.perf_counter() - t_pre
+            if ckdir is not None:
+                ckpt.save_policies(ckdir / "pretrained", pretrained, fingerprint)
         compare = PretrainConfig.parse(config.pretrain).compare_scratch
     carry: dict[str, Any] | None = None
     carries: dict[str, Any] | None = None
+    resumed = 0
     if backend == "ray":
         fits = _run_ray(config, windows, bars_by_symbol, pretrained, ray_address)
         for w, (fit, wall) in zip(windows, fits, strict=True):
@@ -720,17 +738,27 @@ def run_wfo(
                 on_window(r)
     elif backend == "local":
         prev_state = None
+        resuming = ckdir is not None
         with progress_bar("walk-forward windows", total=len(windows), enabled=None if progress else False) as bar:
             for w in windows:
-                # each configuration fine-tunes from its own previous ensemble where its ``transfer`` is on
-                r, carries = run_window(config, w, bars_by_symbol, prev_state, pretrained, carry=carry,
-                                        chains=carries, compare_scratch=compare and w is windows[0])
+                loaded = ckpt.load_window(ckdir / "windows", w, fingerprint) if resuming and ckdir else None
+                if loaded is not None:
+                    r, carries = loaded
+                    resumed += 1
+                else:
+                    resuming = False  # a window is fitted from its predecessor: later checkpoints are stale
+                    # each configuration fine-tunes from its own previous ensemble where its ``transfer`` is on
+                    r, carries = run_window(config, w, bars_by_symbol, prev_state, pretrained, carry=carry,
+                                            chains=carries, compare_scratch=compare and w is windows[0])
+                    if ckdir is not None:
+                        ckpt.save_window(ckdir / "windows", r, carries, fingerprint)
                 carry = r.test.carry
                 results.append(r)
                 if on_window is not None:
                     on_window(r)
                 prev_state = r.policy_state or None
-                bar.advance(1, info=f"window {w.index}: test {w.test} return {r.row()['test_return'] * 100:+.1f}%")
+                how = "resumed from its checkpoint, " if loaded is not None else ""
+                bar.advance(1, info=f"window {w.index}: {how}test {w.test} return {r.row()['test_return'] * 100:+.1f}%")
     else:
         raise ConfigError(f"unknown backend {backend!r}: use local or ray")
     from himari.sizing.sizer import SizingConfig
@@ -740,7 +768,7 @@ def run_wfo(
         bars_by_symbol, windows[0].test.start, windows[-1].test.end, config.sim_config(), seed=config.seed,
         target_vol_annual=sizing.target_vol_annual, rebalance_band=sizing.rebalance_band, warmup_bars=config.warmup_bars,
     )
-    return WFOResult(config, results, baselines, ts)
+    return WFOResult(config, results, baselines, ts, resumed=resumed, pretrain_s=pretrain_s)
 
 
 def pretrain_configurations(config: WFOConfig, window: WalkForwardWindow, bars_by_symbol: Mapping[str, Bars],

@@ -84,10 +84,12 @@ def _load(data_specs: tuple[str, ...]) -> dict:
 @click.option("--risk-config", default=None, help="RiskConfig JSON (e.g. from 'himari risk calibrate').")
 @click.option("--ray-address", default=None, help="Ray cluster address for --backend ray (default: a local Ray instance).")
 @click.option("--seed", default=0, show_default=True)
+@click.option("--fresh", is_flag=True, help="Fit every window again: ignore the finished windows checkpointed in "
+              "OUT/checkpoints (by default a rerun of the same walk-forward into OUT resumes from them).")
 @tracking_options
 def wfo_cmd(data_specs, out, policy, test_start, test_end, train_months, validation_months, test_months, step_months,
             max_windows, seeds, configurations_file, steps_first, steps, no_transfer, expanding, first_train_start,
-            workers, backend, config_file, risk_config, ray_address, seed, tensorboard, mlflow_uri) -> None:
+            workers, backend, config_file, risk_config, ray_address, seed, fresh, tensorboard, mlflow_uri) -> None:
     """Walk-forward optimization: fit on train, select on validation, trade test; stitched out-of-sample report."""
     from himari.backtest.outputs import print_summary
     from himari.backtest.pipeline import run_wfo_to_dir
@@ -113,7 +115,7 @@ def wfo_cmd(data_specs, out, policy, test_start, test_end, train_months, validat
     cfg = WFOConfig.parse(base, **explicit, **({"risk": _risk(risk_config)} if risk_config else {}),
                           tracking=tracking_overrides(tensorboard, mlflow_uri))
     bars = _load(data_specs)
-    metrics = run_wfo_to_dir(cfg, bars, out, command="wfo", backend=backend, ray_address=ray_address)
+    metrics = run_wfo_to_dir(cfg, bars, out, command="wfo", backend=backend, ray_address=ray_address, fresh=fresh)
     print_summary(metrics)
     click.echo(f"wrote {out}/metrics.json, {out}/report.html and the final model in {out}/bundle")
 
@@ -126,29 +128,40 @@ def wfo_cmd(data_specs, out, policy, test_start, test_end, train_months, validat
 @click.option("--max-windows", default=None, type=int, help="Limit the walk-forward windows (smoke runs).")
 @click.option("--steps-scale", default=1.0, show_default=True, help="Scale the PPO step budgets (smoke runs: 0.05).")
 @click.option("--risk-config", default=None, help="RiskConfig JSON (e.g. from 'himari risk calibrate').")
+@click.option("--fresh", is_flag=True, help="Fit every window again: ignore the finished windows checkpointed in "
+              "the run directory (by default the same command into the same --out resumes from them).")
 @tracking_options
-def pipeline_cmd(preset, data_specs, out, seed, max_windows, steps_scale, risk_config, tensorboard, mlflow_uri) -> None:
-    """The end-to-end job: features, regimes, PPO with sizing and risk, walk-forward out-of-sample report."""
-    from himari.backtest.full import run_full_pipeline
+def pipeline_cmd(preset, data_specs, out, seed, max_windows, steps_scale, risk_config, fresh, tensorboard,
+                 mlflow_uri) -> None:
+    """The end-to-end job: features, regimes, PPO with sizing and risk, walk-forward out-of-sample report.
+
+    An interrupted run resumes: the same command into the same --out loads the windows already finished."""
+    from himari.backtest.full import run_full_pipeline, stage_configs, timing_table
     from himari.backtest.outputs import print_summary
     from himari.backtest.pipeline import PRESETS, run_wfo_to_dir
     from himari.backtest.wfo import WFOConfig
     from himari.utils.threads import configure_torch_threads
 
     configure_torch_threads()
-    params = dict(PRESETS[preset])
-    params["steps_first_window"] = max(1, int(params["steps_first_window"] * steps_scale))
-    params["steps_per_window"] = max(1, int(params["steps_per_window"] * steps_scale))
-    if risk_config:
-        params["risk"] = _risk(risk_config)
-    cfg = WFOConfig.parse(params, seed=seed, max_windows=max_windows, tracking=tracking_overrides(tensorboard, mlflow_uri))
+    tracking = tracking_overrides(tensorboard, mlflow_uri)
     if preset == "quick":
+        params = dict(PRESETS[preset])
+        params["steps_first_window"] = max(1, int(params["steps_first_window"] * steps_scale))
+        params["steps_per_window"] = max(1, int(params["steps_per_window"] * steps_scale))
+        if risk_config:
+            params["risk"] = _risk(risk_config)
+        cfg = WFOConfig.parse(params, seed=seed, max_windows=max_windows, tracking=tracking)
         bars = _load(tuple(data_specs) if data_specs else ("BTCUSDT",))
         metrics = run_wfo_to_dir(cfg, bars, out, command=f"pipeline --preset {preset}",
-                                 title=QUICK_TITLE)
+                                 title=QUICK_TITLE, fresh=fresh)
     else:
-        metrics = run_full_pipeline(cfg, tuple(data_specs) if data_specs else ("BTCUSDT", "ETHUSDT", "SOLUSDT"), out,
-                                    steps_scale=steps_scale)
+        if risk_config:
+            raise click.UsageError("--risk-config applies to --preset quick; the full preset's stages use their own")
+        configs = {name: (cfg.replace(tracking=tracking) if tracking else cfg, assets) for name, (cfg, assets) in
+                   stage_configs(PRESETS["full"], PRESETS["quick"], steps_scale, max_windows, seed).items()}
+        metrics, timing = run_full_pipeline(
+            configs, tuple(data_specs) if data_specs else ("BTCUSDT", "ETHUSDT", "SOLUSDT"), out, fresh=fresh)
+        click.echo(timing_table(timing))
     print_summary(metrics)
     click.echo(f"wrote {out}/metrics.json, {out}/report.html and the final model in {out}/bundle")
 
@@ -188,13 +201,13 @@ def results_cmd(run, label, update_file) -> None:
 def ablate_cmd(preset, config_file, variant_specs, data_specs, test_start, test_end, max_windows, steps_scale, out,
                seed) -> None:
     """Method ablation: walk forward the base system once per variant (same windows, costs, seeds) and compare."""
-    from himari.backtest.pipeline import PRESETS
+    from himari.backtest.pipeline import preset_config
     from himari.backtest.variants import render_variants, run_variants
     from himari.errors import ConfigError
     from himari.utils.threads import configure_torch_threads
 
     configure_torch_threads()
-    base = _read_wfo_config(config_file) if config_file else dict(PRESETS[preset])
+    base = _read_wfo_config(config_file) if config_file else preset_config(preset)
     for key, value in (("test_start", test_start), ("test_end", test_end), ("max_windows", max_windows)):
         if value is not None:
             base[key] = value

@@ -40,15 +40,18 @@ def tracking_overrides(tensorboard: bool, mlflow_uri: str | None) -> dict:
               help="With --print-defaults: WFOConfig's defaults, or the main job (himari pipeline --preset quick).")
 @click.option("--policy", type=click.Choice(WALK_FORWARD_KINDS), default=None,
               help="With --print-defaults: the policy kind whose sections are listed.")
+@click.option("--resume", is_flag=True,
+              help="Continue an interrupted run in --out: windows it finished are loaded, not fitted again.")
 @tracking_options
 def run_cmd(experiment: str | None, out: str | None, print_defaults: bool, preset: str, policy: str | None,
-            tensorboard: bool, mlflow_uri: str | None) -> None:
+            resume: bool, tensorboard: bool, mlflow_uri: str | None) -> None:
     """Run the experiment file EXPERIMENT (.yaml, .yml, .toml, or a run directory's run.json / experiment.yaml).
 
     \b
     himari run --print-defaults --preset quick > experiment.yaml
     himari run experiment.yaml --out runs/exp
     himari run runs/exp/experiment.yaml --out runs/exp-again    # the same run, the same metrics.json
+    himari run experiment.yaml --out runs/exp --resume          # after an interruption
     """
     if print_defaults:
         from himari.backtest.experiment import template
@@ -77,8 +80,8 @@ def run_cmd(experiment: str | None, out: str | None, print_defaults: bool, prese
     overrides = tracking_overrides(tensorboard, mlflow_uri)
     if overrides:
         exp = exp.replace(tracking={**exp.tracking.to_dict(), **overrides})
-    if (Path(out) / "run.json").exists():
-        raise RunDirError(f"{out}: already holds a run; choose a new --out")
+    if (Path(out) / "run.json").exists() and not resume:
+        raise RunDirError(f"{out}: already holds a run; choose a new --out (or --resume an interrupted one)")
     configure_torch_threads()
     bars = {}
     for spec in exp.data:

@@ -165,18 +165,38 @@ def test_wfo_runs_offline_models_through_the_same_backtester(tmp_path):
     assert bundle["policy_kind"] == "mlp-classifier"
 
 
-def test_full_preset_runs_every_stage_end_to_end(tmp_path):
-    """`--preset full` at a tiny budget: synthetic pre-training, LSTM, multi-asset and base walk-forward stages."""
+def test_full_preset_runs_every_stage_end_to_end_and_resumes(tmp_path):
+    """`--preset full` at a tiny budget: MLP with stress pre-training, LSTM, multi-asset and the main job (headline)
+    in one process, with a per-stage timing table; the same command again resumes every stage from its
+    checkpoints (nothing fitted again) and writes the same results."""
     out = tmp_path / "full"
-    res = CliRunner().invoke(cli, ["pipeline", "--preset", "full", "--max-windows", "1", "--steps-scale", "0.005",
-                                   "--out", str(out)], catch_exceptions=False)
+    args = ["pipeline", "--preset", "full", "--max-windows", "1", "--steps-scale", "0.005", "--out", str(out)]
+    res = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert res.exit_code == 0, res.output
     summary = json.loads((out / "stages" / "summary.json").read_text())
-    assert set(summary) == {"synthetic_pretraining", "lstm_ppo", "multiasset_ppo", "base_ppo"}
-    assert isinstance(summary["synthetic_pretraining"]["helps"], bool)
+    assert set(summary) == {"mlp_ppo", "lstm_ppo", "multiasset_ppo", "stack"}
+    pre = summary["mlp_ppo"]["pretraining"]["configurations"]["base"]
+    assert pre["kept"] in ("pretrained", "scratch") and np.isfinite(pre["validation_sharpe_scratch"])
     multi = json.loads((out / "stages" / "multiasset_ppo" / "metrics.json").read_text())
     assert multi["period"]["symbols"] == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
-    assert "Stage" in (out / "report.html").read_text() or "stage" in (out / "report.html").read_text()
+    mlp = json.loads((out / "stages" / "mlp_ppo" / "metrics.json").read_text())
+    assert mlp["period"]["start"].startswith("2021-01-01")
+    headline = json.loads((out / "metrics.json").read_text())
+    assert headline["trials"]["ledger"] == "quick" and json.loads((out / "bundle" / "bundle.json").read_text())[
+        "policy_kind"] == "stack"
+    assert "stage" in (out / "report.html").read_text().lower()
+    timing = json.loads((out / "timing.json").read_text())["full"]
+    assert [s["stage"] for s in timing["stages"]] == ["mlp_ppo", "lstm_ppo", "multiasset_ppo", "stack"]
+    assert timing["stages"][0]["pretraining_s"] > 0 and all(s["resumed_windows"] == 0 for s in timing["stages"])
+    assert "| **total**" in res.output and "| mlp_ppo | mlp | BTCUSDT | 1 |" in res.output
+
+    first = {p: p.read_bytes() for p in [out / "metrics.json", *(out / "stages").glob("*/metrics.json")]}
+    again = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert again.exit_code == 0, again.output
+    timing = json.loads((out / "timing.json").read_text())["full"]
+    assert all(s["resumed_windows"] == s["windows"] == 1 for s in timing["stages"])
+    assert timing["stages"][0]["pretraining_s"] is None  # the pre-trained weights were loaded too
+    assert {p: p.read_bytes() for p in first} == first
 
 
 def test_wfo_reruns_from_its_run_directory(tmp_path):
