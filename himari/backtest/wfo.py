@@ -568,6 +568,11 @@ def trade_window(
     chains = dict(chains or {})
     carries = dict(chains.get("configurations") or {})
     for name, b in fit.bundles.items():
+        if name == fit.selected and _same_state(carries.get(name), carry):
+            # the traded bundle from the same account (always so with one configuration): the strategy's own path
+            fit.results[name].test_path = test.strategy
+            carries[name] = test.carry
+            continue
         other = run_backtest(b, test_bars, window.test.start, window.test.end, seed=config.seed, keep_log=False,
                              show_progress=False, market=market_of(b), carry=carries.get(name), with_baselines=False)
         fit.results[name].test_path = other.strategy  # for PBO and the ledger only; never used to select
@@ -581,6 +586,15 @@ def trade_window(
         ablation[name] = row.strategy
         ablation_carries[name] = row.carry
     return test, {"configurations": carries, "ablation": ablation_carries}, ablation
+
+
+def _same_state(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
+    """Two carried session states are equal (both None: both accounts start fresh)."""
+    if a is None or b is None:
+        return a is None and b is None
+    from himari.utils.io import to_json
+
+    return to_json(a, indent=None) == to_json(b, indent=None)
 
 
 def run_window(
