@@ -5,7 +5,7 @@ Layout (written by the commands that create runs)::
     RUN/
       run.json          # command, resolved config, seed, config hash, data files with sha256, versions
       metrics.json      # results (written last, atomically)
-      checkpoints/      # training checkpoints (safetensors + json), atomic
+      checkpoints/      # training checkpoints; walk-forward windows in checkpoints/windows (safetensors + json + npz), atomic
       bundle/           # the trained model bundle that backtest/serve/paper load
 """
 

@@ -171,6 +171,7 @@ def test_run_repeats_the_main_job_from_its_experiment_yaml(tmp_path, monkeypatch
     trainings = sorted(re.sub(r"[^A-Za-z0-9_.-]+", "_", r) for r in runs)
     assert events == {*trainings, "walk_forward"}
     if not with_mlflow:
+        _check_resume(runner, tmp_path)
         return
     from mlflow.tracking import MlflowClient
 
@@ -195,6 +196,16 @@ def test_run_repeats_the_main_job_from_its_experiment_yaml(tmp_path, monkeypatch
     assert [m.step for m in curve] == [4096]  # one update of 64 envs x 64 steps
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {
         "metrics.json", "report.html", "experiment.yaml", "windows.json"}
+    _check_resume(runner, tmp_path)
+
+
+def _check_resume(runner: CliRunner, tmp_path) -> None:
+    """--resume continues a run in its directory: its finished window is loaded, not fitted again."""
+    resumed = runner.invoke(cli, ["run", str(tmp_path / "b" / "experiment.yaml"), "--out", str(tmp_path / "b"),
+                                  "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads((tmp_path / "b" / "timing.json").read_text())["resumed_windows"] == 1
+    assert (tmp_path / "a" / "metrics.json").read_bytes() == (tmp_path / "b" / "metrics.json").read_bytes()
 
 
 def test_readme_experiment_example_and_errors_are_real(tmp_path, monkeypatch) -> None:
