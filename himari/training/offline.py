@@ -358,9 +358,15 @@ def _resolve_options(policy_kind: str, steps: int | None, options: dict[str, Any
     if sim_config.action_kind != "discrete":
         raise ConfigError("offline models are discrete: sim.action_kind must be 'discrete'")
     costs = sim_config.costs
-    label_cfg = LabelConfig.parse(
-        {"fee_bps": costs.fee_rate * 1e4, "slippage_bps": costs.slippage_bps, **opts.get("labels", {})}
-    )
+    labels = dict(opts.get("labels", {}))
+    model_window = (opts.get("model") or {}).get("window") if policy_kind == "mlp-classifier" else None
+    if model_window is not None:
+        # the classifier reads the bars its labels' inputs were built from: one window for both
+        if "window" in labels and labels["window"] != model_window:
+            raise ConfigError(f"options.model.window ({model_window}) and options.labels.window ({labels['window']}) "
+                              "differ: the classifier's inputs are the labels' window; give one of them")
+        labels["window"] = model_window
+    label_cfg = LabelConfig.parse({"fee_bps": costs.fee_rate * 1e4, "slippage_bps": costs.slippage_bps, **labels})
     return opts, samples, sim_config, label_cfg
 
 

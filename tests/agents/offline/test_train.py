@@ -179,3 +179,21 @@ def test_offline_kinds_come_from_the_registry_and_loop_options_are_checked(tmp_p
         with pytest.raises(ConfigError, match=message):
             train_offline("cql", ["BTCUSDT"], tmp_path / "x", *windows, options={"loop": loop_options})
     assert not (tmp_path / "x").exists()  # rejected before any work
+
+
+def test_classifier_window_is_the_labels_window(tmp_path) -> None:
+    """options.model.window sets the labels' input window (the classifier and its inputs agree, so the trained
+    model decides); contradicting windows are a clear error."""
+    from himari.agents.registry import load_policy
+    from himari.errors import ConfigError
+    from himari.training.offline import train_offline
+
+    windows = ("2022-01-01", "2022-03-01", "2022-03-15")
+    with pytest.raises(ConfigError, match=r"options.model.window \(12\) and options.labels.window \(4\) differ"):
+        train_offline("mlp-classifier", ["BTCUSDT"], tmp_path / "bad", *windows, steps=64,
+                      options={"test": True, "model": {"window": 12}, "labels": {"window": 4}})
+    run = train_offline("mlp-classifier", ["BTCUSDT"], tmp_path / "r", *windows, steps=256,
+                        options={"test": True, "model": {"window": 12}})
+    assert load_policy(run / "bundle" / "policy").window == 12
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test"]["classification"]["model"]["n"] > 0  # the test period was decided with window 12
