@@ -563,28 +563,40 @@ def trade_window(
             markets[key] = DecisionEngine(b).build_market(test_bars, eval_start=window.test.start)
         return markets[key]
 
-    test = run_backtest(bundle, test_bars, window.test.start, window.test.end, seed=config.seed, show_progress=False,
-                        market=market_of(bundle), carry=carry, with_baselines=carry is None)
     chains = dict(chains or {})
     carries = dict(chains.get("configurations") or {})
-    for name, b in fit.bundles.items():
-        if name == fit.selected and _same_state(carries.get(name), carry):
-            # the traded bundle from the same account (always so with one configuration): the strategy's own path
-            fit.results[name].test_path = test.strategy
-            carries[name] = test.carry
-            continue
-        other = run_backtest(b, test_bars, window.test.start, window.test.end, seed=config.seed, keep_log=False,
-                             show_progress=False, market=market_of(b), carry=carries.get(name), with_baselines=False)
-        fit.results[name].test_path = other.strategy  # for PBO and the ledger only; never used to select
-        carries[name] = other.carry
     ablation_carries = dict(chains.get("ablation") or {})
+    # every backtest of the window, each on its own account chain: the strategy, the configurations (for PBO and
+    # the ledger only; never used to select) and the ablation rows; independent, so they run in config.workers
+    # forked processes (the markets are built first and inherited) with results equal to the sequential ones
+    reuse = {name for name in fit.bundles if name == fit.selected and _same_state(carries.get(name), carry)}
+    jobs: list[tuple[str, str, Bundle, Any, dict[str, Any] | None]] = [("strategy", "", bundle, market_of(bundle), carry)]
+    jobs += [("configuration", name, b, market_of(b), carries.get(name))
+             for name, b in fit.bundles.items() if name not in reuse]
+    jobs += [("ablation", name, variant, market_of(bundle), ablation_carries.get(name))
+             for name, variant in (ablation_bundles(bundle) if config.ablation else [])]
+
+    def backtest(job: tuple[str, str, Bundle, Any, dict[str, Any] | None]) -> BacktestResult:
+        what, _, b, market, start_carry = job
+        return run_backtest(b, test_bars, window.test.start, window.test.end, seed=config.seed, show_progress=False,
+                            keep_log=what == "strategy", market=market, carry=start_carry,
+                            with_baselines=what == "strategy" and start_carry is None)
+
+    from himari.utils.parallel import fork_map
+
+    results = fork_map(backtest, jobs, config.workers)
+    test = results[0]
     ablation: dict[str, Any] = {}
-    for name, variant in ablation_bundles(bundle) if config.ablation else []:
-        row = run_backtest(variant, test_bars, window.test.start, window.test.end, seed=config.seed, keep_log=False,
-                           show_progress=False, market=market_of(bundle), carry=ablation_carries.get(name),
-                           with_baselines=False)
-        ablation[name] = row.strategy
-        ablation_carries[name] = row.carry
+    for (what, name, *_), row in zip(jobs[1:], results[1:], strict=True):
+        if what == "configuration":
+            fit.results[name].test_path = row.strategy
+            carries[name] = row.carry
+        else:
+            ablation[name] = row.strategy
+            ablation_carries[name] = row.carry
+    for name in reuse:  # the traded bundle from the same account (always so with one configuration)
+        fit.results[name].test_path = test.strategy
+        carries[name] = test.carry
     return test, {"configurations": carries, "ablation": ablation_carries}, ablation
 
 

@@ -201,6 +201,24 @@ def test_configurations_fitted_in_processes_equal_the_sequential_fit(btc_bars):
     # the tactical pipelines are shared again after the processes return the bundles
     assert two.bundles["lr-low"].tactical is two.bundles["small-net"].tactical
 
+    # the window's backtests (strategy, each configuration's chain, the ablation rows) in two processes: the same
+    # paths, decision log, fills and carried accounts as one after the other; the selected configuration's chain
+    # starting from the strategy's account is the strategy's own path
+    from himari.backtest.wfo import trade_window
+
+    cfg = WFOConfig.parse({**base, "ablation": True})
+    seq = trade_window(cfg, window, bars, one)
+    seq_paths = {n: r.test_path for n, r in one.results.items()}
+    par = trade_window(cfg.replace(workers=2), window, bars, one)
+    assert seq[0].decisions == par[0].decisions and seq[0].fills == par[0].fills
+    assert np.array_equal(seq[0].strategy.net_returns, par[0].strategy.net_returns)
+    assert seq[1] == par[1] and list(seq[2]) == list(par[2]) and len(seq[2]) >= 3
+    for name in seq[2]:
+        assert np.array_equal(seq[2][name].net_returns, par[2][name].net_returns)
+    for name, r in one.results.items():
+        assert np.array_equal(seq_paths[name].net_returns, r.test_path.net_returns)
+    assert one.results[one.selected].test_path is par[0].strategy
+
 
 def test_pooled_training_chains_other_assets_into_the_training_market(btc_bars):
     """ETH's training-period bars, through ETH's own tactical pipeline, are chained after BTC's: a longer training
