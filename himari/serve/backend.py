@@ -229,7 +229,7 @@ class ProcessBackend:
         gen.outbox.put(None)
         for loop, future, _ in owed:
             try:
-                loop.call_soon_threadsafe(_resolve, future, ("crashed", None))
+                loop.call_soon_threadsafe(_resolve, future, ("closed" if closed else "crashed", None))
             except RuntimeError:  # that loop is closed: nobody awaits the answer
                 pass
         gen.process.join(timeout=5)
@@ -242,15 +242,15 @@ class ProcessBackend:
             self._gen = fresh
 
     def close(self) -> None:
-        """Stop the backend: close its pipe (the child exits on EOF), then wait, terminate, kill."""
+        """Stop the backend: ask it to stop (it exits at once, jobs still running are dropped), then wait,
+        terminate, kill."""
         with self._lock:
             self._closed = True
             gen = self._gen
+        # a stop message, not a closed pipe: closing the front's end while the receiver thread is blocked reading
+        # it would not reach the child (the blocked read keeps the file open)
+        gen.outbox.put((-1, "stop", None, 0.0))
         gen.outbox.put(None)
-        try:
-            gen.conn.close()
-        except OSError:
-            pass
         gen.process.join(timeout=5)
         if gen.process.is_alive():
             gen.process.terminate()
@@ -258,10 +258,19 @@ class ProcessBackend:
         if gen.process.is_alive():
             gen.process.kill()
             gen.process.join(timeout=5)
+        try:
+            gen.conn.close()
+        except OSError:
+            pass
 
     @property
     def pid(self) -> int | None:
         return self._gen.process.pid
+
+    @property
+    def exitcode(self) -> int | None:
+        """The current backend child's exit code (None while it runs; 0 after a clean :meth:`close`)."""
+        return self._gen.process.exitcode
 
 
 def _resolve(future: asyncio.Future[Any], reply: tuple[str, Any]) -> None:
@@ -272,7 +281,9 @@ def _resolve(future: asyncio.Future[Any], reply: tuple[str, Any]) -> None:
 def _unwrap(kind: str, value: Any, backend: ProcessBackend) -> Any:
     if kind == "ok":
         return value
-    if kind in ("expired", "crashed"):
+    if kind in ("expired", "crashed", "closed"):
+        if kind == "closed":
+            raise Overloaded("server is shutting down", 5, "shutdown")
         if kind == "crashed":
             raise Overloaded("decision backend stopped unexpectedly and is restarting; retry later", 1,
                              "backend_crash")
@@ -385,6 +396,8 @@ def _backend_main(conn: Any, front_conn: Any, make_work: Callable[[], Work], wor
         try:
             job_id, op, arg, deadline = conn.recv()
         except (EOFError, OSError):
+            break
+        if op == "stop":
             break
         if op == "metrics":
             answer(job_id, "ok", generate_latest(gc_metrics.registry), None)

@@ -111,6 +111,7 @@ def test_process_backend_answers_exactly_as_worker_threads() -> None:
         assert [s for s, _ in expected] == [200, 200, 422, 200, 200, 200, 422, 422, 422, 422, 422, 422, 200, 200, 200]
         assert served == expected
         metrics = process.get("/metrics", headers=AUTH).text
+    assert process.app.state.backend.exitcode == 0  # stopped by the app's shutdown, cleanly (not terminated)
     assert "# TYPE himari_backend_gc_pause_max_seconds gauge" in metrics  # the backend's own GC pauses
     assert metrics.count("# TYPE himari_gc_pause_max_seconds gauge") == 1  # and the front's, once
     assert "himari_backend_restarts 0.0" in metrics
@@ -161,7 +162,7 @@ def test_a_killed_backend_answers_503_and_is_restarted(tmp_path) -> None:
     assert 'himari_http_requests_total{route="/v1/decide",status="200"} 1.0' in metrics
     assert "himari_backend_restarts 1.0" in metrics
     assert "himari_worker_pool_pending 0.0" in metrics  # the crashed jobs were released
-    assert not _alive(got["old_pid"]) and not _alive(backend.pid)  # closed: no child left
+    assert not is_alive(got["old_pid"]) and not is_alive(backend.pid)  # closed: no child left
 
 
 def test_a_request_not_done_in_time_is_503_and_the_late_answer_frees_its_slot(tmp_path) -> None:
@@ -182,7 +183,7 @@ def test_a_request_not_done_in_time_is_503_and_the_late_answer_frees_its_slot(tm
     assert 'himari_http_rejected_total{reason="queue_full"} 1.0' in metrics
 
 
-def _alive(pid: int | None) -> bool:
+def is_alive(pid: int | None) -> bool:
     if pid is None:
         return False
     try:
@@ -225,9 +226,9 @@ def test_stopping_the_server_stops_its_backend(sig: int) -> None:
         server.join(30)
         assert server.exitcode is not None
         deadline = time.monotonic() + 10
-        while _alive(backends[0]) and time.monotonic() < deadline:
+        while is_alive(backends[0]) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not _alive(backends[0])
+        assert not is_alive(backends[0])
     finally:
         if server.is_alive():
             server.kill()
