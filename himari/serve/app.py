@@ -14,10 +14,12 @@ Every route except ``/health`` and the page shell needs exactly one ``X-API-Key`
 Bodies are parsed with bounded numbers (:func:`~himari.serve.schemas.parse_json_body`) and strict models; schema
 errors are 422, data problems (:class:`~himari.errors.DataError`: unsorted, duplicate, gap, implausible price or
 one-bar move, wrong symbol) are 422 naming the row, configuration errors 400. Error bodies quote input only
-shortened. Parsing, validation and decisions run in a bounded worker pool (:mod:`himari.serve.pool`), never on the
-event loop: when the pool is full, or a request does not finish within ``request_timeout_s``, the answer is 503 with
-``Retry-After``; ``/health`` and ``/metrics`` are answered on the loop and stay fast under load. Request metrics count
-the status each client was sent (``client_closed`` when the client left before the answer).
+shortened. Parsing, validation and decisions run in a backend (:mod:`himari.serve.backend`), never on the event
+loop: a decision backend child process (``backend="process"``, ``himari serve``'s default: no GIL or heap shared with
+the loop) or a bounded pool of worker threads (``"thread"``, :mod:`himari.serve.pool`, ``create_app``'s default for
+in-process clients). When the backend is full, or a request does not finish within ``request_timeout_s``, the answer
+is 503 with ``Retry-After``; ``/health`` and ``/metrics`` are answered on the loop and stay fast under load. Request
+metrics count the status each client was sent (``client_closed`` when the client left before the answer).
 """
 
 from __future__ import annotations

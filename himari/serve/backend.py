@@ -146,18 +146,19 @@ class ProcessBackend:
                     self.retry_after_s(),
                     "queue_full",
                 )
-            job_id, future = self._register(admitted=True)
-        kind, value = await self._await(job_id, future, op, arg, self.timeout_s, time.monotonic() + self.timeout_s)
+            gen, job_id, future = self._register(admitted=True)
+        kind, value = await self._await(gen, job_id, future, op, arg, self.timeout_s,
+                                        time.monotonic() + self.timeout_s)
         return _unwrap(kind, value, self)
 
     async def query(self, op: str, arg: Any) -> Any:
         """A quick read (kept bars, the backend's metrics), answered by the backend's reader thread."""
         with self._lock:
-            job_id, future = self._register(admitted=False)
-        kind, value = await self._await(job_id, future, op, arg, QUERY_TIMEOUT_S, math.inf)
+            gen, job_id, future = self._register(admitted=False)
+        kind, value = await self._await(gen, job_id, future, op, arg, QUERY_TIMEOUT_S, math.inf)
         return _unwrap(kind, value, self)
 
-    def _register(self, admitted: bool) -> tuple[int, asyncio.Future[Any]]:
+    def _register(self, admitted: bool) -> tuple[_Generation, int, asyncio.Future[Any]]:
         gen = self._gen
         if gen.dead or self._closed:
             raise Overloaded("decision backend is restarting; retry later", 1, "backend_crash")
@@ -167,11 +168,11 @@ class ProcessBackend:
         gen.jobs[job_id] = (loop, future, admitted)
         if admitted:
             self.pending += 1
-        return job_id, future
+        return gen, job_id, future
 
-    async def _await(self, job_id: int, future: asyncio.Future[Any], op: str, arg: Any, timeout_s: float,
-                     deadline: float) -> tuple[str, Any]:
-        self._gen.outbox.put((job_id, op, arg, deadline))
+    async def _await(self, gen: _Generation, job_id: int, future: asyncio.Future[Any], op: str, arg: Any,
+                     timeout_s: float, deadline: float) -> tuple[str, Any]:
+        gen.outbox.put((job_id, op, arg, deadline))  # the child it was registered with (a fresh one owes nothing)
         try:
             return await asyncio.wait_for(future, timeout_s)
         except TimeoutError:
