@@ -109,6 +109,7 @@ class _Generation:
         self.outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.jobs: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], bool]] = {}
         self.dead = False
+        self.started_at = time.monotonic()
 
 
 class ProcessBackend:
@@ -127,6 +128,7 @@ class ProcessBackend:
         self._ids = itertools.count()
         self._lock = threading.Lock()
         self._closed = False
+        self._quick_deaths = 0  # backends in a row that died within a second: restarts back off
         self._gen = self._start()
 
     # -- admission (the middleware refuses before reading a body) -------------------------------------------------
@@ -237,10 +239,18 @@ class ProcessBackend:
         if closed:
             return
         log.error("decision backend exited (code %s); starting a fresh one", gen.process.exitcode)
+        self._quick_deaths = self._quick_deaths + 1 if time.monotonic() - gen.started_at < 1.0 else 0
+        if self._quick_deaths:  # one that cannot even start is not forked in a tight loop (requests get 503)
+            time.sleep(min(5.0, 0.1 * 2 ** self._quick_deaths))
+        if self._closed:
+            return
         fresh = self._start()
         with self._lock:
             self.restarts += 1
             self._gen = fresh
+            closed = self._closed
+        if closed:  # closed while the fresh one started: it is not left behind
+            self._stop(fresh)
 
     def close(self) -> None:
         """Stop the backend: ask it to stop (it exits at once, jobs still running are dropped), then wait,
@@ -248,6 +258,10 @@ class ProcessBackend:
         with self._lock:
             self._closed = True
             gen = self._gen
+        self._stop(gen)
+
+    @staticmethod
+    def _stop(gen: _Generation) -> None:
         # a stop message, not a closed pipe: closing the front's end while the receiver thread is blocked reading
         # it would not reach the child (the blocked read keeps the file open)
         gen.outbox.put((-1, "stop", None, 0.0))
