@@ -28,6 +28,9 @@ import click
               help="Requests admitted (running + waiting) before answering 503 + Retry-After (0 = 4 per worker).")
 @click.option("--request-timeout", default=10.0, show_default=True, type=float,
               help="Seconds before an unanswered request gets 503 + Retry-After.")
+@click.option("--backend", default="process", show_default=True, type=click.Choice(["process", "thread"]),
+              help="Where decisions run: a decision backend child process (the event loop answering /health "
+                   "never waits on decision work) or worker threads of the server process.")
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
@@ -44,6 +47,7 @@ def serve_cmd(
     workers: int,
     max_pending: int,
     request_timeout: float,
+    backend: str,
     log_level: str,
     access_log: bool,
 ) -> None:
@@ -77,7 +81,7 @@ def serve_cmd(
     engine.reset_streams()  # the self-check's synthetic bars are not the feed the streams follow
     config = serve_config_from_bundle(bundle, bars, allow_gaps, paper_db).replace(
         decision_cache=max(0, decision_cache), workers=workers, max_pending=max_pending,
-        request_timeout_s=request_timeout,
+        request_timeout_s=request_timeout, backend=backend,
     )
     import gc
 

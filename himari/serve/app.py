@@ -14,10 +14,12 @@ Every route except ``/health`` and the page shell needs exactly one ``X-API-Key`
 Bodies are parsed with bounded numbers (:func:`~himari.serve.schemas.parse_json_body`) and strict models; schema
 errors are 422, data problems (:class:`~himari.errors.DataError`: unsorted, duplicate, gap, implausible price or
 one-bar move, wrong symbol) are 422 naming the row, configuration errors 400. Error bodies quote input only
-shortened. Parsing, validation and decisions run in a bounded worker pool (:mod:`himari.serve.pool`), never on the
-event loop: when the pool is full, or a request does not finish within ``request_timeout_s``, the answer is 503 with
-``Retry-After``; ``/health`` and ``/metrics`` are answered on the loop and stay fast under load. Request metrics count
-the status each client was sent (``client_closed`` when the client left before the answer).
+shortened. Parsing, validation and decisions run in a backend (:mod:`himari.serve.backend`), never on the event
+loop: a decision backend child process (``backend="process"``, ``himari serve``'s default: no GIL or heap shared with
+the loop) or a bounded pool of worker threads (``"thread"``, :mod:`himari.serve.pool`, ``create_app``'s default for
+in-process clients). When the backend is full, or a request does not finish within ``request_timeout_s``, the answer
+is 503 with ``Retry-After``; ``/health`` and ``/metrics`` are answered on the loop and stay fast under load. Request
+metrics count the status each client was sent (``client_closed`` when the client left before the answer).
 """
 
 from __future__ import annotations
@@ -31,13 +33,14 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import Gauge
 from pydantic import Field, TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -48,8 +51,9 @@ from himari.data.validate import DEFAULT_PLAUSIBILITY, PlausibilityConfig
 from himari.errors import ConfigError, DataError, HimariError
 from himari.ops.metrics import Metrics
 from himari.serve.auth import API_KEY_HEADER, ApiKeys
+from himari.serve.backend import ProcessBackend, ThreadBackend
 from himari.serve.decider import Decider, symbol_digest
-from himari.serve.pool import Overloaded, WorkerPool
+from himari.serve.pool import Overloaded
 from himari.serve.schemas import (
     MAX_BARS_PER_REQUEST,
     MAX_SYMBOLS,
@@ -98,6 +102,9 @@ class ServeConfig(FrozenConfig):
     request_timeout_s: float = Field(10.0, gt=0.0, description="a request not answered by then -> 503 + Retry-After")
     body_timeout_s: float = Field(10.0, gt=0.0, description="a body not received by then -> 408")
     plausibility: PlausibilityConfig = DEFAULT_PLAUSIBILITY  # price range and one-bar move bounds for bars
+    backend: Literal["thread", "process"] = Field(
+        "thread", description="where decisions run: worker threads of the server, or a decision backend process"
+    )
 
 
 def default_account_factory(account: AccountIn, symbols: tuple[str, ...]) -> Any:
@@ -123,7 +130,8 @@ def default_account_factory(account: AccountIn, symbols: tuple[str, ...]) -> Any
 class _AuthAndSizeMiddleware:
     """Pure ASGI middleware: API-key check (constant time, key never logged), body-size limit, request metrics."""
 
-    def __init__(self, app: Any, keys: ApiKeys, metrics: Metrics, pool: WorkerPool | None = None) -> None:
+    def __init__(self, app: Any, keys: ApiKeys, metrics: Metrics, pool: ThreadBackend | ProcessBackend | None = None
+                 ) -> None:
         self.app = app
         self.keys = keys
         self.metrics = metrics
@@ -324,6 +332,149 @@ def _validate(model: Any, body: bytes) -> Any:
         ) from None
 
 
+class DecisionWork:
+    """Everything a decision request reads or changes: the bars kept by ``/v1/bars``, the decider's market and
+    decision memos, the parsed-body memo. It lives where the decision work runs (this process for the ``thread``
+    backend, the backend child for ``process``); its methods are the backend's operations (see
+    :mod:`himari.serve.backend`) and return plain data."""
+
+    def __init__(
+        self, engine: Any, config: ServeConfig, make_account: Callable[[AccountIn, tuple[str, ...]], Any]
+    ) -> None:
+        self.config = config
+        self.timeframe = Timeframe.parse(config.timeframe)
+        self.make_account = make_account
+        self.histories = {s: self.new_history(s) for s in config.symbols}
+        self.histories_lock = threading.Lock()  # /v1/bars writes and kept-bar reads come from worker threads
+        self.decider = Decider(
+            engine, config.symbols, cache_size=config.market_cache, decision_cache_size=config.decision_cache
+        )
+        # body digest -> (account, bars, digests, last timestamps): array-backed, not the 3000 parsed rows (fewer
+        # objects for the garbage collector to traverse)
+        self.parsed_bodies: OrderedDict[
+            bytes, tuple[AccountIn | None, dict[str, Any], dict[str, bytes], dict[str, int]]
+        ] = OrderedDict()
+        self.parsed_lock = threading.Lock()
+
+    def new_history(self, symbol: str) -> BarHistory:
+        config = self.config
+        return BarHistory(
+            symbol, self.timeframe, config.history_bars, allow_gaps=config.allow_gaps, plausibility=config.plausibility
+        )
+
+    def known_symbol(self, symbol: str, where: str) -> str:
+        if symbol not in self.histories:
+            raise DataError(
+                f"unknown symbol {short(symbol)}; this model trades {', '.join(self.config.symbols)}", where
+            )
+        return symbol
+
+    def bars(self, body: bytes) -> dict[str, Any]:
+        """``POST /v1/bars``: append (or reset) a symbol's kept bars; the answer's body."""
+        request: BarsRequest = _validate(BarsRequest, body)
+        symbol = self.known_symbol(request.symbol, "request.symbol")
+        ts = np.fromiter((r.timestamp_ns for r in request.bars), dtype=np.int64, count=len(request.bars))
+        ohlcv = np.array([(r.open, r.high, r.low, r.close, r.volume) for r in request.bars], dtype=np.float64)
+        with self.histories_lock:
+            history = self.histories[symbol]
+            if request.reset:
+                fresh = self.new_history(symbol)
+                appended, skipped = fresh.extend(ts, ohlcv)
+                self.histories[symbol] = fresh
+                history = fresh
+            else:
+                appended, skipped = history.extend(ts, ohlcv, skip_known=True)
+            first, last, n_bars = history.first_timestamp_ns, history.last_timestamp_ns, len(history)
+        return {
+            "symbol": symbol,
+            "n_bars": n_bars,
+            "first": None if first is None else _iso(first),
+            "last": None if last is None else _iso(last),
+            "appended": appended,
+            "skipped_known": skipped,
+        }
+
+    def decide(self, body: bytes) -> tuple[dict[str, Any], str, float, dict[str, int], AccountIn | None]:
+        """``POST /v1/decide``: (decision payload, cache source, seconds in the engine, last bar times, account)."""
+        config = self.config
+        # the same body again (many clients polling with one bar history): reuse its validated bars, skip parsing
+        body_key = hashlib.blake2b(body, digest_size=20).digest()  # hashlib releases the GIL on large inputs
+        with self.parsed_lock:
+            seen = self.parsed_bodies.get(body_key)
+            if seen is not None:
+                self.parsed_bodies.move_to_end(body_key)
+        if seen is not None:
+            return self.finish(*seen)
+        request: DecideRequest = _validate(DecideRequest, body)
+        if request.bars is not None:
+            unknown = [s for s in request.bars if s not in self.histories]
+            if unknown:
+                self.known_symbol(unknown[0], "request.bars")
+            missing = [s for s in config.symbols if s not in request.bars]
+            if missing:
+                raise DataError(
+                    f"bars for {', '.join(missing)} are missing; this model needs {', '.join(config.symbols)}",
+                    "request.bars",
+                )
+            bars_by_symbol = {
+                s: bars_from_rows(
+                    s, self.timeframe, request.bars[s], allow_gaps=config.allow_gaps,
+                    plausibility=config.plausibility,
+                )
+                for s in config.symbols
+            }
+            digests = {s: symbol_digest(b) for s, b in bars_by_symbol.items()}
+            last_ts_ns = {s: int(b.index[-1].value) for s, b in bars_by_symbol.items()}
+            if config.decision_cache > 0:
+                with self.parsed_lock:
+                    self.parsed_bodies[body_key] = (request.account, bars_by_symbol, digests, last_ts_ns)
+                    if len(self.parsed_bodies) > PARSED_BODY_CACHE:
+                        self.parsed_bodies.popitem(last=False)
+        else:
+            assert request.symbols is not None
+            for s in request.symbols:
+                self.known_symbol(s, "request.symbols")
+            missing = [s for s in config.symbols if s not in request.symbols]
+            if missing:
+                raise DataError(
+                    f"symbols {', '.join(missing)} are missing; this model needs {', '.join(config.symbols)}",
+                    "request.symbols",
+                )
+            with self.histories_lock:
+                bars_by_symbol = {s: self.histories[s].bars() for s in config.symbols}
+                digests = {s: self.histories[s].digest() for s in config.symbols}
+                last_ts_ns = {s: int(self.histories[s].last_timestamp_ns or 0) for s in config.symbols}
+        return self.finish(request.account, bars_by_symbol, digests, last_ts_ns)
+
+    def finish(
+        self,
+        account_in: AccountIn | None,
+        bars_by_symbol: dict[str, Any],
+        digests: dict[str, bytes],
+        last_ts_ns: dict[str, int],
+    ) -> tuple[dict[str, Any], str, float, dict[str, int], AccountIn | None]:
+        account = self.make_account(account_in, self.config.symbols) if account_in is not None else None
+        started = time.perf_counter()
+        _, cache, payload = self.decider.decide(bars_by_symbol, account, digests)
+        latency_s = time.perf_counter() - started
+        payload["model_version"] = self.config.model_version  # one identity: /health, /metrics and every decision
+        return payload, cache, latency_s, last_ts_ns, account_in
+
+    def kept(self, points: int) -> dict[str, dict[str, Any]]:
+        """Kept bars per symbol: count, last timestamp and (``points`` > 0) the last ``points`` timestamps and OHLCV
+        rows (copies)."""
+        out: dict[str, dict[str, Any]] = {}
+        with self.histories_lock:
+            for s, history in self.histories.items():
+                entry: dict[str, Any] = {"n_bars": len(history), "last_ts_ns": history.last_timestamp_ns}
+                if points > 0 and len(history):
+                    ts, ohlcv = history.arrays()
+                    entry["timestamps_ns"] = np.array(ts[-points:])
+                    entry["ohlcv"] = np.array(ohlcv[-points:])
+                out[s] = entry
+        return out
+
+
 def create_app(
     engine: Any,
     config: ServeConfig,
@@ -331,29 +482,31 @@ def create_app(
     account_factory: Callable[[AccountIn, tuple[str, ...]], Any] | None = None,
     clock: Callable[[], float] = time.time,
 ) -> FastAPI:
-    """The API around a loaded decision engine (``engine.decide(bars_by_symbol, account) -> Decision``)."""
+    """The API around a loaded decision engine (``engine.decide(bars_by_symbol, account) -> Decision``).
+
+    ``config.backend`` says where decisions run: ``thread`` (worker threads of this process) or ``process`` (a
+    decision backend child forked here, before the server starts; stopped when the app shuts down).
+    """
     metrics = Metrics()
     metrics.watch_gc()  # GC pauses hold the GIL: /metrics shows how long (himari_gc_pause_max_seconds)
     metrics.set_model(config.model_id, config.model_version)
     timeframe = Timeframe.parse(config.timeframe)
-
-    def new_history(symbol: str) -> BarHistory:
-        return BarHistory(
-            symbol, timeframe, config.history_bars, allow_gaps=config.allow_gaps, plausibility=config.plausibility
-        )
-
-    histories = {s: new_history(s) for s in config.symbols}
-    histories_lock = threading.Lock()  # /v1/bars writes and kept-bar reads come from worker threads
     last_decisions: dict[str, Any] = {}
     started_at = time.monotonic()
     make_account = account_factory or default_account_factory
-    decider = Decider(
-        engine, config.symbols, cache_size=config.market_cache, decision_cache_size=config.decision_cache
-    )
-    pool = WorkerPool(config.workers, config.max_pending, config.request_timeout_s)
-    metrics.pool_workers.set(pool.workers)
-    metrics.pool_capacity.set(pool.max_pending)
-    metrics.pool_pending.set_function(lambda: pool.pending)
+    backend: ThreadBackend | ProcessBackend
+    if config.backend == "process":
+        backend = ProcessBackend(lambda: DecisionWork(engine, config, make_account), config.workers,
+                                 config.max_pending, config.request_timeout_s)
+    else:
+        backend = ThreadBackend(DecisionWork(engine, config, make_account), config.workers, config.max_pending,
+                                config.request_timeout_s)
+    metrics.pool_workers.set(backend.workers)
+    metrics.pool_capacity.set(backend.max_pending)
+    metrics.pool_pending.set_function(lambda: backend.pending)
+    restarts = Gauge("himari_backend_restarts", "Decision backend processes restarted after a crash",
+                     registry=metrics.registry)
+    restarts.set_function(lambda: backend.restarts)
     paper_store = None
     if config.paper_db is not None:
         from himari.paper.store import PaperStore
@@ -367,17 +520,10 @@ def create_app(
         description="Regime-aware trading decisions from a trained HIMARI bundle. Auth: X-API-Key header.",
         docs_url=None,
         redoc_url=None,
+        on_shutdown=[backend.close],
     )
     app.state.metrics = metrics
-    app.state.histories = histories
-    app.state.pool = pool
-
-    def known_symbol(symbol: str, where: str) -> str:
-        if symbol not in histories:
-            raise DataError(
-                f"unknown symbol {short(symbol)}; this model trades {', '.join(config.symbols)}", where
-            )
-        return symbol
+    app.state.backend = backend
 
     async def read_body(request: Request) -> bytes:
         try:
@@ -431,6 +577,8 @@ def create_app(
             "model_version": config.model_version,
             "symbols": list(config.symbols),
             "uptime_s": time.monotonic() - started_at,
+            "backend": backend.kind,
+            "backend_restarts": backend.restarts,
         }
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -445,31 +593,11 @@ def create_app(
                 if len(equity):
                     metrics.observe_account(f"paper:{stream}", float(equity[-1]), float(drawdown[-1]))
         body, content_type = metrics.render()
-        return Response(content=body, media_type=content_type)
-
-    def post_bars_work(body: bytes) -> dict[str, Any]:
-        request: BarsRequest = _validate(BarsRequest, body)
-        symbol = known_symbol(request.symbol, "request.symbol")
-        ts = np.fromiter((r.timestamp_ns for r in request.bars), dtype=np.int64, count=len(request.bars))
-        ohlcv = np.array([(r.open, r.high, r.low, r.close, r.volume) for r in request.bars], dtype=np.float64)
-        with histories_lock:
-            history = histories[symbol]
-            if request.reset:
-                fresh = new_history(symbol)
-                appended, skipped = fresh.extend(ts, ohlcv)
-                histories[symbol] = fresh
-                history = fresh
-            else:
-                appended, skipped = history.extend(ts, ohlcv, skip_known=True)
-            first, last, n_bars = history.first_timestamp_ns, history.last_timestamp_ns, len(history)
-        return {
-            "symbol": symbol,
-            "n_bars": n_bars,
-            "first": None if first is None else _iso(first),
-            "last": None if last is None else _iso(last),
-            "appended": appended,
-            "skipped_known": skipped,
-        }
+        try:
+            backend_body = await backend.query("metrics", None)  # the backend's own gc pauses (process backend)
+        except Overloaded:  # restarting: its figures are back on the next scrape
+            backend_body = None
+        return Response(content=body + (backend_body or b""), media_type=content_type)
 
     @app.post(
         "/v1/bars",
@@ -478,76 +606,7 @@ def create_app(
         openapi_extra=_request_body("BarsRequest"),
     )
     async def post_bars(request: Request) -> dict[str, Any]:
-        return await pool.run(post_bars_work, await read_body(request))
-
-    # body digest -> (account, bars, digests, last timestamps): array-backed, not the 3000 parsed rows (fewer objects
-    # for the garbage collector to traverse)
-    parsed_bodies: OrderedDict[bytes, tuple[AccountIn | None, dict[str, Any], dict[str, bytes], dict[str, int]]] = (
-        OrderedDict()
-    )
-    parsed_lock = threading.Lock()
-
-    def decide_work(body: bytes) -> tuple[dict[str, Any], str, float, dict[str, int], AccountIn | None]:
-        # the same body again (many clients polling with one bar history): reuse its validated bars, skip parsing
-        body_key = hashlib.blake2b(body, digest_size=20).digest()  # hashlib releases the GIL on large inputs
-        with parsed_lock:
-            seen = parsed_bodies.get(body_key)
-            if seen is not None:
-                parsed_bodies.move_to_end(body_key)
-        if seen is not None:
-            return finish(*seen)
-        request: DecideRequest = _validate(DecideRequest, body)
-        if request.bars is not None:
-            unknown = [s for s in request.bars if s not in histories]
-            if unknown:
-                known_symbol(unknown[0], "request.bars")
-            missing = [s for s in config.symbols if s not in request.bars]
-            if missing:
-                raise DataError(
-                    f"bars for {', '.join(missing)} are missing; this model needs {', '.join(config.symbols)}",
-                    "request.bars",
-                )
-            bars_by_symbol = {
-                s: bars_from_rows(
-                    s, timeframe, request.bars[s], allow_gaps=config.allow_gaps, plausibility=config.plausibility
-                )
-                for s in config.symbols
-            }
-            digests = {s: symbol_digest(b) for s, b in bars_by_symbol.items()}
-            last_ts_ns = {s: int(b.index[-1].value) for s, b in bars_by_symbol.items()}
-            if config.decision_cache > 0:
-                with parsed_lock:
-                    parsed_bodies[body_key] = (request.account, bars_by_symbol, digests, last_ts_ns)
-                    if len(parsed_bodies) > PARSED_BODY_CACHE:
-                        parsed_bodies.popitem(last=False)
-        else:
-            assert request.symbols is not None
-            for s in request.symbols:
-                known_symbol(s, "request.symbols")
-            missing = [s for s in config.symbols if s not in request.symbols]
-            if missing:
-                raise DataError(
-                    f"symbols {', '.join(missing)} are missing; this model needs {', '.join(config.symbols)}",
-                    "request.symbols",
-                )
-            with histories_lock:
-                bars_by_symbol = {s: histories[s].bars() for s in config.symbols}
-                digests = {s: histories[s].digest() for s in config.symbols}
-                last_ts_ns = {s: int(histories[s].last_timestamp_ns or 0) for s in config.symbols}
-        return finish(request.account, bars_by_symbol, digests, last_ts_ns)
-
-    def finish(
-        account_in: AccountIn | None,
-        bars_by_symbol: dict[str, Any],
-        digests: dict[str, bytes],
-        last_ts_ns: dict[str, int],
-    ) -> tuple[dict[str, Any], str, float, dict[str, int], AccountIn | None]:
-        account = make_account(account_in, config.symbols) if account_in is not None else None
-        started = time.perf_counter()
-        _, cache, payload = decider.decide(bars_by_symbol, account, digests)
-        latency_s = time.perf_counter() - started
-        payload["model_version"] = config.model_version  # one identity: /health, /metrics and every decision
-        return payload, cache, latency_s, last_ts_ns, account_in
+        return await backend.call("bars", await read_body(request))
 
     @app.post(
         "/v1/decide",
@@ -561,7 +620,7 @@ def create_app(
         openapi_extra=_request_body("DecideRequest"),
     )
     async def decide(request: Request) -> JSONResponse:
-        payload, cache, latency_s, last_ts_ns, account = await pool.run(decide_work, await read_body(request))
+        payload, cache, latency_s, last_ts_ns, account = await backend.call("decide", await read_body(request))
         payload["latency_ms"] = latency_s * 1e3
         payload["cache"] = cache
         metrics.cache.labels(result=cache).inc()
@@ -575,8 +634,12 @@ def create_app(
             last_decisions[s] = payload
         return JSONResponse(payload)
 
+    async def kept_bars(points: int) -> dict[str, dict[str, Any]]:
+        return await backend.query("kept", points)
+
     @app.get("/v1/state")
     async def state() -> dict[str, Any]:
+        kept = await kept_bars(0)
         out: dict[str, Any] = {
             "model_id": config.model_id,
             "model_version": config.model_version,
@@ -584,11 +647,8 @@ def create_app(
             "timeframe": config.timeframe,
             "last_decision": last_decisions.get(config.symbols[0]) if config.symbols else None,
             "kept_bars": {
-                s: {
-                    "n_bars": len(h),
-                    "last": None if h.last_timestamp_ns is None else _iso(h.last_timestamp_ns),
-                }
-                for s, h in histories.items()
+                s: {"n_bars": k["n_bars"], "last": None if k["last_ts_ns"] is None else _iso(k["last_ts_ns"])}
+                for s, k in kept.items()
             },
             "paper": None,
         }
@@ -609,10 +669,10 @@ def create_app(
 
     app.openapi = openapi  # type: ignore[method-assign]
     # -- dashboard data (/v1/dashboard), docs page (/docs), plotly.js; X-API-Key scheme in openapi.json ------------
-    app.include_router(dashboard_router(config, histories, paper_store))
+    app.include_router(dashboard_router(config, kept_bars, paper_store))
     install_openapi(app, PUBLIC_PATHS)
     # -----------------------------------------------------------------------------------------------------------
-    app.add_middleware(_AuthAndSizeMiddleware, keys=keys, metrics=metrics, pool=pool)
+    app.add_middleware(_AuthAndSizeMiddleware, keys=keys, metrics=metrics, pool=backend)
     return app
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
@@ -147,8 +148,12 @@ def compare_streams(streams: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def dashboard_router(config: Any, histories: dict[str, Any], paper_store: Any | None) -> APIRouter:
-    """The dashboard data route, the docs page and the plotly.js route for an app built by ``create_app``."""
+def dashboard_router(
+    config: Any, kept_bars: Callable[[int], Awaitable[dict[str, dict[str, Any]]]], paper_store: Any | None
+) -> APIRouter:
+    """The dashboard data route, the docs page and the plotly.js route for an app built by ``create_app``
+    (``await kept_bars(points)``: each symbol's kept-bar count and last ``points`` timestamps and OHLCV rows, read
+    from wherever the decision backend keeps them)."""
     router = APIRouter()
     docs_html = resources.files("himari.serve").joinpath("static/docs.html").read_text(encoding="utf-8")
 
@@ -158,9 +163,9 @@ def dashboard_router(config: Any, histories: dict[str, Any], paper_store: Any | 
         fills), their comparison and the server's kept bars (last ``points`` of each)."""
         symbol = config.symbols[0] if config.symbols else ""
         market: dict[str, Any] = {}
-        for s, history in histories.items():
-            if len(history):
-                ts, ohlcv = history.arrays()
+        for s, kept in (await kept_bars(points)).items():
+            if kept["n_bars"]:
+                ts, ohlcv = kept["timestamps_ns"], kept["ohlcv"]
                 market[s] = {"source": "kept bars", "timestamps": [_iso(t) for t in ts[-points:]],
                              "close": _finite(ohlcv[-points:, 3])}
         streams: dict[str, Any] = {}

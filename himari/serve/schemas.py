@@ -281,6 +281,8 @@ class HealthResponse(BaseModel):
     model_version: str
     symbols: list[str]
     uptime_s: float
+    backend: str = "thread"  # where decisions run: "thread" (server's worker threads) or "process" (a child)
+    backend_restarts: int = 0  # decision backend processes restarted after a crash
 
 
 class ErrorResponse(BaseModel):

@@ -42,14 +42,19 @@ def paper_db(tmp_path: Path, replay_csv: Path) -> Path:
     return db
 
 
-def _app(paper_db: Path):
+def _app(paper_db: Path, backend: str = "thread"):
     config = ServeConfig(symbols=("BTCUSDT",), timeframe="1h", model_id="fake-mlp", model_version="0",
-                         paper_db=str(paper_db))
+                         paper_db=str(paper_db), backend=backend)
     return create_app(FakeEngine(("BTCUSDT",)), config, ApiKeys((KEY.encode(),)))
 
 
-def test_state_endpoint_reports_paper_equity_and_positions(paper_db: Path) -> None:
-    client = TestClient(_app(paper_db))
+@pytest.mark.parametrize("backend", ["thread", "process"])
+def test_state_endpoint_reports_paper_equity_and_positions(paper_db: Path, backend: str) -> None:
+    with TestClient(_app(paper_db, backend)) as client:
+        _check_state(client, paper_db)
+
+
+def _check_state(client: TestClient, paper_db: Path) -> None:
     state = client.get("/v1/state", headers={"X-API-Key": KEY}).json()
     with PaperStore(paper_db, readonly=True) as store:
         _, equity, _ = store.equity_curve("champion")
@@ -61,8 +66,13 @@ def test_state_endpoint_reports_paper_equity_and_positions(paper_db: Path) -> No
     assert 'himari_equity{stream="paper:champion"}' in metrics
 
 
-def test_dashboard_data_matches_the_paper_database(paper_db: Path) -> None:
-    client = TestClient(_app(paper_db))
+@pytest.mark.parametrize("backend", ["thread", "process"])
+def test_dashboard_data_matches_the_paper_database(paper_db: Path, backend: str) -> None:
+    with TestClient(_app(paper_db, backend)) as client:
+        _check_dashboard(client, paper_db)
+
+
+def _check_dashboard(client: TestClient, paper_db: Path) -> None:
     assert client.get("/v1/dashboard").status_code == 401
     dash = client.get("/v1/dashboard", headers={"X-API-Key": KEY}, params={"points": 50}).json()
     assert list(dash["streams"]) == ["champion", "shadow"] and dash["model"]["model_id"] == "fake-mlp"

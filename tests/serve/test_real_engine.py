@@ -22,6 +22,7 @@ from himari.serve.app import create_app, serve_config_from_bundle
 from himari.serve.auth import ApiKeys
 from himari.trading.bundle import load_bundle
 from himari.trading.engine import AccountSnapshot, DecisionEngine
+from tests.serve.test_backend import children_of, is_alive
 
 KEY = "real-engine-key-0123456789"
 AUTH = {"X-API-Key": KEY}
@@ -45,10 +46,16 @@ def recent():
     return load_bars("BTCUSDT").between("2022-03-10", "2022-04-01").head(HISTORY)
 
 
-def test_served_decisions_equal_the_engine(mlp_run: Path, recent) -> None:
+@pytest.mark.parametrize("backend", ["thread", "process"])
+def test_served_decisions_equal_the_engine(mlp_run: Path, recent, backend: str) -> None:
     bundle = load_bundle(mlp_run)
-    config = serve_config_from_bundle(bundle, HISTORY, allow_gaps=False, paper_db=None)
-    client = TestClient(create_app(DecisionEngine(bundle, history_bars=HISTORY), config, ApiKeys((KEY.encode(),))))
+    config = serve_config_from_bundle(bundle, HISTORY, allow_gaps=False, paper_db=None).replace(backend=backend)
+    with TestClient(create_app(DecisionEngine(bundle, history_bars=HISTORY), config,
+                               ApiKeys((KEY.encode(),)))) as client:
+        _check_served_decisions(client, mlp_run, recent)
+
+
+def _check_served_decisions(client: TestClient, mlp_run: Path, recent) -> None:
     reference = DecisionEngine(load_bundle(mlp_run), history_bars=HISTORY)
     account = {"equity": 9_000.0, "peak_equity": 10_000.0, "positions": {"BTCUSDT": 0.5},
                "entry_prices": {"BTCUSDT": float(recent.close[-10])}, "time_in_position": {"BTCUSDT": 9}}
@@ -121,6 +128,9 @@ def test_himari_serve_command(tmp_path: Path, mlp_run: Path, recent) -> None:
         else:
             pytest.fail("server did not start")
         assert httpx.get(f"http://127.0.0.1:{port}/metrics").status_code == 401
+        assert httpx.get(f"http://127.0.0.1:{port}/health").json()["backend"] == "process"  # the default
+        backends = children_of(proc.pid)
+        assert len(backends) == 1  # the decision backend
         resp = httpx.post(f"http://127.0.0.1:{port}/v1/decide", json={"bars": {"BTCUSDT": _rows(recent)}},
                           headers=AUTH, timeout=60)
         assert resp.status_code == 200 and resp.json()["model_id"] == "mlp-test"
@@ -129,6 +139,7 @@ def test_himari_serve_command(tmp_path: Path, mlp_run: Path, recent) -> None:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=30)
     assert "POST /v1/decide" in out  # access log on
+    assert not any(is_alive(pid) for pid in backends)  # no orphaned backend after Ctrl-C
     assert KEY not in out  # the key is never logged
 
 

@@ -1,7 +1,9 @@
 """Soak on loopback (bounded in count and time, stops by itself): 50 and 200 concurrent clients with new data per
 request and hostile bodies mixed in. Every request gets an answer (200, 422 for the hostile ones, or 503 with
 Retry-After when the pool is full): no 5xx, no dropped connection, and the server's metrics count exactly what the
-clients saw. Latency is reported by ``himari bench serve --scenario soak``, never asserted here."""
+clients saw. The decisions run in the decision backend process (``himari serve``'s default); /health is probed
+throughout and answered every time. Latency is reported by ``himari bench serve --scenario soak``, never asserted
+here."""
 
 from __future__ import annotations
 
@@ -56,7 +58,7 @@ def _bodies() -> callable:
 @pytest.mark.parametrize("clients", [50, 200])
 def test_soak_every_request_answered_no_5xx(clients: int) -> None:
     config = ServeConfig(symbols=("BTCUSDT",), timeframe="1h", model_id="m", model_version="1", history_bars=256,
-                         workers=2, max_pending=16, request_timeout_s=20.0)
+                         workers=2, max_pending=16, request_timeout_s=20.0, backend="process")
     app = create_app(SlowEngine(("BTCUSDT",)), config, ApiKeys((KEY.encode(),)), account_factory=account_factory)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -75,6 +77,7 @@ def test_soak_every_request_answered_no_5xx(clients: int) -> None:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+    assert app.state.backend.exitcode == 0  # the server's shutdown stopped its decision backend
     assert result.requests == 3 * clients
     assert result.dropped == 0 and result.server_errors == 0 and result.missing_retry_after == 0
     assert set(result.statuses) <= {200, 422, 503}, result.statuses
