@@ -134,3 +134,29 @@ def timing_table(timing: Mapping[str, Any]) -> str:
     lines.append(f"| **total** (data loading {timing['data_s']:.0f} s) | | | | | | | **{timing['total_s']:.0f} s "
                  f"({timing['total_s'] / 60:.1f} min)** | |")
     return "\n".join(lines)
+
+
+def stages_table(run: str | Path) -> str:
+    """The out-of-sample results of every stage of a full-preset run directory (Markdown), read from the stages'
+    ``metrics.json``, with buy-and-hold and vol-targeted buy-and-hold over each stage's own span."""
+    from himari.utils.io import read_json
+
+    root = Path(run)
+    timing = _read_timing(root).get("full")
+    if not timing:
+        raise FileNotFoundError(f"{root}: no full-preset timing.json (run himari pipeline --preset full)")
+    lines = ["| stage | span | return | Sharpe | max drawdown | turnover/yr | fees | buy-and-hold return (Sharpe) | "
+             "vol-targeted B&H Sharpe | DSR (trials) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for s in timing["stages"]:
+        directory = root if s["stage"] == HEADLINE else root / "stages" / s["stage"]
+        m = read_json(directory / "metrics.json")
+        bh, vt = m["baselines"]["buy_and_hold"], m["baselines"]["vol_target_buy_and_hold"]
+        span = f"{m['period']['start'][:7]} .. {m['period']['end'][:7]}"
+        stats = m.get("statistics", {})
+        name = f"{s['stage']} (headline: the main job)" if s["stage"] == HEADLINE else s["stage"]
+        lines.append(
+            f"| {name} | {span} | {m['total_return']:+.1%} | {m['sharpe']:.2f} | {m['max_drawdown']:.1%} | "
+            f"{m['turnover']:.1f}× | {m['fees_paid']:.1%} | {bh['total_return']:+.0%} ({bh['sharpe']:.2f}) | "
+            f"{vt['sharpe']:.2f} | {stats.get('dsr', float('nan')):.2f} ({stats.get('n_trials', 1)}) |")
+    return "\n".join(lines)
+

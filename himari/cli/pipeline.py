@@ -171,9 +171,22 @@ def pipeline_cmd(preset, data_specs, out, seed, max_windows, steps_scale, risk_c
 @click.option("--label", default="strategy", show_default=True, help="Name of the strategy row.")
 @click.option("--update", "update_file", default=None, type=click.Path(dir_okay=False, exists=True),
               help="Replace the results block of this file (README.md) instead of printing it.")
-def results_cmd(run, label, update_file) -> None:
+@click.option("--stages", is_flag=True, help="RUN is a --preset full run: print its per-stage timing and results "
+              "tables instead.")
+def results_cmd(run, label, update_file, stages) -> None:
     """Print the README's results table of RUN (a run directory or its metrics.json), or write it into a file."""
     from himari.report.readme import load_metrics, load_trials, render_results, update_block
+
+    if stages:
+        from himari.backtest.full import _read_timing, stages_table, timing_table
+
+        timing = _read_timing(Path(run)).get("full")
+        if not timing:
+            raise click.UsageError(f"{run}: not a --preset full run (no 'full' section in timing.json)")
+        click.echo(timing_table(timing))
+        click.echo("")
+        click.echo(stages_table(run))
+        return
 
     block = render_results(load_metrics(run), label, load_trials(run))
     if update_file is None:

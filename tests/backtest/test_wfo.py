@@ -197,6 +197,11 @@ def test_full_preset_runs_every_stage_end_to_end_and_resumes(tmp_path):
     assert all(s["resumed_windows"] == s["windows"] == 1 for s in timing["stages"])
     assert timing["stages"][0]["pretraining_s"] is None  # the pre-trained weights were loaded too
     assert {p: p.read_bytes() for p in first} == first
+    tables = CliRunner().invoke(cli, ["results", str(out), "--stages"])
+    assert tables.exit_code == 0, tables.output
+    row = next(line for line in tables.output.splitlines() if line.startswith("| stack (headline"))
+    assert f"{headline['total_return']:+.1%}" in row and f"| {headline['sharpe']:.2f} |" in row
+    assert "| mlp_ppo | 2021-01 .. 2021-01 |" in tables.output and "| 1 |" in tables.output
 
 
 def test_wfo_reruns_from_its_run_directory(tmp_path):
