@@ -46,7 +46,7 @@ from typing import Any, Protocol
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
 
-from himari.serve.pool import Overloaded, WorkerPool, default_workers
+from himari.serve.pool import Overloaded, WorkerPool, default_workers, queue_full
 
 log = logging.getLogger("himari.serve")
 
@@ -143,11 +143,7 @@ class ProcessBackend:
         """``work.<op>(arg)`` in the backend: admitted and time-bounded like :meth:`WorkerPool.run`."""
         with self._lock:
             if self.pending >= self.max_pending:
-                raise Overloaded(
-                    f"server busy: {self.pending} requests in progress (limit {self.max_pending}); retry later",
-                    self.retry_after_s(),
-                    "queue_full",
-                )
+                raise queue_full(self.pending, self.max_pending, self.retry_after_s())
             gen, job_id, future = self._register(admitted=True)
         kind, value = await self._await(gen, job_id, future, op, arg, self.timeout_s,
                                         time.monotonic() + self.timeout_s)

@@ -32,6 +32,12 @@ class Overloaded(Exception):
         self.reason = reason
 
 
+def queue_full(pending: int, max_pending: int, retry_after_s: int) -> Overloaded:
+    """The 503 for a request refused because ``max_pending`` requests are already admitted."""
+    return Overloaded(f"server busy: {pending} requests in progress (limit {max_pending}); retry later",
+                      retry_after_s, "queue_full")
+
+
 class _Expired(Exception):
     pass
 
@@ -63,11 +69,7 @@ class WorkerPool:
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         with self._lock:
             if self.pending >= self.max_pending:
-                raise Overloaded(
-                    f"server busy: {self.pending} requests in progress (limit {self.max_pending}); retry later",
-                    self.retry_after_s(),
-                    "queue_full",
-                )
+                raise queue_full(self.pending, self.max_pending, self.retry_after_s())
             self.pending += 1
         deadline = time.monotonic() + self.timeout_s
 
