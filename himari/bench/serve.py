@@ -489,8 +489,8 @@ def serve_bench(
             f"dropped {f['dropped']:.0f}; 200s p50 {f['p50_ms']:.0f} ms, p99 {f['p99_ms']:.0f} ms, "
             f"{f['requests_per_s']:.1f} decisions/s; /health during load p50 {f['health_p50_ms']:.1f} ms, "
             f"p99 {f['health_p99_ms']:.1f} ms, max {f['health_max_ms']:.1f} ms ({f['health_failures']:.0f} failed); "
-            f"server's longest GC pause {f.get('gc_max_pause_gen2_ms', float('nan')):.1f} ms (full), "
-            f"{f.get('gc_max_pause_gen1_ms', float('nan')):.1f} ms (gen 1)"
+            f"event loop process's longest GC pause {_pause(f, 'gc_max_pause_gen2_ms')} (full), "
+            f"{_pause(f, 'gc_max_pause_gen1_ms')} (gen 1)"
         )
         return
     if raw:
@@ -505,3 +505,12 @@ def serve_bench(
 
 def register_bench(group: click.Group) -> None:
     group.add_command(serve_bench)
+
+
+def _pause(figures: dict, key: str) -> str:
+    """A GC pause figure for the one-line summary ("none" when no collection of that generation happened)."""
+    import math
+
+    value = figures.get(key, math.nan)
+    return "none" if not math.isfinite(value) else f"{value:.1f} ms"
+
