@@ -195,7 +195,7 @@ def train_cmd(
         with activate(tracker):
             stacked = train_stack(data, out_dir, steps=cfg.steps, seed=cfg.seed, num_envs=cfg.num_envs,
                                   ppo_overrides=cfg.ppo, policy_config=cfg.policy_config,
-                                  sim_overrides=cfg.sim_overrides())
+                                  sim_overrides=cfg.sim_overrides(), resume=resume)
         if tracker is not None:
             tracker.finish(stacked.metrics, [out_dir / "metrics.json"])
         sm = stacked.metrics

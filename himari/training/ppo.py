@@ -201,6 +201,8 @@ def fit_stack(
     progress: bool | None = None,
     description: str = "stack",
     workers: int = 1,
+    run_dir: Path | None = None,
+    resume: bool = False,
 ) -> tuple[StackPolicy, dict[str, TrainResult]]:
     """The stacked policy, trained in order on the same simulator, costs, positioning and risk: the L2 direction
     policy (``policy_config["direction_kind"]``: a discrete PPO kind, MLP by default) on its own objective, then the
@@ -210,6 +212,10 @@ def fit_stack(
     ``eval_range`` when training runs on another one (pooled training); default ``market``.
 
     ``workers``: processes training a layer's seeds in parallel (:func:`himari.utils.parallel.fork_map`).
+
+    ``run_dir``: each layer's seed k checkpoints in ``run_dir/l2/s<k>`` and ``run_dir/l3/s<k>``; with ``resume`` an
+    interrupted fit continues there (finished trainings are restored from their final checkpoint, the interrupted
+    one from its last), giving the uninterrupted fit's weights.
 
     ``seeds``: K seeds per layer, ensembled (:func:`himari.agents.seed_ensemble.seed_ensemble`): the K L2 policies
     average their action probabilities, and the K L3 sizers train under that frozen L2 ensemble and average their
@@ -237,6 +243,7 @@ def fit_stack(
             l2_kind, market, d_sim, ppo, train_range=train_range, seed=seed_list[k], num_envs=num_envs,
             eval_env=evaluation(d_sim), policy_config=cfg.get("direction"), progress=progress,
             init=init_l2[k % len(init_l2)] if init_l2 else None, description=f"{description}: L2 direction s{k}",
+            run_dir=None if run_dir is None else Path(run_dir) / "l2" / f"s{k}", resume=resume,
         )
 
     # each seed is trained on its own (seeded): ``workers`` processes give the sequential results
@@ -249,6 +256,7 @@ def fit_stack(
             l3_kind, market, sim, ppo, train_range=train_range, seed=seed_list[k], num_envs=num_envs,
             eval_env=evaluation(sim), policy_config=cfg.get("sizer"), progress=progress, direction_policy=direction,
             init=init_l3[k % len(init_l3)] if init_l3 else None, description=f"{description}: L3 sizer s{k}",
+            run_dir=None if run_dir is None else Path(run_dir) / "l3" / f"s{k}", resume=resume,
         )
 
     fitted = fork_map(fit_sizer, range(len(seed_list)), workers)
@@ -283,9 +291,11 @@ def train_stack(
     policy_config: dict[str, Any] | None = None,
     sim_overrides: dict[str, Any] | None = None,
     progress: bool | None = None,
+    resume: bool = False,
 ) -> PPORunResult:
     """``himari train --policy stack``: the L2 direction policy, then the L3 sizer with the L2 frozen, on the training
-    window, each selected on the validation window; writes ``metrics.json`` and ``RUN/bundle``."""
+    window, each selected on the validation window; writes ``metrics.json`` and ``RUN/bundle``. The layers'
+    trainings checkpoint in ``RUN/layers``; ``resume`` continues an interrupted run from there."""
     out_dir = Path(out)
     lo, hi = data.train_range
     sim = default_sim_config("stack", hi - lo, sim_overrides)
@@ -302,7 +312,7 @@ def train_stack(
     policy, stages = fit_stack(
         data.market, sim, ppo, train_range=(lo, hi), seed=seed, num_envs=num_envs,
         eval_range=data.val_range if has_validation else None, policy_config=policy_config, progress=progress,
-        direction=direction,
+        direction=direction, run_dir=out_dir / "layers", resume=resume,
     )
     metrics: dict[str, Any] = {
         "policy": "stack",

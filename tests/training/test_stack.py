@@ -52,3 +52,51 @@ def test_stack_with_an_offline_l2_trains_frozen_sizer_and_decides(tmp_path, btc_
     res = runner.invoke(cli, ["backtest", "--run", str(run), "--start", "2022-04-01", "--end", "2022-04-08",
                               "--out", str(tmp_path / "bt")])
     assert res.exit_code == 0, res.output
+
+
+def test_an_interrupted_stack_training_resumes_to_the_same_weights(tmp_path, monkeypatch) -> None:
+    """Killed during the L3 sizer's training: ``resume`` restores the finished L2 from its final checkpoint and the L3
+    from its last one, and ends with the uninterrupted run's weights (both layers)."""
+    import torch
+
+    from himari.agents.ppo.trainer import PPOTrainer
+    from himari.agents.registry import policy_tensors
+    from himari.agents.training import prepare_training_data
+    from himari.training.ppo import train_stack
+
+    data = prepare_training_data(["BTCUSDT"], "2022-01-01", "2022-03-01", "2022-03-15")
+    kwargs = {"steps": 640, "num_envs": 8, "ppo_overrides": {"n_steps": 16, "checkpoint_every_updates": 2},
+              "sim_overrides": {"episode_length": 32}, "progress": False}
+    whole = train_stack(data, tmp_path / "whole", **kwargs)
+
+    real_save = PPOTrainer.save_checkpoint
+    saves: list[str] = []
+
+    def killed_mid_sizer(self):
+        saves.append(self.description)
+        if "L3 sizer" in self.description and sum("L3 sizer" in d for d in saves) == 2:
+            raise KeyboardInterrupt  # killed before the sizer's second checkpoint
+        return real_save(self)
+
+    monkeypatch.setattr(PPOTrainer, "save_checkpoint", killed_mid_sizer)
+    with pytest.raises(KeyboardInterrupt):
+        train_stack(data, tmp_path / "resumed", **kwargs)
+    monkeypatch.setattr(PPOTrainer, "save_checkpoint", real_save)
+    assert not (tmp_path / "resumed" / "bundle").exists()
+    real_collect = PPOTrainer.collect_rollout
+    rollouts: list[str] = []
+
+    def counting(self, *args, **kw):
+        rollouts.append(self.description)
+        return real_collect(self, *args, **kw)
+
+    monkeypatch.setattr(PPOTrainer, "collect_rollout", counting)
+    resumed = train_stack(data, tmp_path / "resumed", **kwargs, resume=True)
+    # the L2 is not trained again; the L3 continues after its checkpoint at update 2 (3 of its 5 updates)
+    assert len(rollouts) == 3 and all("L3 sizer" in d for d in rollouts)
+    a, b = policy_tensors(whole.policy.direction), policy_tensors(resumed.policy.direction)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    a, b = policy_tensors(whole.policy.sizer), policy_tensors(resumed.policy.sizer)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(Exception, match="checkpoints of an earlier run"):
+        train_stack(data, tmp_path / "resumed", **kwargs)  # without resume: refused, nothing overwritten
