@@ -65,19 +65,12 @@ def _policy_digest(policy: Any) -> bytes:
     return h.digest()
 
 
-def _dataclasses() -> dict[str, type]:
-    from himari.backtest.backtester import BacktestResult, PathResult
-    from himari.backtest.wfo import ConfigurationResult
-
-    return {c.__name__: c for c in (PathResult, BacktestResult, ConfigurationResult)}
-
-
 class _Encoder:
     """Python values -> a JSON tree with tagged non-JSON values; arrays collected for an ``.npz``."""
 
-    def __init__(self) -> None:
+    def __init__(self, known: Mapping[str, type]) -> None:
         self.arrays: dict[str, np.ndarray] = {}
-        self.known = _dataclasses()
+        self.known = dict(known)  # the result dataclasses that may be saved (by name)
 
     def __call__(self, v: Any) -> Any:
         if v is None or isinstance(v, bool | str):
@@ -135,8 +128,10 @@ def window_dir(root: Path, index: int) -> Path:
     return root / f"{index:03d}"
 
 
-def save_window(root: str | Path, result: Any, carries: Mapping[str, Any] | None, fingerprint: str) -> Path:
-    """Write window ``result`` (a :class:`~himari.backtest.wfo.WindowResult`) and the chains' carries after it."""
+def save_window(root: str | Path, result: Any, carries: Mapping[str, Any] | None, fingerprint: str,
+                known: Mapping[str, type]) -> Path:
+    """Write window ``result`` (a :class:`~himari.backtest.wfo.WindowResult`) and the chains' carries after it;
+    ``known``: the result dataclasses it holds, by name."""
     from himari.trading.bundle import save_bundle
 
     root = Path(root)
@@ -144,7 +139,7 @@ def save_window(root: str | Path, result: Any, carries: Mapping[str, Any] | None
     tmp = root / f".{final.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    enc = _Encoder()
+    enc = _Encoder(known)
     state = {
         "format": FORMAT,
         "fingerprint": fingerprint,
@@ -177,11 +172,12 @@ def _npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
     return buf.getvalue()
 
 
-def load_window(root: str | Path, window: Any, fingerprint: str) -> tuple[Any, dict[str, Any]] | None:
-    """Window ``window``'s result and the chains' carries after it, or None when it was not checkpointed for a run
-    with this ``fingerprint`` (missing, incomplete, another config or other data)."""
+def load_window(root: str | Path, window: Any, fingerprint: str,
+                known: Mapping[str, type]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The fields of window ``window``'s result (those of :class:`~himari.backtest.wfo.WindowResult` but the window)
+    and the chains' carries after it, or None when it was not checkpointed for a run with this ``fingerprint``
+    (missing, incomplete, another config or other data)."""
     from himari.agents.registry import load_policy
-    from himari.backtest.wfo import WindowResult
     from himari.trading.bundle import load_bundle
 
     directory = window_dir(Path(root), window.index)
@@ -196,20 +192,18 @@ def load_window(root: str | Path, window: Any, fingerprint: str) -> tuple[Any, d
         return None
     with np.load(directory / "arrays.npz", allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}
-    known = _dataclasses()
     policy_state = {name: {"policy": load_policy(directory / "policies" / name), "lineage": lineage}
                     for name, lineage in state["lineage"].items()}
-    result = WindowResult(
-        window=window,
-        selected=state["selected"],
-        configurations=_decode(state["configurations"], arrays, known),
-        test=_decode(state["test_result"], arrays, known),
-        bundle=load_bundle(directory / "bundle"),
-        wall_s=float(state["wall_s"]),
-        policy_state=policy_state,
-        ablation=_decode(state["ablation"], arrays, known),
-    )
-    return result, _decode(state["carries"], arrays, known)
+    fields = {
+        "selected": state["selected"],
+        "configurations": _decode(state["configurations"], arrays, known),
+        "test": _decode(state["test_result"], arrays, known),
+        "bundle": load_bundle(directory / "bundle"),
+        "wall_s": float(state["wall_s"]),
+        "policy_state": policy_state,
+        "ablation": _decode(state["ablation"], arrays, known),
+    }
+    return fields, _decode(state["carries"], arrays, known)
 
 
 def save_policies(root: str | Path, policies: Mapping[str, Any], fingerprint: str) -> None:

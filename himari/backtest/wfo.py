@@ -767,9 +767,9 @@ def run_wfo(
         resuming = ckdir is not None
         with progress_bar("walk-forward windows", total=len(windows), enabled=None if progress else False) as bar:
             for w in windows:
-                loaded = ckpt.load_window(ckdir / "windows", w, fingerprint) if resuming and ckdir else None
+                loaded = ckpt.load_window(ckdir / "windows", w, fingerprint, _result_types()) if resuming and ckdir else None
                 if loaded is not None:
-                    r, carries = loaded
+                    r, carries = WindowResult(window=w, **loaded[0]), loaded[1]
                     resumed += 1
                 else:
                     resuming = False  # a window is fitted from its predecessor: later checkpoints are stale
@@ -777,7 +777,7 @@ def run_wfo(
                     r, carries = run_window(config, w, bars_by_symbol, prev_state, pretrained, carry=carry,
                                             chains=carries, compare_scratch=compare and w is windows[0])
                     if ckdir is not None:
-                        ckpt.save_window(ckdir / "windows", r, carries, fingerprint)
+                        ckpt.save_window(ckdir / "windows", r, carries, fingerprint, _result_types())
                 carry = r.test.carry
                 results.append(r)
                 if on_window is not None:
@@ -795,6 +795,13 @@ def run_wfo(
         target_vol_annual=sizing.target_vol_annual, rebalance_band=sizing.rebalance_band, warmup_bars=config.warmup_bars,
     )
     return WFOResult(config, results, baselines, ts, resumed=resumed, pretrain_s=pretrain_s)
+
+
+def _result_types() -> dict[str, type]:
+    """The result dataclasses a window checkpoint holds (:mod:`himari.backtest.checkpoint` rebuilds only these)."""
+    from himari.backtest.backtester import PathResult
+
+    return {c.__name__: c for c in (PathResult, BacktestResult, ConfigurationResult)}
 
 
 def pretrain_configurations(config: WFOConfig, window: WalkForwardWindow, bars_by_symbol: Mapping[str, Bars],

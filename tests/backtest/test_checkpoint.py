@@ -30,16 +30,18 @@ def test_tree_codec_round_trips_exactly_and_refuses_unknown_objects():
 
     value = {"x": np.float32(0.1), "n": np.int64(3), "nan": float("nan"), "t": (1, "a"), 2: [np.arange(3.0)],
              "p": PathResult(np.array([0.5]), np.zeros((1, 1)), np.array([0.0]), np.array([1e-300]))}
-    enc = _Encoder()
+    from himari.backtest.backtester import BacktestResult
+
+    enc = _Encoder({"PathResult": PathResult, "BacktestResult": BacktestResult})
     tree = enc(value)
     back = _decode(tree, enc.arrays, enc.known)
     assert type(back["x"]) is np.float32 and back["x"] == np.float32(0.1)
     assert type(back["n"]) is np.int64 and np.isnan(back["nan"]) and back["t"] == (1, "a")
     assert np.array_equal(back[2][0], np.arange(3.0)) and back["p"].fees[0] == 1e-300
     with pytest.raises(RunDirError, match="cannot save a object"):
-        _Encoder()({"bad": object()})
+        _Encoder({})({"bad": object()})
     with pytest.raises(RunDirError, match="without pickle"):
-        _Encoder()(np.array([object()]))
+        _Encoder({})(np.array([object()]))
 
 
 def test_an_interrupted_walk_forward_resumes_without_refitting_finished_windows(btc_bars, tmp_path, monkeypatch):
