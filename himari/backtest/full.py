@@ -95,6 +95,7 @@ def run_full_pipeline(
             "seeds": cfg.seeds, "resumed_windows": stage_timing.get("resumed_windows", 0),
             "pretraining_s": stage_timing.get("pretraining_s"), "wall_s": round(time.perf_counter() - t, 1),
             "windows_s": round(sum(stage_timing.get("windows_s", [])), 1),
+            "trade_s": round(sum(stage_timing.get("windows_trade_s", [])), 1),
         })
         stages[name] = _headline(metrics)
         if "pretraining" in metrics:
@@ -125,13 +126,14 @@ def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def timing_table(timing: Mapping[str, Any]) -> str:
     """The per-stage timing table (Markdown) of ``timing.json``'s ``full`` section."""
-    lines = ["| stage | policy | assets | windows | seeds | pre-training | windows (fit + trade) | stage wall | "
-             "resumed windows |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| stage | policy | assets | windows | seeds | pre-training | windows (fit + trade) | of which trade "
+             "(backtests) | stage wall | resumed windows |", "|---|---|---|---|---|---|---|---|---|---|"]
     for s in timing["stages"]:
         pre = f"{s['pretraining_s']:.0f} s" if s.get("pretraining_s") else ""
+        trade = f"{s['trade_s']:.0f} s" if s.get("trade_s") else ""
         lines.append(f"| {s['stage']} | {s['policy']} | {'/'.join(s['symbols'])} | {s['windows']} | {s['seeds']} | "
-                     f"{pre} | {s['windows_s']:.0f} s | {s['wall_s']:.0f} s | {s['resumed_windows']} |")
-    lines.append(f"| **total** (data loading {timing['data_s']:.0f} s) | | | | | | | **{timing['total_s']:.0f} s "
+                     f"{pre} | {s['windows_s']:.0f} s | {trade} | {s['wall_s']:.0f} s | {s['resumed_windows']} |")
+    lines.append(f"| **total** (data loading {timing['data_s']:.0f} s) | | | | | | | | **{timing['total_s']:.0f} s "
                  f"({timing['total_s'] / 60:.1f} min)** | |")
     return "\n".join(lines)
 

@@ -238,7 +238,9 @@ def run_wfo_to_dir(
         "windows": window_rows,
     }
     # windows_s: each window's own fit-and-trade time (a resumed window keeps the time it took when it ran)
+    # windows_trade_s: of each window's time, its test-period backtests (strategy, configurations, ablation rows)
     atomic_write_json(root / "timing.json", {"wall_s": round(wall, 1), "windows_s": [round(w.wall_s, 1) for w in result.windows],
+                                             "windows_trade_s": [round(w.trade_s, 1) for w in result.windows],
                                              "resumed_windows": result.resumed,
                                              "pretraining_s": None if result.pretrain_s is None else round(result.pretrain_s, 1)})
     write_final_bundle(result, root)

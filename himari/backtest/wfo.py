@@ -261,6 +261,7 @@ class WindowResult:
     wall_s: float
     policy_state: dict[str, Any] = field(default_factory=dict)  # configuration -> what its next window starts from
     ablation: dict[str, Any] = field(default_factory=dict)  # layer -> PathResult over the test period
+    trade_s: float = 0.0  # of wall_s, the test period's backtests (the rest: fitting and selection)
 
     def row(self, buy_and_hold_return: float = math.nan) -> dict[str, Any]:
         s = self.test.strategy.net_returns
@@ -626,13 +627,15 @@ def run_window(
     configure_torch_threads()
     started = time.perf_counter()
     fit = fit_window(config, window, bars_by_symbol, init_states, pretrained, progress, compare_scratch)
+    traded = time.perf_counter()
     test, carries, ablation = trade_window(config, window, bars_by_symbol, fit, carry, chains)
+    trade_s = time.perf_counter() - traded
     # each configuration's next window fine-tunes from this window's ensemble of the same configuration, and
     # inherits its data lineage (offline kinds retrain from scratch)
     states = {name: {"policy": b.policy, "lineage": list(b.meta.get("lineage") or [])}
               for name, b in fit.bundles.items() if not config.for_configuration(name).is_offline}
     wall = time.perf_counter() - started
-    return WindowResult(window, fit.selected, fit.results, test, fit.bundle, wall, states, ablation), carries
+    return WindowResult(window, fit.selected, fit.results, test, fit.bundle, wall, states, ablation, trade_s), carries
 
 
 def _fit_only(config: WFOConfig, window: WalkForwardWindow, bars_by_symbol: Mapping[str, Bars], pretrained: Any) -> Any:
