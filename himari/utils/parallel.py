@@ -9,6 +9,7 @@ equal a sequential run (tested for walk-forward configurations and seeds).
 from __future__ import annotations
 
 import multiprocessing as mp
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -31,6 +32,13 @@ def _run(index: int) -> Any:
     return _TASK["fn"](_TASK["items"][index])
 
 
+def _prepare_parent() -> None:
+    """Work every forked child would otherwise repeat, done once in the parent: torch's first optimizer construction
+    imports ``torch._dynamo`` (~1.2 s), and a child's import dies with it, so each map of trainings paid it again."""
+    if "torch" in sys.modules and "torch._dynamo" not in sys.modules:
+        import torch._dynamo  # noqa: F401
+
+
 def fork_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> list[R]:
     """``[fn(x) for x in items]``, in up to ``workers`` forked processes when more than one is asked for."""
     todo = list(items)
@@ -38,6 +46,7 @@ def fork_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> list[R]:
         return [fn(x) for x in todo]
     if _TASK:
         raise RuntimeError("fork_map: a map is already running in this process")
+    _prepare_parent()
     _TASK.update(fn=fn, items=todo)
     try:
         with mp.get_context("fork").Pool(min(workers, len(todo)), initializer=_start_worker) as pool:
