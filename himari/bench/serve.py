@@ -282,11 +282,7 @@ def run_serve_bench(
         ]
         figures["server_decision_latency"] = server_side
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        _stop_server(server)
     figures.update(
         {
             "scenario": scenario,
@@ -350,11 +346,7 @@ def _run_new_bar(cmd: list[str], key: str, port: int, symbols: list[str], histor
                 pair_ms.append((t2 - t0) * 1e3)
                 decide_ms.append((t2 - t1) * 1e3)
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        _stop_server(server)
     pair, dec = np.asarray(pair_ms), np.asarray(decide_ms)
     return {"scenario": "new-bar", "tool": "python", "connections": 1, "history_bars": history_bars,
             "symbols": symbols, "new_bars": new_bars, "cache": dict(sources),
@@ -419,11 +411,7 @@ def _run_soak(run: str, cmd: list[str], key: str, port: int, symbols: list[str],
                                   max_requests=1_000_000, duration_s=duration_s, probe_process=True))
         metrics = httpx.get(f"{base}/metrics", headers={"X-API-Key": key}).text
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        _stop_server(server)
     figures: dict[str, Any] = dict(result.figures())
     figures["requests_per_s"] = figures["ok_200"] / max(result.elapsed_s, 1e-9)
     figures["server_counted"] = [line for line in metrics.splitlines()
@@ -513,4 +501,13 @@ def _pause(figures: dict, key: str) -> str:
 
     value = figures.get(key, math.nan)
     return "none" if not math.isfinite(value) else f"{value:.1f} ms"
+
+
+def _stop_server(server: subprocess.Popen) -> None:
+    """Stop the benchmarked ``himari serve`` (SIGTERM, then SIGKILL after 20 s)."""
+    server.terminate()
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.kill()
 
