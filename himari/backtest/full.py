@@ -41,7 +41,7 @@ def stage_configs(base: Mapping[str, Any], quick: Mapping[str, Any], steps_scale
             out["pretrain"] = {**out["pretrain"], "steps": max(1, int(out["pretrain"]["steps"] * steps_scale))}
         return {**out, "seed": seed, "max_windows": max_windows}
 
-    stages = {k: v for k, v in base.items() if k == "stages"}["stages"]
+    stages = base["stages"]
     shared = {k: v for k, v in base.items() if k != "stages"}
     out: dict[str, tuple[WFOConfig, str]] = {}
     for name, spec in stages.items():

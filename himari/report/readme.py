@@ -31,6 +31,12 @@ def _num(v: Any, digits: int = 2) -> str:
     return "–" if not isinstance(v, int | float) or not math.isfinite(v) else f"{v:.{digits}f}"
 
 
+def _times(v: Any) -> str:
+    """A turnover (× a year), or – when unknown."""
+    text = _num(v, 1)
+    return text if text == "–" else f"{text}×"
+
+
 def render_results(metrics: dict[str, Any], strategy_label: str = "strategy",
                    trials: list[dict[str, Any]] | None = None) -> str:
     """The markdown table (strategy and baselines), the statistics line, the verdict, the layer ablation and the
@@ -47,7 +53,7 @@ def render_results(metrics: dict[str, Any], strategy_label: str = "strategy",
         lines.append(
             f"| {label} | {_pct(m.get('total_return'))} | {_pct(m.get('annual_return'))} | "
             f"{_pct(m.get('annual_volatility'))} | {_num(m.get('sharpe'))} | {_pct(m.get('max_drawdown'))} | "
-            f"{_pct(m.get('exposure'))} | {m.get('n_trades', '–')} | {_num(per_year, 1)}× | {_pct(m.get('fees_paid'))} |"
+            f"{_pct(m.get('exposure'))} | {m.get('n_trades', '–')} | {_times(per_year)} | {_pct(m.get('fees_paid'))} |"
         )
     s = metrics.get("statistics", {})
     stats = (
@@ -66,7 +72,7 @@ def render_results(metrics: dict[str, Any], strategy_label: str = "strategy",
             out.append(
                 f"| {row['layer']} | {_pct(row.get('total_return'))} | {_num(row.get('sharpe'))} "
                 f"[{_num(row.get('sharpe_ci_low'))}, {_num(row.get('sharpe_ci_high'))}] | {_pct(row.get('max_drawdown'))} | "
-                f"{_num(row.get('turnover'), 1)}× | {_pct(row.get('fees_paid'))} | {_pct(row.get('exposure'))} |"
+                f"{_times(row.get('turnover'))} | {_pct(row.get('fees_paid'))} | {_pct(row.get('exposure'))} |"
             )
     if trials:
         out += ["", f"Trials ledger ({len(trials)} configurations; the DSR counts them):", "",
@@ -74,7 +80,7 @@ def render_results(metrics: dict[str, Any], strategy_label: str = "strategy",
         for t in trials:
             r = t.get("result") or {}
             out.append(f"| {t['name']}: {t['description']} | {t['data']} | {_num(r.get('sharpe'))} | "
-                       f"{_pct(r.get('total_return'))} | {_pct(r.get('max_drawdown'))} | {_num(r.get('turnover'), 1)}× | "
+                       f"{_pct(r.get('total_return'))} | {_pct(r.get('max_drawdown'))} | {_times(r.get('turnover'))} | "
                        f"{'yes' if t.get('kept') else 'no'} |")
     return "\n".join(out)
 
